@@ -1,0 +1,208 @@
+"""Running a mount: in the foreground (``serve``), or as a background daemon (``spawn``).
+
+Background mode never lets libfuse fork: the parent starts a fresh interpreter with
+``--foreground --ready-fd N`` before any thread exists, and the child reports ``READY`` or
+``ERROR <message>`` on that pipe once the mount answers a ``stat`` (or fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import subprocess
+import sys
+import threading
+import time
+
+from .cache import MemoryCache
+from .errors import RefmountError
+from .fetch import Origins
+from .fs import RefFS
+from .index import Index, Union
+from .mountpoint import check_mountpoint, load_libfuse
+from .options import MountOptions
+from .reader import Reader
+from .sources import open_source
+from .stats import Stats
+
+log = logging.getLogger("refmount")
+
+
+class ReadyPipe:
+    """The one status line for the waiting parent (no-op in plain foreground mode)."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+        self.sent = False
+        self._lock = threading.Lock()
+
+    def send(self, line: str) -> None:
+        with self._lock:
+            if self.sent:
+                return
+            self.sent = True
+            if self.fd is None:
+                return
+            try:
+                os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
+                os.close(self.fd)
+            except OSError:
+                pass
+
+
+def load_tree(opts: MountOptions) -> Index:
+    indexes = {name: open_source(src, opts.storage_options) for name, src in opts.sources}
+    if len(indexes) == 1:
+        return next(iter(indexes.values()))
+    return Union(indexes)
+
+
+def _setup_logging(opts: MountOptions) -> None:
+    handler: logging.Handler
+    if opts.log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(opts.log_file)), exist_ok=True)
+        handler = logging.FileHandler(opts.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s refmount[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(opts.log_level.upper())
+
+
+def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
+    """Mount and serve until unmounted or signalled. Returns the exit status."""
+    ready = ReadyPipe(ready_fd)
+    mountpoint = os.path.abspath(opts.mountpoint)
+    try:
+        _setup_logging(opts)
+        device = check_mountpoint(mountpoint)
+        tree = load_tree(opts)
+        mfusepy = load_libfuse()
+        stats = Stats()
+        origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats)
+        origins.probe(list(_urls(tree)))
+        reader = Reader(origins, MemoryCache(opts.cache_size, stats))
+    except RefmountError as exc:
+        return _fail(ready, str(exc))
+
+    def on_init() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if os.stat(mountpoint).st_dev != device:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        else:
+            ready.send(f"ERROR mountpoint {mountpoint}: mount did not become ready")
+            return
+        log.info("mounted %s at %s", ", ".join(src for _, src in opts.sources), mountpoint)
+        if ready.fd is not None:  # the parent stops listening: send stderr to the log from now on
+            _detach_stderr(opts.log_file)
+        ready.send("READY")
+
+    options = {
+        "foreground": True,
+        "nothreads": False,
+        "ro": True,
+        "fsname": opts.sources[0][1].replace(",", "_")[:200],
+        "subtype": "refmount",
+        "kernel_cache": True,
+        "attr_timeout": opts.attr_timeout,
+        "entry_timeout": opts.attr_timeout,
+        "negative_timeout": opts.attr_timeout,
+    }
+    if opts.allow_other:
+        options.update(allow_other=True, default_permissions=True)
+    try:
+        mfusepy.FUSE(RefFS(tree, reader, on_init), mountpoint, **options)
+    except RuntimeError:
+        return _fail(ready, f"mountpoint {mountpoint}: libfuse could not mount it")
+    if not ready.sent:
+        return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
+    log.info("unmounted %s", mountpoint)
+    return 0
+
+
+def _urls(tree: Index):
+    seen = set()
+    for _, ref in tree.items():
+        url = getattr(ref, "url", None)
+        if url is not None and url not in seen:
+            seen.add(url)
+            yield url
+
+
+def _fail(ready: ReadyPipe, message: str) -> int:
+    if ready.fd is None:
+        print(f"refmount: {message}", file=sys.stderr)
+    else:
+        ready.send(f"ERROR {message}")
+    log.error("%s", message)
+    return 1
+
+
+def _detach_stderr(log_file: str | None) -> None:
+    fd = os.open(log_file or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def spawn(args: list[str]) -> subprocess.Popen:
+    """Start ``refmount --foreground ARGS`` detached; return once it is mounted.
+
+    Raises ``RefmountError`` with the child's message when it fails before being ready.
+    """
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "refmount", "--foreground", "--ready-fd", str(w), *args],
+            pass_fds=(w,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(w)
+    status, err = _wait_status(r, proc.stderr)
+    if status == "READY":
+        proc.stderr.close()
+        return proc
+    proc.wait()
+    detail = next((line for line in reversed(err.splitlines()) if line.strip()), "")
+    if status.startswith("ERROR "):
+        message = status[6:]
+        if detail and "libfuse" in message:
+            message += f": {detail.strip()}"
+        raise RefmountError(message)
+    raise RefmountError(f"daemon exited (status {proc.returncode}) before the mount was ready: {detail or 'no message'}")
+
+
+def _wait_status(status_fd: int, stderr) -> tuple[str, str]:
+    """Read the status line while draining the child's stderr (so it can never block)."""
+    sel = selectors.DefaultSelector()
+    sel.register(status_fd, selectors.EVENT_READ, "status")
+    sel.register(stderr, selectors.EVENT_READ, "stderr")
+    status, err = b"", b""
+    open_fds = 2
+    while open_fds:
+        for key, _ in sel.select():
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                open_fds -= 1
+                if key.data == "status":
+                    os.close(status_fd)
+                    if status:  # got our line; stderr may stay open in a healthy daemon
+                        return status.decode().strip(), err.decode(errors="replace")
+                continue
+            if key.data == "status":
+                status += chunk
+            else:
+                err += chunk
+    return status.decode().strip(), err.decode(errors="replace")

@@ -1,0 +1,12 @@
+"""Errors meant for the user: one line that names the thing and the problem."""
+
+
+class RefmountError(Exception):
+    """A user-facing failure (bad input, unreachable origin, unusable mountpoint).
+
+    The CLI prints ``refmount: <message>`` and exits non-zero; never a traceback.
+    """
+
+
+class FetchError(OSError):
+    """Bytes for a reference could not be fetched exactly (reported to readers as EIO)."""

@@ -1,0 +1,99 @@
+"""Mountpoint checks, libfuse loading and unmounting."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import subprocess
+
+from .errors import RefmountError
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _mountinfo_points() -> set[str]:
+    points = set()
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                field = line.split(" ")[4]
+                points.add(_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field))
+    except OSError:
+        pass
+    return points
+
+
+def is_mounted(path: str) -> bool:
+    return os.path.realpath(path) in _mountinfo_points() or os.path.abspath(path) in _mountinfo_points()
+
+
+def fusermount() -> str:
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise RefmountError("FUSE is not available: fusermount3 not found (install the fuse3 package)")
+    return tool
+
+
+def lazy_unmount(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([fusermount(), "-uz", path], capture_output=True, text=True)
+
+
+def check_mountpoint(path: str) -> int:
+    """Make sure ``path`` can be mounted on; clear a dead FUSE mount. Returns its ``st_dev``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise RefmountError(f"mountpoint {path}: does not exist") from None
+    except PermissionError:
+        raise RefmountError(f"mountpoint {path}: permission denied") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise RefmountError(f"mountpoint {path}: {exc.strerror}") from None
+        # a daemon died and left "Transport endpoint is not connected": clear it
+        result = lazy_unmount(path)
+        if result.returncode != 0:
+            raise RefmountError(f"mountpoint {path}: dead mount could not be cleared: {result.stderr.strip()}") from None
+        return check_mountpoint(path)
+    if not os.path.isdir(path):
+        raise RefmountError(f"mountpoint {path}: not a directory")
+    if is_mounted(path):
+        raise RefmountError(f"mountpoint {path}: already mounted (run 'refmount umount {path}' first)")
+    return st.st_dev
+
+
+def load_libfuse():
+    """Import mfusepy on libfuse3; a one-line error when FUSE is missing."""
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    if not os.path.exists("/dev/fuse"):
+        raise RefmountError("FUSE is not available: /dev/fuse is missing (load the fuse kernel module)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK) and os.geteuid() != 0:
+        fusermount()  # unprivileged mounts go through the setuid helper
+    try:
+        import mfusepy
+    except (OSError, ImportError) as exc:
+        raise RefmountError(f"FUSE is not available: {exc} (install the fuse3 package)") from None
+    return mfusepy
+
+
+def unmount(path: str) -> str:
+    """Unmount ``path``; a busy or dead mount is detached lazily. Returns what was done."""
+    path = os.path.abspath(path)
+    try:
+        os.stat(path)
+        dead = False
+    except FileNotFoundError:
+        raise RefmountError(f"{path}: does not exist") from None
+    except OSError as exc:
+        dead = exc.errno == errno.ENOTCONN
+    if not dead and not is_mounted(path):
+        raise RefmountError(f"{path}: not mounted")
+    if not dead:
+        result = subprocess.run([fusermount(), "-u", path], capture_output=True, text=True)
+        if result.returncode == 0:
+            return "unmounted"
+    result = lazy_unmount(path)
+    if result.returncode != 0:
+        raise RefmountError(f"{path}: cannot unmount: {result.stderr.strip() or 'fusermount3 failed'}")
+    return "detached (lazy unmount: it was busy or dead)"

@@ -1,0 +1,107 @@
+"""kerchunk JSON reference sets, version 0 and 1 (``docs/reference-formats.md`` §2-5).
+
+A JSON list of sets (as ``scan_grib`` users often write) mounts as numbered sub-trees
+``0/``, ``1/``, ... -- each element keeps its own root group.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from ..errors import RefmountError
+from ..index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
+from ..urls import parent_of, resolve
+from .reading import decompress, read_file
+from .templates import expand_gen, fill_url
+
+
+def load(location: str, storage_options: dict) -> Index:
+    raw, mtime_ns = read_file(location, storage_options)
+    text = decompress(raw, location)
+    try:
+        doc = json.loads(text)
+    except UnicodeDecodeError:
+        raise RefmountError(f"{location}: not a reference set (not UTF-8 JSON)") from None
+    except json.JSONDecodeError as exc:
+        raise RefmountError(f"{location}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    del raw, text
+    base = parent_of(location)
+    if isinstance(doc, list):
+        if not doc:
+            raise RefmountError(f"{location}: empty list of reference sets")
+        return Union({str(n): _load_set(f"{location}[{n}]", d, base, mtime_ns) for n, d in enumerate(doc)})
+    return _load_set(location, doc, base, mtime_ns)
+
+
+def _load_set(where: str, doc, base: str, mtime_ns: int) -> CompactIndex:
+    if not isinstance(doc, dict):
+        raise RefmountError(f"{where}: a reference set must be a JSON object, not {type(doc).__name__}")
+    version = doc.get("version")
+    index = CompactIndex(mtime_ns)
+    if version is None:
+        refs, templates, gen = doc, {}, None
+    elif version == 1 and type(version) is int:
+        refs = doc.get("refs", {})
+        templates = doc.get("templates") or {}
+        gen = doc.get("gen")
+        if not isinstance(refs, dict):
+            raise RefmountError(f"{where}: 'refs' must be an object")
+        if not isinstance(templates, dict) or not all(isinstance(v, str) for v in templates.values()):
+            raise RefmountError(f"{where}: 'templates' must map names to strings")
+    else:
+        raise RefmountError(f"{where}: unsupported reference set version {version!r} (expected 1, or none for v0)")
+
+    for key, value in refs.items():
+        key = _key(key)
+        index.add(key, to_ref(key, value, templates, base, where))
+    if gen:
+        for key, value in expand_gen(gen, templates, where):
+            key = _key(key)
+            index.add(key, to_ref(key, value, {}, base, where))
+    try:
+        return index.build()
+    except RefmountError as exc:
+        raise RefmountError(f"{where}: {exc}") from None
+
+
+def _key(key: str) -> str:
+    return key[1:] if key.startswith("/") else key
+
+
+def to_ref(key: str, value, templates: dict[str, str], base: str, where: str) -> Ref:
+    """Normalise one JSON value into Inline / Range / Whole (§2.2)."""
+    if isinstance(value, str):
+        if value.startswith("base64:"):
+            try:
+                return Inline(base64.b64decode(value[7:], validate=True))
+            except (binascii.Error, ValueError):
+                raise RefmountError(f"{where}: key {key!r}: invalid base64 data") from None
+        try:
+            return Inline(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise RefmountError(f"{where}: key {key!r}: text is not valid Unicode") from None
+    if isinstance(value, dict):
+        return Inline(json.dumps(value, separators=(",", ":")).encode())
+    if isinstance(value, list) and len(value) in (1, 3):
+        url = value[0]
+        if url is None:
+            raise RefmountError(f"{where}: key {key!r}: reference has no URL (null) and no default target is set")
+        if not isinstance(url, str) or not url:
+            raise RefmountError(f"{where}: key {key!r}: URL must be a non-empty string")
+        url = fill_url(url, templates, f"{where}: key {key!r}")
+        try:
+            url = resolve(url, base)
+        except RefmountError as exc:
+            raise RefmountError(f"{where}: key {key!r}: {exc}") from None
+        if len(value) == 1:
+            return Whole(url)
+        offset, length = value[1], value[2]
+        if not all(type(v) is int and v >= 0 for v in (offset, length)):
+            raise RefmountError(f"{where}: key {key!r}: offset and length must be non-negative integers")
+        return Inline(b"") if length == 0 else Range(url, offset, length)
+    raise RefmountError(
+        f"{where}: key {key!r}: unsupported value {json.dumps(value)[:60]} "
+        "(expected text, base64:, an object, [url] or [url, offset, length])"
+    )
