@@ -8,7 +8,7 @@ import os
 import sys
 
 from .errors import RefmountError
-from .options import MountOptions, parse_size, parse_storage_options, split_sources
+from .options import MountOptions, default_log_file, parse_size, parse_storage_options, split_sources
 from .urls import location_of
 
 SUBCOMMANDS = ("umount", "inspect", "demo")
@@ -74,11 +74,6 @@ def _options(args: argparse.Namespace) -> MountOptions:
     return opts
 
 
-def default_log_file() -> str:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "refmount", "refmount.log")
-
-
 def to_args(opts: MountOptions) -> list[str]:
     """The command-line form of ``opts`` (to start a background daemon)."""
     args = ["--cache-size", str(opts.cache_size), "--timeout", str(opts.timeout), "--retries", str(opts.retries)]
@@ -88,8 +83,7 @@ def to_args(opts: MountOptions) -> list[str]:
             args += ["--storage-option", f"{protocol}.{key}={json.dumps(value)}"]
     if opts.allow_other:
         args.append("--allow-other")
-    if opts.log_file:
-        args += ["--log-file", opts.log_file]
+    args += ["--log-file", os.path.abspath(opts.log_file or default_log_file())]
     sources = [location_of(src) for _, src in opts.sources]
     if len(sources) > 1:
         sources = [f"{name}={src}" for (name, _), src in zip(opts.sources, sources)]
@@ -105,8 +99,6 @@ def cmd_mount(argv: list[str]) -> int:
         return serve(opts, args.ready_fd)
     from .daemon import spawn
 
-    if not opts.log_file:
-        opts.log_file = default_log_file()
     spawn(to_args(opts))
     return 0
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import fsspec
 import fsspec.asyn
@@ -19,7 +21,7 @@ from .urls import split_protocol
 
 log = logging.getLogger("refmount.fetch")
 
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError, AttributeError)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -85,8 +87,7 @@ class Origins:
 
     def _call(self, fs, method: str, *args, **kwargs):
         if getattr(fs, "async_impl", False):
-            coro = getattr(fs, "_" + method)(*args, **kwargs)
-            return fsspec.asyn.sync(fs.loop, coro, timeout=self.timeout)
+            return fsspec.asyn.sync(fs.loop, getattr(fs, "_" + method), *args, timeout=self.timeout, **kwargs)
         return getattr(fs, method)(*args, **kwargs)
 
     def _with_retries(self, what: str, url: str, func):
@@ -140,7 +141,11 @@ class Origins:
         return size
 
     def probe(self, urls: list[str]) -> None:
-        """Check that each remote origin answers; missing objects are not an error here."""
+        """Check that each remote origin answers, before mounting.
+
+        HTTP origins get a TCP connection (no request, so no extra HEAD); other remote
+        protocols one ``info`` of their first URL. A missing object is not an error here.
+        """
         seen: set[tuple[str, str]] = set()
         for url in urls:
             protocol, path = split_protocol(url)
@@ -150,10 +155,15 @@ class Origins:
             if (protocol, authority) in seen:
                 continue
             seen.add((protocol, authority))
-            fs = self.filesystem(protocol)
             try:
-                self._call(fs, "info", path)
+                if protocol in ("http", "https"):
+                    parts = urlsplit(url)
+                    port = parts.port or (443 if protocol == "https" else 80)
+                    socket.create_connection((parts.hostname, port), timeout=min(self.timeout, 10)).close()
+                else:
+                    self._call(self.filesystem(protocol), "info", path)
             except Exception as exc:
-                if _is_unreachable(exc) or isinstance(exc, asyncio.TimeoutError):
-                    raise RefmountError(f"origin {protocol}://{authority} is unreachable: {exc or type(exc).__name__}") from None
+                if _is_unreachable(exc) or isinstance(exc, (asyncio.TimeoutError, OSError)) and not isinstance(exc, _PERMANENT):
+                    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                    raise RefmountError(f"origin {protocol}://{authority} is unreachable: {reason}") from None
                 log.warning("origin check %s: %s: %s", url, type(exc).__name__, exc)

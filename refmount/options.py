@@ -107,6 +107,12 @@ def default_cache_size() -> int:
     return max(64 << 20, min(1 << 30, memory_limit() // 8))
 
 
+def default_log_file() -> str:
+    """Where a background daemon logs unless told otherwise."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "refmount", "refmount.log")
+
+
 @dataclass
 class MountOptions:
     sources: list[tuple[str, str]]

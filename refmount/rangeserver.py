@@ -1,0 +1,136 @@
+"""A small HTTP origin on 127.0.0.1 with Range support and request counting.
+
+For the demo, the tests and the benchmarks: serves one directory, answers ``HEAD`` and
+``GET`` (single byte ranges, ``206``/``416``), optionally sleeps per request (injected
+latency), and stops by itself after ``max_requests``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "RangeServer"
+    timeout = 10
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _path(self) -> str | None:
+        rel = unquote(urlsplit(self.path).path).lstrip("/")
+        full = os.path.realpath(os.path.join(self.server.root, rel))
+        if not full.startswith(self.server.root + os.sep) or not os.path.isfile(full):
+            return None
+        return full
+
+    def _begin(self, method: str) -> str | None:
+        self.server.count(method, self.path)
+        if self.server.latency:
+            time.sleep(self.server.latency)
+        if self.server.fail:
+            self.send_error(503, "origin configured to fail")
+            return None
+        path = self._path()
+        if path is None:
+            self.send_error(404)
+        return path
+
+    def do_HEAD(self) -> None:
+        path = self._begin("HEAD")
+        if path is None:
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(os.path.getsize(path)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        path = self._begin("GET")
+        if path is None:
+            return
+        size = os.path.getsize(path)
+        start, end = 0, size
+        header = self.headers.get("Range")
+        status = 200
+        if header:
+            m = _RANGE.match(header.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                self.send_error(416)
+                return
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)) + 1, size) if m.group(2) else size
+            else:
+                start = max(size - int(m.group(2)), 0)
+            if start >= size or start >= end:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        with open(path, "rb") as f:
+            f.seek(start)
+            body = f.read(end - start)
+        self.server.count("bytes", n=len(body))
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class RangeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: str, latency: float = 0.0, max_requests: int = 200_000):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = os.path.realpath(root)
+        self.latency = latency
+        self.max_requests = max_requests
+        self.fail = False
+        self.counts: Counter[str] = Counter()
+        self.paths: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def count(self, what: str, path: str | None = None, n: int = 1) -> None:
+        with self._lock:
+            self.counts[what] += n
+            if path is not None:
+                self.paths[f"{what} {path}"] += 1
+            total = self.counts["GET"] + self.counts["HEAD"]
+        if total >= self.max_requests:
+            threading.Thread(target=self.shutdown, daemon=True).start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.paths.clear()
+
+    def __enter__(self) -> "RangeServer":
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
