@@ -1,0 +1,86 @@
+"""The compact index: lookup, listing, directories, key validation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from refmount.errors import RefmountError
+from refmount.index import CompactIndex, Dir, Inline, Range, Union, Whole, build_index, check_key
+
+
+def test_lookup_listing_and_link_counts():
+    ix = build_index(
+        [
+            ("a/.zarray", Inline(b"{}")),
+            ("a/0.0", Range("/x", 0, 10)),
+            ("a/0.1", Range("/x", 10, 10)),
+            ("a.b", Inline(b"x")),
+            ("g/sub/k", Whole("/y")),
+            ("g/sub2/k", Whole("/y")),
+            ("z", Inline(b"")),
+        ]
+    )
+    assert ix.node("a/0.1") == Range("/x", 10, 10)
+    assert ix.node("g/sub/k") == Whole("/y")
+    assert ix.node("missing") is None and ix.node("a/0.2") is None
+    assert ix.node("") == Dir(2 + 2)  # a, g
+    assert ix.node("g") == Dir(2 + 2)  # sub, sub2
+    assert ix.node("a") == Dir(2)
+    assert list(ix.listdir("")) == [("a.b", False), ("a", True), ("g", True), ("z", False)]  # key order
+    assert list(ix.listdir("g")) == [("sub", True), ("sub2", True)]
+    assert list(ix.listdir("a")) == [(".zarray", False), ("0.0", False), ("0.1", False)]
+    assert ix._urls == ["/x", "/y"]  # URLs interned once
+
+
+def test_last_duplicate_wins():
+    ix = build_index([("k", Inline(b"1")), ("j", Inline(b"j")), ("k", Inline(b"2"))])
+    assert ix.node("k") == Inline(b"2") and len(ix) == 2
+
+
+def test_listing_a_large_set_matches_a_naive_listing():
+    rng = random.Random(1)
+    keys = {f"v{rng.randrange(30)}/{rng.randrange(50)}.{rng.randrange(50)}" for _ in range(20_000)}
+    keys |= {f"g{n}/sub{n % 7}/x/{n}" for n in range(3000)}
+    ix = build_index((k, Range("/data", 0, 1)) for k in keys)
+    naive: dict[str, set] = {}
+    for k in keys:
+        parts = k.split("/")
+        for depth in range(len(parts)):
+            parent = "/".join(parts[:depth])
+            naive.setdefault(parent, set()).add((parts[depth], depth < len(parts) - 1))
+    for directory, entries in naive.items():
+        listed = list(ix.listdir(directory))
+        assert len(listed) == len(set(listed))
+        assert set(listed) == entries
+        assert ix.node(directory).nlink == 2 + sum(is_dir for _, is_dir in entries)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a//b", "a/./b", "a/../b", "..", ".", "a/", "/a", "a\x00b", "x" * 256, "d/" + "y" * 256, ""],
+)
+def test_invalid_keys_are_rejected_by_name(key):
+    with pytest.raises(RefmountError):
+        check_key(key)
+    with pytest.raises(RefmountError):
+        build_index([(key, Inline(b""))])
+
+
+def test_key_that_is_file_and_directory_is_rejected():
+    with pytest.raises(RefmountError, match="'a/b' is both a file and a directory"):
+        build_index([("a/b", Inline(b"")), ("a/b/c", Inline(b""))])
+
+
+def test_long_but_valid_names_pass():
+    assert check_key("x" * 255 + "/" + "é" * 127)
+
+
+def test_union_puts_each_index_under_its_name():
+    u = Union({"one": build_index([("k", Inline(b"1"))]), "two": build_index([("d/k", Inline(b"2"))])})
+    assert list(u.listdir("")) == [("one", True), ("two", True)]
+    assert u.node("two/d/k") == Inline(b"2")
+    assert u.node("three") is None
+    assert u.node("") == Dir(4)
+    assert sorted(k for k, _ in u.items()) == ["one/k", "two/d/k"]
