@@ -1,0 +1,160 @@
+"""Origins: HTTP with Range on 127.0.0.1, S3 through moto's server, local files, failures."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+
+import pytest
+
+from refmount.errors import RefmountError
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+def _refs(tmp_path, refs: dict) -> str:
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    return str(path)
+
+
+def _chunked_refs(url: str, n: int = 16, size: int = 40_000) -> dict:
+    return {f"v/{i}": [url, i * size + 7, size] for i in range(n)}
+
+
+def test_http_one_get_per_chunk_no_head(tmp_path, http_origin, mount):
+    (http_origin.dir / "f.bin").write_bytes(DATA)
+    refs = _chunked_refs(f"{http_origin.url}/f.bin")
+    with mount(_refs(tmp_path, refs)) as root:
+        for key, (_, off, size) in refs.items():
+            os.stat(os.path.join(root, key))
+            with open(os.path.join(root, key), "rb") as f:
+                assert f.read() == DATA[off : off + size]
+        assert http_origin.counts["GET"] == len(refs)
+        assert http_origin.counts["HEAD"] == 0
+        for key in refs:  # warm: served from the cache
+            open(os.path.join(root, key), "rb").read()
+        assert http_origin.counts["GET"] == len(refs)
+
+
+def test_concurrent_readers_share_one_fetch(tmp_path, http_origin, mount):
+    (http_origin.dir / "f.bin").write_bytes(DATA)
+    http_origin.latency = 0.3
+    with mount(_refs(tmp_path, {"c": [f"{http_origin.url}/f.bin", 0, len(DATA)]})) as root:
+        results = []
+
+        def reader():
+            with open(os.path.join(root, "c"), "rb") as f:
+                results.append(f.read())
+
+        threads = [threading.Thread(target=reader) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert results == [DATA] * 6
+    assert http_origin.counts["GET"] == 1
+
+
+def test_whole_file_size_learned_once(tmp_path, http_origin, mount):
+    (http_origin.dir / "w.bin").write_bytes(DATA[:5000])
+    with mount(_refs(tmp_path, {"w": [f"{http_origin.url}/w.bin"]})) as root:
+        for _ in range(3):
+            assert os.stat(os.path.join(root, "w")).st_size == 5000
+        assert open(os.path.join(root, "w"), "rb").read() == DATA[:5000]
+    assert http_origin.counts["HEAD"] == 1
+
+
+def test_s3_through_moto_server(tmp_path, s3_endpoint, mount):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("bucket")
+    fs.pipe("bucket/data/f.bin", DATA)
+    refs = _chunked_refs("s3://bucket/data/f.bin", n=6)
+    refs["whole"] = ["s3://bucket/data/f.bin"]
+    options = {"s3": {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}}
+    with mount(_refs(tmp_path, refs), storage_options=options) as root:
+        for key, (_, off, size) in list(refs.items())[:-1]:
+            assert open(os.path.join(root, key), "rb").read() == DATA[off : off + size]
+        assert os.stat(os.path.join(root, "whole")).st_size == len(DATA)
+        assert open(os.path.join(root, "whole"), "rb").read() == DATA
+
+
+def test_one_set_mixes_local_http_and_s3(tmp_path, http_origin, s3_endpoint, mount):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("mixed")
+    fs.pipe("mixed/f.bin", DATA)
+    (http_origin.dir / "f.bin").write_bytes(DATA)
+    (tmp_path / "f.bin").write_bytes(DATA)
+    refs = {
+        "local": ["f.bin", 10, 100],  # relative to the reference file
+        "http": [f"{http_origin.url}/f.bin", 20, 100],
+        "s3": ["s3://mixed/f.bin", 30, 100],
+    }
+    options = {"s3": {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}}
+    with mount(_refs(tmp_path, refs), storage_options=options) as root:
+        for key, (_, off, size) in refs.items():
+            assert open(os.path.join(root, key), "rb").read() == DATA[off : off + size], key
+
+
+def test_origin_down_at_mount_time_is_a_clear_error(tmp_path, mountpoint):
+    import socket
+
+    import refmount
+    from refmount.mountpoint import is_mounted
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    refs = _refs(tmp_path, {"k": [f"http://127.0.0.1:{port}/f.bin", 0, 10]})
+    with pytest.raises(RefmountError, match=f"origin http://127.0.0.1:{port} is unreachable"):
+        with refmount.mounted(refs, mountpoint, log_file=str(tmp_path / "log")):
+            pass
+    assert not is_mounted(mountpoint)
+
+
+def test_origin_failing_at_read_time_is_eio_with_a_log_line(tmp_path, http_origin, mount):
+    (http_origin.dir / "f.bin").write_bytes(DATA)
+    log = tmp_path / "daemon.log"
+    with mount(_refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 0, 1000]}), log_file=str(log), retries=2) as root:
+        http_origin.fail = True  # 503 for everything
+        with pytest.raises(OSError) as info:
+            open(os.path.join(root, "k"), "rb").read()
+        assert info.value.errno == errno.EIO
+        # each FUSE read tries twice (retries=2); the kernel may repeat a failed readahead once
+        assert http_origin.counts["GET"] in (2, 4)
+        http_origin.fail = False  # recovers: failures are not cached
+        assert open(os.path.join(root, "k"), "rb").read() == DATA[:1000]
+    text = log.read_text()
+    assert "EIO /k" in text and f"{http_origin.url}/f.bin" in text and "503" in text
+
+
+def test_short_origin_read_is_eio_not_padding(tmp_path, http_origin, mount):
+    (http_origin.dir / "f.bin").write_bytes(DATA[:100])
+    with mount(_refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 50, 100]})) as root:
+        assert os.stat(os.path.join(root, "k")).st_size == 100
+        with pytest.raises(OSError) as info:
+            open(os.path.join(root, "k"), "rb").read()
+        assert info.value.errno == errno.EIO
+
+
+def test_slow_origin_times_out_as_eio(tmp_path, http_origin, mount):
+    (http_origin.dir / "f.bin").write_bytes(DATA)
+    http_origin.latency = 3
+    with mount(_refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 0, 10]}), timeout=0.5, retries=1) as root:
+        with pytest.raises(OSError) as info:
+            open(os.path.join(root, "k"), "rb").read()
+        assert info.value.errno == errno.EIO
+
+
+def test_missing_local_original_is_eio(tmp_path, mount):
+    with mount(_refs(tmp_path, {"k": ["absent.bin", 0, 10], "ok": "x"})) as root:
+        assert open(os.path.join(root, "ok"), "rb").read() == b"x"
+        with pytest.raises(OSError) as info:
+            open(os.path.join(root, "k"), "rb").read()
+        assert info.value.errno == errno.EIO
