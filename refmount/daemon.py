@@ -120,7 +120,10 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
     try:
         mfusepy.FUSE(RefFS(tree, reader, on_init), mountpoint, **options)
     except RuntimeError:
-        return _fail(ready, f"mountpoint {mountpoint}: libfuse could not mount it")
+        # libfuse3 also returns non-zero after a clean stop by signal: only a failure before
+        # the mount was ready is an error
+        if not ready.sent:
+            return _fail(ready, f"mountpoint {mountpoint}: libfuse could not mount it")
     if not ready.sent:
         return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
     log.info("unmounted %s", mountpoint)

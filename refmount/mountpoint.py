@@ -40,9 +40,24 @@ def lazy_unmount(path: str) -> subprocess.CompletedProcess:
     return subprocess.run([fusermount(), "-uz", path], capture_output=True, text=True)
 
 
+def is_dead(path: str) -> bool:
+    """A mount whose daemon is gone ("Transport endpoint is not connected").
+
+    ``stat`` may still be answered from the kernel's attribute cache, so open the directory.
+    """
+    try:
+        with os.scandir(path) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
 def check_mountpoint(path: str) -> int:
     """Make sure ``path`` can be mounted on; clear a dead FUSE mount. Returns its ``st_dev``."""
     try:
+        if is_mounted(path) and is_dead(path):
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
         st = os.stat(path)
     except FileNotFoundError:
         raise RefmountError(f"mountpoint {path}: does not exist") from None
@@ -82,7 +97,7 @@ def unmount(path: str) -> str:
     path = os.path.abspath(path)
     try:
         os.stat(path)
-        dead = False
+        dead = is_mounted(path) and is_dead(path)
     except FileNotFoundError:
         raise RefmountError(f"{path}: does not exist") from None
     except OSError as exc:

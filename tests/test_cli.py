@@ -1,0 +1,225 @@
+"""The command line as a user runs it: mounts, errors, umount, inspect, demo."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from refmount.mountpoint import is_mounted, lazy_unmount
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def refs(tmp_path):
+    (tmp_path / "data.bin").write_bytes(b"0123456789abcdefghijklmnopqrstuvwxyz")
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"version": 1, "refs": {
+        ".zgroup": '{"zarr_format":2}', "a/b": ["data.bin", 3, 5], "c": "base64:AAEC", "t": "héllo"}}))
+    return path
+
+
+def _mounted(args, mountpoint):
+    result = run_cli(*args, mountpoint)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert is_mounted(mountpoint)
+    return result
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("refmount: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_mount_read_and_umount(refs, mountpoint, tmp_path):
+    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)
+    try:
+        root = mountpoint
+        assert sorted(os.listdir(root)) == [".zgroup", "a", "c", "t"]
+        assert open(os.path.join(root, "a", "b"), "rb").read() == b"34567"
+        st = os.stat(os.path.join(root, "t"))
+        assert st.st_size == 6 and open(os.path.join(root, "t"), "rb").read() == "héllo".encode()
+        assert st.st_mode & 0o777 == 0o444 and st.st_nlink == 1
+        assert st.st_mtime_ns == os.stat(refs).st_mtime_ns
+        assert os.stat(os.path.join(root, "c")).st_blocks == 1  # du sees real sizes
+        assert os.stat(root).st_nlink == 3  # '.', '..' and one subdirectory
+        du = subprocess.run(["du", "-s", "-B1", "--apparent-size", root], capture_output=True, text=True)
+        assert int(du.stdout.split()[0]) >= 5 + 3 + 6 + 17
+        with pytest.raises(OSError) as info:
+            open(os.path.join(root, "c"), "wb")
+        assert info.value.errno == errno.EROFS
+        with pytest.raises(OSError) as info:
+            os.mkdir(os.path.join(root, "new"))
+        assert info.value.errno == errno.EROFS
+        with pytest.raises(FileNotFoundError):
+            os.stat(os.path.join(root, "a", "nope"))
+    finally:
+        result = run_cli("umount", mountpoint)
+    assert result.returncode == 0, result.stderr
+    assert not is_mounted(mountpoint)
+
+
+def test_several_sources_with_names(refs, tmp_path, mountpoint):
+    other = tmp_path / "other.json.gz"
+    import gzip
+
+    other.write_bytes(gzip.compress(json.dumps({"k": "v"}).encode()))
+    _mounted([refs, f"named={other}", "--log-file", tmp_path / "log"], mountpoint)
+    try:
+        assert sorted(os.listdir(mountpoint)) == ["named", "refs"]
+        assert open(os.path.join(mountpoint, "named", "k"), "rb").read() == b"v"
+        assert open(os.path.join(mountpoint, "refs", "a", "b"), "rb").read() == b"34567"
+    finally:
+        run_cli("umount", mountpoint)
+
+
+def test_duplicate_source_names_are_refused(refs, mountpoint):
+    _one_line_error(run_cli(refs, refs, mountpoint), "two sources are named 'refs'")
+    assert not is_mounted(mountpoint)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{oops", "malformed JSON"),
+        ('{"version": 3}', "unsupported reference set version 3"),
+        ('{"k": ["u", 1]}', "key 'k': unsupported value"),
+    ],
+)
+def test_bad_reference_file(tmp_path, mountpoint, content, fragment):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    _one_line_error(run_cli(bad, mountpoint), str(bad), fragment)
+    assert not is_mounted(mountpoint)
+
+
+def test_missing_reference_file(tmp_path, mountpoint):
+    _one_line_error(run_cli(tmp_path / "nope.json", mountpoint), "nope.json: no such reference file")
+
+
+def test_missing_and_non_directory_mountpoints(refs, tmp_path):
+    _one_line_error(run_cli(refs, tmp_path / "absent"), "absent: does not exist")
+    _one_line_error(run_cli(refs, refs), "not a directory")
+
+
+def test_mountpoint_already_mounted(refs, mountpoint, tmp_path):
+    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)
+    try:
+        _one_line_error(run_cli(refs, mountpoint), "already mounted")
+        assert open(os.path.join(mountpoint, "a", "b"), "rb").read() == b"34567"  # first mount untouched
+    finally:
+        run_cli("umount", mountpoint)
+
+
+def test_no_fuse_library_is_a_clear_error(refs, mountpoint):
+    env = dict(os.environ, FUSE_LIBRARY_PATH="/nonexistent/libfuse3.so")
+    _one_line_error(run_cli(refs, mountpoint, env=env), "FUSE is not available")
+    assert not is_mounted(mountpoint)
+
+
+def test_usage_errors(refs):
+    _one_line_error(run_cli(refs), "need at least one SOURCE and a MOUNTPOINT")
+    _one_line_error(run_cli("--cache-size", "lots", refs, "/tmp"), "invalid size 'lots'")
+    _one_line_error(run_cli("-o", "nodots=1", refs, "/tmp"), "invalid storage option")
+    _one_line_error(run_cli("umount", "/tmp"), "not mounted")
+
+
+def test_foreground_sigterm_unmounts_cleanly(refs, mountpoint):
+    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", str(refs), mountpoint],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not is_mounted(mountpoint) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open(os.path.join(mountpoint, "a", "b"), "rb").read() == b"34567"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not is_mounted(mountpoint)
+        assert "mounted" in proc.stderr.read()  # foreground logs go to stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _kill_daemon(mountpoint):
+    pid = int(subprocess.run(["pgrep", "-f", f"refmount --foreground.*{mountpoint}"],
+                             capture_output=True, text=True).stdout.split()[0])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.listdir(mountpoint)
+        except OSError as exc:
+            assert exc.errno == errno.ENOTCONN
+            return
+        time.sleep(0.05)
+    pytest.fail("mount did not become dead")
+
+
+def test_killed_daemon_leaves_a_dead_mount_that_umount_and_remount_clear(refs, mountpoint, tmp_path):
+    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)
+    _kill_daemon(mountpoint)
+    result = run_cli("umount", mountpoint)  # a dead mount is detached
+    assert result.returncode == 0, result.stderr
+    assert not is_mounted(mountpoint)
+    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)
+    _kill_daemon(mountpoint)
+    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)  # clears the dead mount, mounts again
+    try:
+        assert open(os.path.join(mountpoint, "a", "b"), "rb").read() == b"34567"
+    finally:
+        run_cli("umount", mountpoint)
+    assert not is_mounted(mountpoint)
+
+
+def test_umount_detaches_a_busy_mount_lazily(refs, mountpoint, tmp_path):
+    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)
+    held = open(os.path.join(mountpoint, "a", "b"), "rb")
+    try:
+        result = run_cli("umount", mountpoint)
+        assert result.returncode == 0 and "lazy" in result.stdout
+        assert not is_mounted(mountpoint)
+        assert held.read() == b"34567"
+    finally:
+        held.close()
+        if is_mounted(mountpoint):
+            lazy_unmount(mountpoint)
+
+
+def test_inspect_table_and_json(conformance):
+    source = conformance / "chunked3d.h5.v1.json"
+    result = run_cli("inspect", "--json", source)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    temp = next(a for a in summary["arrays"] if a["path"] == "temp")
+    assert temp["shape"] == [6, 10, 12] and temp["chunks"] == [2, 3, 5]
+    assert temp["refs"] == {"ranged": 25, "missing": 11}
+    assert temp["codecs"] == ["shuffle", "zlib"]
+    assert summary["origin_files"] == 1
+    text = run_cli("inspect", source)
+    assert text.returncode == 0
+    assert "temp" in text.stdout and "shuffle,zlib" in text.stdout and "11 missing chunks" in text.stdout
+
+
+def test_inspect_bad_input(tmp_path):
+    _one_line_error(run_cli("inspect", tmp_path / "nope.json"), "no such reference file")
+
+
+def test_demo_runs_end_to_end():
+    result = run_cli("demo", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "every value equals h5py on the originals" in result.stdout
+    assert "0 HEAD" in result.stdout
+    assert "unmounted" in result.stdout
