@@ -10,6 +10,9 @@ import subprocess
 
 from .errors import RefmountError
 
+# a FUSE mount whose daemon died answers with one of these
+DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
@@ -49,7 +52,7 @@ def is_dead(path: str) -> bool:
         with os.scandir(path) as entries:
             next(entries, None)
     except OSError as exc:
-        return exc.errno == errno.ENOTCONN
+        return exc.errno in DEAD_ERRNOS
     return False
 
 
@@ -64,7 +67,7 @@ def check_mountpoint(path: str) -> int:
     except PermissionError:
         raise RefmountError(f"mountpoint {path}: permission denied") from None
     except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
+        if exc.errno not in DEAD_ERRNOS:
             raise RefmountError(f"mountpoint {path}: {exc.strerror}") from None
         # a daemon died and left "Transport endpoint is not connected": clear it
         result = lazy_unmount(path)
@@ -101,7 +104,7 @@ def unmount(path: str) -> str:
     except FileNotFoundError:
         raise RefmountError(f"{path}: does not exist") from None
     except OSError as exc:
-        dead = exc.errno == errno.ENOTCONN
+        dead = exc.errno in DEAD_ERRNOS
     if not dead and not is_mounted(path):
         raise RefmountError(f"{path}: not mounted")
     if not dead:
