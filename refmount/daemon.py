@@ -82,7 +82,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         mfusepy = load_libfuse()
         stats = Stats()
         origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats)
-        origins.probe(list(_urls(tree)))
+        origins.probe(tree.urls())
         reader = Reader(origins, MemoryCache(opts.cache_size, stats))
     except RefmountError as exc:
         return _fail(ready, str(exc))
@@ -128,15 +128,6 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
     log.info("unmounted %s", mountpoint)
     return 0
-
-
-def _urls(tree: Index):
-    seen = set()
-    for _, ref in tree.items():
-        url = getattr(ref, "url", None)
-        if url is not None and url not in seen:
-            seen.add(url)
-            yield url
 
 
 def _fail(ready: ReadyPipe, message: str) -> int:

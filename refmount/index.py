@@ -64,6 +64,15 @@ class Index:
         """Every file with its reference, in key order (for ``inspect`` and tests)."""
         raise NotImplementedError
 
+    def urls(self) -> Iterator[str]:
+        """Distinct origin URLs known without expensive work (to check origins at mount)."""
+        seen = set()
+        for _, ref in self.items():
+            url = getattr(ref, "url", None)
+            if url is not None and url not in seen:
+                seen.add(url)
+                yield url
+
 
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|\x00")
 _NEXT_AFTER_SLASH = chr(ord("/") + 1)  # keys "d/..." sort before "d0": skip a subtree with it
@@ -213,6 +222,9 @@ class CompactIndex(Index):
         for i, key in enumerate(self._keys):
             yield key, self._ref(i)
 
+    def urls(self) -> Iterator[str]:
+        return iter(self._urls)
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -248,6 +260,10 @@ class Union(Index):
         for name, member in self.members.items():
             for key, ref in member.items():
                 yield f"{name}/{key}", ref
+
+    def urls(self) -> Iterator[str]:
+        for member in self.members.values():
+            yield from member.urls()
 
 
 def build_index(entries: Iterable[tuple[str, Ref]], mtime_ns: int = 0) -> CompactIndex:

@@ -1,4 +1,4 @@
-"""Every JSON conformance fixture, mounted for real, against its expected answer for every key."""
+"""Every conformance fixture (JSON and Parquet), mounted for real, against its expected answer for every key."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import zarr
 
 from tests.conftest import CONFORMANCE
 
-JSON_FIXTURES = sorted(
-    p.name for p in CONFORMANCE.glob("*.json*") if (CONFORMANCE / "expected" / f"{p.name}.expected.json").exists()
+FIXTURES = sorted(
+    p.name for p in CONFORMANCE.glob("*") if (CONFORMANCE / "expected" / f"{p.name}.expected.json").exists()
 )
 
 
@@ -58,9 +58,9 @@ def check_keys_against_expected(root: str, expected: dict) -> None:
     assert _files_under(root) == present
 
 
-@pytest.mark.parametrize("fixture", JSON_FIXTURES)
+@pytest.mark.parametrize("fixture", FIXTURES)
 def test_every_key_matches_expected(fixture, conformance, mount):
-    assert JSON_FIXTURES, "no conformance fixtures found"
+    assert len(FIXTURES) >= 12, "conformance fixtures missing"
     with mount(str(conformance / fixture)) as root:
         check_keys_against_expected(root, _expected(fixture))
 
@@ -97,6 +97,9 @@ DECODED = {
     "air.nc.v1.templated.json": "air.nc",
     "synthetic.h5.v1.json": "synthetic.h5",
     "chunked3d.h5.v1.json": "chunked3d.h5",
+    "air.nc.parq": "air.nc",
+    "synthetic.h5.parq": "synthetic.h5",
+    "chunked3d.h5.parq": "chunked3d.h5",
 }
 
 

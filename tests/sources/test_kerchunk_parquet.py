@@ -1,0 +1,124 @@
+"""Parquet reference directories: lazy records, row rules, grid lookups, listings."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refmount.errors import RefmountError
+from refmount.index import Dir, Inline, Range, Whole
+from refmount.sources import open_source
+
+
+def make_set(root, arrays: dict, record_size: int, records: dict) -> str:
+    """arrays: name -> (shape, chunks); records: (array, n) -> list of row dicts (None = skip file)."""
+    root.mkdir()
+    metadata = {".zgroup": {"zarr_format": 2}}
+    for name, (shape, chunks) in arrays.items():
+        metadata[f"{name}/.zarray"] = {"shape": shape, "chunks": chunks, "dtype": "<i4", "compressor": None,
+                                       "filters": None, "fill_value": 0, "order": "C", "zarr_format": 2}
+    (root / ".zmetadata").write_text(json.dumps({"metadata": metadata, "record_size": record_size}))
+    for (array, n), rows in records.items():
+        (root / array).mkdir(parents=True, exist_ok=True)
+        rows = rows + [{"path": None, "offset": 0, "size": 0, "raw": None}] * (record_size - len(rows))
+        table = pa.table({
+            "path": pa.array([r["path"] for r in rows], pa.string()),
+            "offset": pa.array([r["offset"] for r in rows], pa.int64()),
+            "size": pa.array([r["size"] for r in rows], pa.int64()),
+            "raw": pa.array([r["raw"] for r in rows], pa.binary()),
+        })
+        pq.write_table(table, root / array / f"refs.{n}.parq")
+    return str(root)
+
+
+def row(path=None, offset=0, size=0, raw=None):
+    return {"path": path, "offset": offset, "size": size, "raw": raw}
+
+
+@pytest.fixture
+def pset(tmp_path):
+    # v: shape (5, 4), chunks (2, 2) -> grid (3, 2) = 6 chunks; record_size 4 -> 2 records
+    return make_set(
+        tmp_path / "refs.parq",
+        {"v": ([5, 4], [2, 2]), "grp/w": ([3], [1]), "empty": ([0], [0])},
+        4,
+        {
+            ("v", 0): [row("data.bin", 10, 5), row(raw=b"inline"), row("data.bin"), row()],
+            # record 1 (chunks 4, 5) never written
+            ("grp/w", 0): [row("s3://b/k", 1, 2)],  # padded: rows 1..3 null
+        },
+    )
+
+
+def test_rows_map_to_refs(pset, tmp_path):
+    ix = open_source(pset)
+    data = str(tmp_path / "data.bin")
+    assert ix.node("v/0.0") == Range(data, 10, 5)  # relative to the set's parent directory
+    assert ix.node("v/0.1") == Inline(b"inline")
+    assert ix.node("v/1.0") == Whole(data)  # offset 0, size 0: the whole object
+    assert ix.node("v/1.1") is None  # null row
+    assert ix.node("v/2.0") is None and ix.node("v/2.1") is None  # record file never written
+    assert ix.node("grp/w/0") == Range("s3://b/k", 1, 2)
+    assert ix.node("grp/w/1") is None  # padding row
+
+
+@pytest.mark.parametrize("name", ["3.0", "0.2", "0", "0.0.0", "00.0", "-1.0", "a.b", ""])
+def test_out_of_grid_or_malformed_chunk_names_are_absent(pset, name):
+    assert open_source(pset).node(f"v/{name}") is None
+
+
+def test_listing_comes_from_the_grid_and_loaded_records(pset):
+    ix = open_source(pset)
+    assert list(ix.listdir("")) == [(".zgroup", False), ("empty", True), ("grp", True), ("v", True)]
+    assert list(ix.listdir("v")) == [(".zarray", False), ("0.0", False), ("0.1", False), ("1.0", False)]
+    assert list(ix.listdir("grp/w")) == [(".zarray", False), ("0", False)]
+    assert list(ix.listdir("empty")) == [(".zarray", False)]  # zero-size array: empty grid
+    assert ix.node("grp") == Dir(3)
+    assert ix.node(".zmetadata") is None  # the set's own file is not shown
+
+
+def test_mount_reads_only_zmetadata_until_a_chunk_is_touched(pset):
+    ix = open_source(pset)
+    assert len(ix._records) == 0
+    ix.node("v/.zarray")
+    assert len(ix._records) == 0
+    ix.node("v/0.0")
+    assert list(ix._records.keys()) == [("v", 0)]
+
+
+def test_unreadable_record_reads_as_missing(pset, tmp_path):
+    (tmp_path / "refs.parq" / "v" / "refs.0.parq").write_bytes(b"not parquet")
+    ix = open_source(pset)
+    assert ix.node("v/0.0") is None
+    assert ix.node("v/.zarray") is not None
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{}", "needs metadata and record_size"),
+    ('{"metadata": {}, "record_size": 0}', "invalid metadata or record_size"),
+    ("nope", "needs metadata and record_size"),
+])
+def test_bad_zmetadata(tmp_path, content, message):
+    root = tmp_path / "bad.parq"
+    root.mkdir()
+    (root / ".zmetadata").write_text(content)
+    with pytest.raises(RefmountError, match=message):
+        open_source(str(root))
+
+
+def test_large_grid_lookup_and_listing(tmp_path):
+    # 10 x 10 x 10 chunks, record_size 64: 16 record files, every 7th chunk present
+    present = {n for n in range(1000) if n % 7 == 0}
+    records = {}
+    for n in present:
+        records.setdefault(("big", n // 64), [row() for _ in range(64)])[n % 64] = row("x.bin", n * 10, 10)
+    pset = make_set(tmp_path / "big.parq", {"big": ([10, 100, 1000], [1, 10, 100])}, 64, records)
+    ix = open_source(pset)
+    names = [name for name, _ in ix.listdir("big") if not name.startswith(".")]
+    expected = [f"{n // 100}.{n // 10 % 10}.{n % 10}" for n in sorted(present)]
+    assert names == expected
+    assert ix.node("big/9.9.4") == Range(str(tmp_path / "x.bin"), 9940, 10)
+    assert ix.node("big/9.9.9") is None
