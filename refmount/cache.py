@@ -15,7 +15,9 @@ class MemoryCache:
     """``get(key, fetch)`` returns cached bytes or calls ``fetch()`` once per key at a time.
 
     Concurrent callers for the same key wait for the one fetch in flight (kernel readahead
-    issues several reads of one file at once). Failures are not cached.
+    issues several reads of one file at once, and prefetch may already be fetching it).
+    A fetcher may also ``claim`` keys up front and ``fulfil``/``fail`` them later, as a
+    coalesced request does for all the chunks it carries. Failures are not cached.
     """
 
     def __init__(self, max_bytes: int, stats: Stats | None = None):
@@ -30,6 +32,30 @@ class MemoryCache:
         with self._lock:
             return int(self._lru.currsize)
 
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._lru or key in self._inflight
+
+    def claim(self, key: Hashable) -> bool:
+        """Take responsibility for fetching ``key``; False if cached or already in flight."""
+        with self._lock:
+            if key in self._lru or key in self._inflight:
+                return False
+            self._inflight[key] = Future()
+            return True
+
+    def fulfil(self, key: Hashable, data: bytes) -> None:
+        with self._lock:
+            if len(data) <= self.max_bytes:
+                self._lru[key] = data
+            future = self._inflight.pop(key)
+        future.set_result(data)
+
+    def fail(self, key: Hashable, exc: BaseException) -> None:
+        with self._lock:
+            future = self._inflight.pop(key)
+        future.set_exception(exc)
+
     def get(self, key: Hashable, fetch: Callable[[], bytes]) -> bytes:
         with self._lock:
             data = self._lru.get(key)
@@ -39,21 +65,15 @@ class MemoryCache:
             future = self._inflight.get(key)
             owner = future is None
             if owner:
-                future = self._inflight[key] = Future()
+                self._inflight[key] = Future()
         if not owner:
-            self.stats.add("cache_shared_waits")
+            self.stats.add("cache_inflight_waits")
             return future.result()
         self.stats.add("cache_misses")
         try:
             data = fetch()
         except BaseException as exc:
-            with self._lock:
-                del self._inflight[key]
-            future.set_exception(exc)
+            self.fail(key, exc)
             raise
-        with self._lock:
-            if len(data) <= self.max_bytes:
-                self._lru[key] = data
-            del self._inflight[key]
-        future.set_result(data)
+        self.fulfil(key, data)
         return data

@@ -41,6 +41,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount (needs user_allow_other)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before an origin request fails (default 30)")
     p.add_argument("--retries", type=int, default=3, help="attempts per origin request on transient errors (default 3)")
+    p.add_argument("--parallel", type=int, default=16, help="origin requests in flight for fetching ahead (default 16)")
+    p.add_argument("--no-prefetch", action="store_true", help="fetch only what is read (no prefetch across chunk files)")
     p.add_argument("--attr-timeout", type=float, default=3600.0, help="seconds the kernel may cache names and attributes")
     p.add_argument("--log-file", help="log here (default in the background: $XDG_STATE_HOME/refmount/refmount.log)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
@@ -56,8 +58,8 @@ def _options(args: argparse.Namespace) -> MountOptions:
     level = args.log_level or ("DEBUG" if args.verbose else "INFO")
     if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise RefmountError(f"invalid log level {args.log_level!r}")
-    if args.timeout <= 0 or args.retries < 1:
-        raise RefmountError("--timeout must be positive and --retries at least 1")
+    if args.timeout <= 0 or args.retries < 1 or args.parallel < 1:
+        raise RefmountError("--timeout must be positive, --retries and --parallel at least 1")
     opts = MountOptions(
         sources=split_sources(sources),
         mountpoint=mountpoint,
@@ -66,6 +68,8 @@ def _options(args: argparse.Namespace) -> MountOptions:
         timeout=args.timeout,
         retries=args.retries,
         attr_timeout=args.attr_timeout,
+        parallel=args.parallel,
+        prefetch=not args.no_prefetch,
         log_file=os.path.abspath(args.log_file) if args.log_file else None,
         log_level=level.upper(),
     )
@@ -78,6 +82,7 @@ def to_args(opts: MountOptions) -> list[str]:
     """The command-line form of ``opts`` (to start a background daemon)."""
     args = ["--cache-size", str(opts.cache_size), "--timeout", str(opts.timeout), "--retries", str(opts.retries)]
     args += ["--attr-timeout", str(opts.attr_timeout), "--log-level", opts.log_level]
+    args += ["--parallel", str(opts.parallel)] + ([] if opts.prefetch else ["--no-prefetch"])
     for protocol, values in opts.storage_options.items():
         for key, value in values.items():
             args += ["--storage-option", f"{protocol}.{key}={json.dumps(value)}"]

@@ -22,6 +22,7 @@ from .fs import RefFS
 from .index import Index, Union
 from .mountpoint import check_mountpoint, load_libfuse
 from .options import MountOptions
+from .prefetch import Prefetcher
 from .reader import Reader
 from .sources import open_source
 from .stats import Stats
@@ -83,7 +84,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         stats = Stats()
         origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats)
         origins.probe(tree.urls())
-        reader = Reader(origins, MemoryCache(opts.cache_size, stats))
+        reader = Reader(origins, MemoryCache(opts.cache_size, stats), parallel=opts.parallel)
     except RefmountError as exc:
         return _fail(ready, str(exc))
 
@@ -118,7 +119,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
     if opts.allow_other:
         options.update(allow_other=True, default_permissions=True)
     try:
-        mfusepy.FUSE(RefFS(tree, reader, on_init), mountpoint, **options)
+        prefetcher = Prefetcher(reader) if opts.prefetch else None
+        mfusepy.FUSE(RefFS(tree, reader, on_init, prefetcher), mountpoint, **options)
     except RuntimeError:
         # libfuse3 also returns non-zero after a clean stop by signal: only a failure before
         # the mount was ready is an error

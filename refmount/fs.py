@@ -16,6 +16,7 @@ from typing import Callable
 
 from .errors import FetchError
 from .index import Dir, Index, Inline, Ref
+from .prefetch import Prefetcher
 from .reader import Reader
 
 log = logging.getLogger("refmount.fs")
@@ -45,6 +46,16 @@ def _errors_to_eio(method):
     return wrapper
 
 
+class _Handle:
+    """An open file: the reference and tree it was opened on (a reload never changes them)."""
+
+    __slots__ = ("ref", "size", "key", "tree", "touched")
+
+    def __init__(self, ref: Ref, size: int, key: str, tree: Index):
+        self.ref, self.size, self.key, self.tree = ref, size, key, tree
+        self.touched = False
+
+
 def _enoent() -> OSError:
     return OSError(errno.ENOENT, os.strerror(errno.ENOENT))
 
@@ -54,12 +65,19 @@ class RefFS:
 
     use_ns = True
 
-    def __init__(self, tree: Index, reader: Reader, on_init: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        tree: Index,
+        reader: Reader,
+        on_init: Callable[[], None] | None = None,
+        prefetcher: Prefetcher | None = None,
+    ):
         self.tree = tree
         self.reader = reader
         self.on_init = on_init
+        self.prefetcher = prefetcher
         self.uid, self.gid = os.getuid(), os.getgid()
-        self._open: dict[int, tuple[Ref, int]] = {}
+        self._open: dict[int, _Handle] = {}
         self._next_fh = 1
         self._lock = threading.Lock()
 
@@ -86,9 +104,9 @@ class RefFS:
 
     @_errors_to_eio
     def getattr(self, path: str, fh: int | None = None) -> dict:
-        if fh is not None and fh in self._open:
-            ref, size = self._open[fh]
-            return self._attrs(stat.S_IFREG | 0o444, size, 1)
+        handle = self._open.get(fh) if fh is not None else None
+        if handle is not None:
+            return self._attrs(stat.S_IFREG | 0o444, handle.size, 1)
         node = self.tree.node(path.lstrip("/"))
         if node is None:
             raise _enoent()
@@ -125,24 +143,29 @@ class RefFS:
     def open(self, path: str, flags: int) -> int:
         if flags & os.O_ACCMODE != os.O_RDONLY:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        node = self.tree.node(path.lstrip("/"))
+        tree, key = self.tree, path.lstrip("/")
+        node = tree.node(key)
         if node is None:
             raise _enoent()
         if isinstance(node, Dir):
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        size = self.reader.size(node)
+        handle = _Handle(node, self.reader.size(node), key, tree)
         with self._lock:
             fh = self._next_fh
             self._next_fh += 1
-            self._open[fh] = (node, size)
+            self._open[fh] = handle
         return fh
 
     @_errors_to_eio
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        ref, file_size = self._open[fh]
-        if isinstance(ref, Inline):
-            return ref.data[offset : offset + size]
-        return self.reader.read(ref, offset, size, file_size)
+        handle = self._open[fh]
+        if isinstance(handle.ref, Inline):
+            return handle.ref.data[offset : offset + size]
+        if not handle.touched:
+            handle.touched = True
+            if self.prefetcher is not None:
+                self.prefetcher.on_first_read(handle.tree, handle.key)
+        return self.reader.read(handle.ref, offset, size, handle.size)
 
     def release(self, path: str, fh: int) -> int:
         with self._lock:

@@ -123,5 +123,7 @@ class MountOptions:
     timeout: float = 30.0
     retries: int = 3
     attr_timeout: float = 3600.0
+    parallel: int = 16
+    prefetch: bool = True
     log_file: str | None = None
     log_level: str = "INFO"

@@ -1,15 +1,29 @@
-"""From a reference and a byte window to bytes: blocks, cache, origins.
+"""From a reference and a byte window to bytes: blocks, cache, origins, fetching ahead.
 
 A ranged reference up to ``whole_limit`` bytes is one block: the first read of a chunk file
 fetches the whole chunk with one request and later kernel reads are served from memory.
-Larger ranges and whole-object references are read in aligned ``block_size`` blocks.
+Larger ranges and whole-object references are read in aligned ``block_size`` blocks, with
+the next blocks fetched ahead while a reader moves forward.
+
+``fetch_ahead`` takes segments a caller expects to be read soon (the prefetcher's next chunk
+files), merges neighbours of the same original into one request (gap <= ``max_gap``, request
+<= ``max_request``), runs them on a pool of ``parallel`` fetchers, and splits the answers into
+per-chunk cache entries -- so a later read of any of them waits for, or finds, those bytes.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from .cache import MemoryCache
 from .fetch import Origins
-from .index import Inline, Range, Ref, Whole
+from .index import Inline, Range, Ref
+
+log = logging.getLogger("refmount.reader")
+
+Segment = tuple[str, int, int]  # url, start, length: also the cache key
 
 
 class Reader:
@@ -19,11 +33,24 @@ class Reader:
         cache: MemoryCache,
         block_size: int = 8 << 20,
         whole_limit: int = 32 << 20,
+        parallel: int = 16,
+        max_gap: int = 64 << 10,
+        max_request: int = 32 << 20,
+        ahead_budget: int | None = None,
+        readahead_blocks: int = 2,
     ):
         self.origins = origins
         self.cache = cache
+        self.stats = cache.stats
         self.block_size = block_size
         self.whole_limit = whole_limit
+        self.max_gap = max_gap
+        self.max_request = max_request
+        self.readahead_blocks = readahead_blocks
+        self.ahead_budget = ahead_budget if ahead_budget is not None else min(cache.max_bytes // 4, 512 << 20)
+        self._ahead_bytes = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="refmount-fetch")
 
     def size(self, ref: Ref) -> int:
         if isinstance(ref, Inline):
@@ -32,11 +59,18 @@ class Reader:
             return ref.length
         return self.origins.size(ref.url)
 
-    def _segment(self, ref: Range | Whole, size: int) -> tuple[str, int, int]:
-        """The reference as ``(url, start, block)`` with its block length."""
-        start = ref.offset if isinstance(ref, Range) else 0
-        block = size if size <= self.whole_limit else self.block_size
-        return ref.url, start, block
+    def block_of(self, ref: Ref, size: int) -> int:
+        return size if size <= self.whole_limit else self.block_size
+
+    def segment(self, ref: Ref, size: int, index: int) -> Segment:
+        """Block ``index`` of a reference as ``(url, start, length)``."""
+        block = self.block_of(ref, size)
+        start = (ref.offset if isinstance(ref, Range) else 0) + index * block
+        return ref.url, start, min(block, size - index * block)
+
+    def _fetch(self, seg: Segment) -> bytes:
+        url, start, length = seg
+        return self.origins.read(url, start, start + length)
 
     def read(self, ref: Ref, offset: int, length: int, size: int | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of the file, clamped to its size."""
@@ -47,13 +81,75 @@ class Reader:
         end = min(offset + length, size)
         if offset >= end:
             return b""
-        url, start, block = self._segment(ref, size)
+        block = self.block_of(ref, size)
         first, last = offset // block, (end - 1) // block
+        blocks = (size + block - 1) // block
+        if blocks > 1 and self.readahead_blocks:
+            ahead = range(last + 1, min(last + 1 + self.readahead_blocks, blocks))
+            self.fetch_ahead([self.segment(ref, size, b) for b in ahead])
         parts = []
         for b in range(first, last + 1):
-            b_start = b * block
-            b_len = min(block, size - b_start)
-            lo = start + b_start
-            data = self.cache.get((url, lo, b_len), lambda lo=lo, n=b_len: self.origins.read(url, lo, lo + n))
-            parts.append(data[max(offset - b_start, 0) : end - b_start])
+            seg = self.segment(ref, size, b)
+            data = self.cache.get(seg, lambda seg=seg: self._fetch(seg))
+            lo = b * block
+            parts.append(data[max(offset - lo, 0) : end - lo])
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    # -- fetching ahead ---------------------------------------------------------------
+    def _plan(self, segments: list[Segment]) -> list[list[Segment]]:
+        """Group segments into requests: same URL, sorted, gaps <= max_gap, size <= max_request."""
+        runs: list[list[Segment]] = []
+        for seg in sorted(set(segments)):
+            if runs:
+                run = runs[-1]
+                url, start, _ = run[0]
+                end = max(s + n for _, s, n in run)
+                if seg[0] == url and 0 <= seg[1] - end <= self.max_gap and seg[1] + seg[2] - start <= self.max_request:
+                    run.append(seg)
+                    continue
+            runs.append([seg])
+        return runs
+
+    def fetch_ahead(self, segments: list[Segment]) -> int:
+        """Start fetching ``segments`` in the background; returns how many were started."""
+        wanted = [s for s in segments if s[2] > 0 and s not in self.cache]
+        started = 0
+        for run in self._plan(wanted):
+            nbytes = sum(n for _, _, n in run)
+            with self._lock:
+                if self._ahead_bytes + nbytes > self.ahead_budget:
+                    break
+                self._ahead_bytes += nbytes
+            claimed = [s for s in run if self.cache.claim(s)]
+            if not claimed:
+                self._release(nbytes)
+                continue
+            started += len(claimed)
+            self.stats.add("prefetch_requests")
+            self.stats.add("prefetch_chunks", len(claimed))
+            self._pool.submit(self._fetch_run, claimed, nbytes)
+        return started
+
+    def _release(self, nbytes: int) -> None:
+        with self._lock:
+            self._ahead_bytes -= nbytes
+
+    def _fetch_run(self, run: list[Segment], reserved: int) -> None:
+        url = run[0][0]
+        start = run[0][1]
+        end = max(s + n for _, s, n in run)
+        try:
+            data = self.origins.read(url, start, end)
+        except BaseException as exc:
+            log.warning("prefetch %s [%d, %d) failed: %s", url, start, end, exc)
+            for seg in run:
+                self.cache.fail(seg, exc)
+        else:
+            for seg in run:
+                _, s, n = seg
+                self.cache.fulfil(seg, data[s - start : s - start + n])
+        finally:
+            self._release(reserved)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

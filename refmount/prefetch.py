@@ -1,0 +1,58 @@
+"""Prefetch across chunk files: a reader walking an array's chunks in grid order gets the
+next ones fetched ahead, in parallel, with a window that doubles while access stays
+sequential and collapses when it turns random.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from cachetools import LRUCache
+
+from .index import Index, Range
+from .order import ChunkOrder
+from .reader import Reader
+
+
+class Prefetcher:
+    def __init__(self, reader: Reader, first_window: int = 4, max_window: int = 64):
+        self.reader = reader
+        self.first_window = first_window
+        self.max_window = max_window
+        self._orders: dict[int, ChunkOrder] = {}
+        self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> (last n, window)
+        self._lock = threading.Lock()
+
+    def _order(self, tree: Index) -> ChunkOrder:
+        with self._lock:
+            order = self._orders.get(id(tree))
+            if order is None or order.tree is not tree:
+                order = self._orders[id(tree)] = ChunkOrder(tree)
+            return order
+
+    def on_first_read(self, tree: Index, path: str) -> None:
+        """Called when a chunk file is first read through a handle."""
+        order = self._order(tree)
+        pos = order.position(path)
+        if pos is None:
+            return
+        directory, n, _ = pos
+        with self._lock:
+            last, window = self._streams.get(directory, (None, 0))
+            step = None if last is None else n - last
+            if step is None or step == 0:
+                window = window if step == 0 else 0
+            elif 0 < step <= window + 2:
+                window = min(max(window * 2, self.first_window), self.max_window)
+            elif not -max(window, 1) <= step < 0:  # within the window behind: parallel readers
+                window = 0  # a jump: random until proven otherwise
+            self._streams[directory] = (n if last is None else max(n, last), window)
+        if not window:
+            return
+        segments = []
+        for next_path in order.after(path, window):
+            ref = tree.node(next_path)
+            if isinstance(ref, Range) and ref.length <= self.reader.whole_limit:
+                segments.append(self.reader.segment(ref, ref.length, 0))
+        if segments:
+            self.reader.fetch_ahead(segments)
