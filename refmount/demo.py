@@ -18,22 +18,23 @@ NT, NY, NX = 8, 90, 180
 FILES = 3
 
 
-def write_archive(directory: str) -> list[str]:
-    """Three NetCDF4 files of a (time, lat, lon) float32 field; returns their paths."""
+def write_archive(directory: str, files: int = FILES, nt: int = NT, ny: int = NY, nx: int = NX) -> list[str]:
+    """NetCDF4 files of a (time, lat, lon) float32 field, one field per chunk, zlib + shuffle,
+    plus a contiguous uncompressed orography and coordinates; returns their paths."""
     import h5py
     import numpy as np
 
     rng = np.random.default_rng(0)
-    lat = np.linspace(-89, 89, NY, dtype="f4")
-    lon = np.linspace(1, 359, NX, dtype="f4")
+    lat = np.linspace(-89, 89, ny, dtype="f4")
+    lon = np.linspace(1, 359, nx, dtype="f4")
     orog = (1000 * np.cos(np.radians(lat))[:, None] * np.sin(np.radians(lon))[None, :]).astype("f4")
     paths = []
-    for n in range(FILES):
+    for n in range(files):
         path = os.path.join(directory, f"t2m_{n:02d}.nc")
         with h5py.File(path, "w") as f:
             f.attrs["title"] = "refmount demo"
             f.attrs["Conventions"] = "CF-1.8"
-            t = f.create_dataset("time", data=np.arange(n * NT, (n + 1) * NT, dtype="i8") * 6)
+            t = f.create_dataset("time", data=np.arange(n * nt, (n + 1) * nt, dtype="i8") * 6)
             t.attrs["units"] = "hours since 2024-01-01"
             t.attrs["calendar"] = "standard"
             for name, data, units in (("lat", lat, "degrees_north"), ("lon", lon, "degrees_east")):
@@ -41,9 +42,9 @@ def write_archive(directory: str) -> list[str]:
                 d.attrs["units"] = units
             for name in ("time", "lat", "lon"):
                 f[name].make_scale(name)
-            field = 273.15 + 30 * np.cos(np.radians(lat))[None, :, None] + rng.normal(0, 2, (NT, NY, NX))
+            field = 273.15 + 30 * np.cos(np.radians(lat))[None, :, None] + rng.normal(0, 2, (nt, ny, nx))
             t2m = f.create_dataset(
-                "t2m", data=field.astype("f4"), chunks=(1, NY, NX), compression="gzip", shuffle=True
+                "t2m", data=field.astype("f4"), chunks=(1, ny, nx), compression="gzip", shuffle=True
             )
             t2m.attrs["units"] = "K"
             t2m.attrs["long_name"] = "2 metre temperature"

@@ -22,6 +22,7 @@ from .reader import Reader
 log = logging.getLogger("refmount.fs")
 
 BLKSIZE = 256 << 10
+MAX_BACKGROUND = 64
 
 
 def _errors_to_eio(method):
@@ -82,7 +83,10 @@ class RefFS:
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
-    def init(self, path: str) -> None:
+    def init_with_config(self, conn, config) -> None:
+        if conn is not None:  # more kernel readahead requests in flight (kernel default 12)
+            conn.max_background = MAX_BACKGROUND
+            conn.congestion_threshold = MAX_BACKGROUND * 3 // 4
         if self.on_init is not None:
             threading.Thread(target=self.on_init, name="refmount-ready", daemon=True).start()
 

@@ -7,8 +7,10 @@ latency), and stops by itself after ``max_requests``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -55,6 +57,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:
+        if self.path == "/__counts":  # for benchmarks running the server in its own process
+            body = json.dumps(dict(self.server.counts)).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         path = self._begin("GET")
         if path is None:
             return
@@ -134,3 +143,15 @@ class RangeServer(ThreadingHTTPServer):
         self.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m refmount.rangeserver DIR [LATENCY_SECONDS]``: print the URL, serve until killed."""
+    argv = sys.argv[1:] if argv is None else argv
+    with RangeServer(argv[0], latency=float(argv[1]) if len(argv) > 1 else 0.0, max_requests=10**7) as server:
+        print(server.url, flush=True)
+        server._thread.join()
+
+
+if __name__ == "__main__":
+    main()

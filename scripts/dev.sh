@@ -6,9 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+what="${1:-}"
+extras=test
 apt_packages=()
 command -v fusermount3 >/dev/null 2>&1 || apt_packages+=(fuse3)
 command -v getfattr >/dev/null 2>&1 || apt_packages+=(attr)
+if [ "$what" = bench ]; then  # the fsspec FUSE baseline runs on fusepy, which needs libfuse2
+    extras=bench
+    ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || apt_packages+=(libfuse2)
+fi
 if ((${#apt_packages[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -26,13 +32,12 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 stamp=.venv/.refmount-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want="$extras $(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
     echo "$want" >"$stamp"
 fi
 
-what="${1:-}"
 [ $# -gt 0 ] && shift
 case "$what" in
     demo) exec .venv/bin/refmount demo "$@" ;;

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""refmount benchmarks P1-P7, peers and refmount on the same data in one run.
+
+    bash scripts/dev.sh bench            # the dataset of issue 3 (8 files, 721 x 1440 fields)
+    bash scripts/dev.sh bench --quick    # small, for a smoke run
+
+Builds NetCDF4 files (float32 (time, 721, 1440), one field per chunk, zlib + shuffle, plus a
+contiguous uncompressed variable), their kerchunk references (JSON and Parquet), a plain local
+Zarr v2 copy, and an HTTP origin on 127.0.0.1 (own process) with injected latency that counts
+requests. Prints a table of figures and the target ratios. Every byte read through a mount
+is compared with the originals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+from refmount.demo import make_references, write_archive  # noqa: E402
+from refmount.mountpoint import is_mounted, lazy_unmount  # noqa: E402
+
+ROWS: list[tuple[str, str, str]] = []
+
+
+def row(name: str, value: str, note: str = "") -> None:
+    ROWS.append((name, value, note))
+    print(f"  {name:<46} {value:>14}  {note}", flush=True)
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Mounted:
+    """A foreground FUSE daemon process; ``seconds`` is the time until its root answered."""
+
+    def __init__(self, argv: list[str], mountpoint: str, env: dict | None = None):
+        os.makedirs(mountpoint, exist_ok=True)
+        self.mountpoint = mountpoint
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        while not is_mounted(mountpoint):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{argv[:3]} failed: {self.proc.stderr.read().decode()[-500:]}")
+            if time.perf_counter() - t0 > 600:
+                raise RuntimeError("mount timed out")
+            time.sleep(0.005)
+        os.stat(mountpoint)
+        self.seconds = time.perf_counter() - t0
+
+    def __enter__(self) -> "Mounted":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if is_mounted(self.mountpoint):
+            lazy_unmount(self.mountpoint)
+
+
+def refmount_mount(refs: str, mountpoint: str, *extra: str) -> Mounted:
+    return Mounted([PY, "-m", "refmount", "-f", "--log-level", "WARNING", *extra, refs, mountpoint], mountpoint)
+
+
+def timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+class Origin:
+    """The HTTP origin in its own process (so it never competes with a client for the GIL)."""
+
+    def __init__(self, directory: str, latency: float):
+        self.proc = subprocess.Popen([PY, "-m", "refmount.rangeserver", directory, str(latency)], stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+
+    def counts(self) -> dict:
+        with urllib.request.urlopen(self.url + "/__counts", timeout=10) as r:
+            return json.loads(r.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def point_at(refs: dict, base: str) -> dict:
+    out = json.loads(json.dumps(refs))
+    for value in out["refs"].values():
+        if isinstance(value, list):
+            value[0] = f"{base}/{os.path.basename(value[0])}"
+    return out
+
+
+def chunk_keys(refs: dict, var: str = "t2m") -> list[str]:
+    return [k for k, v in refs["refs"].items() if k.startswith(var + "/") and isinstance(v, list)]
+
+
+def verify(root: str, refs: dict, data_dir: str) -> None:
+    """Every ranged key read through the mount equals the original bytes."""
+    for key, value in refs["refs"].items():
+        if isinstance(value, list):
+            _, off, size = value
+            with open(os.path.join(data_dir, os.path.basename(value[0])), "rb") as f:
+                f.seek(off)
+                want = f.read(size)
+            with open(os.path.join(root, key), "rb") as f:
+                if f.read() != want:
+                    raise SystemExit(f"MISMATCH at {key}")
+
+
+def python_timing(code: str) -> dict:
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+XARRAY_LOAD = """
+import json, time, xarray as xr
+t0 = time.perf_counter()
+ds = xr.open_zarr({target!r}, consolidated=False, **{kwargs})
+n = ds["t2m"].load().nbytes
+print(json.dumps({{"seconds": time.perf_counter() - t0, "bytes": n}}))
+"""
+
+
+def bench_dataset(work: Path, args) -> None:
+    data = work / "originals"
+    data.mkdir()
+    t0 = time.perf_counter()
+    paths = write_archive(str(data), files=args.files, nt=args.times, ny=args.ny, nx=args.nx)
+    refs = make_references(paths)
+    keys = chunk_keys(refs)
+    moved = sum(refs["refs"][k][2] for k in keys)
+    print(f"dataset: {len(paths)} files, {sum(os.path.getsize(p) for p in paths) / 1e6:.0f} MB, "
+          f"{len(keys)} t2m chunks ({moved / 1e6:.0f} MB encoded), built in {time.perf_counter() - t0:.0f} s")
+    local_refs = work / "local.json"
+    local_refs.write_text(json.dumps(refs))
+    zcopy = work / "copy.zarr"  # the plain local Zarr v2 copy: the same encoded chunks as files
+    for key, value in refs["refs"].items():
+        target = zcopy / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(value, list):
+            with open(value[0], "rb") as f:
+                f.seek(value[1])
+                target.write_bytes(f.read(value[2]))
+        else:
+            target.write_bytes(value.encode() if isinstance(value, str) else json.dumps(value).encode())
+    big = work / "passthrough.bin"
+    with open(big, "wb") as out:
+        for p in paths:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out)
+    mnt = str(work / "mnt")
+
+    def cat_all(root: str) -> float:
+        return timed(["cat", *(os.path.join(root, k) for k in keys)])
+
+    print("\nP1: cat of every chunk file, local originals")
+    with Mounted([PY, str(HERE / "passthrough.py"), str(big), mnt], mnt):
+        ceiling = big.stat().st_size / timed(["cat", os.path.join(mnt, big.name)]) / 1e6
+    row("passthrough ceiling (one local file)", f"{ceiling:.0f} MB/s")
+    with refmount_mount(str(local_refs), mnt) as m:
+        p1 = moved / cat_all(mnt) / 1e6
+        verify(mnt, refs, str(data))
+    row("refmount", f"{p1:.0f} MB/s", f"P1 ratio {p1 / ceiling:.2f} (target >= 0.8)")
+    fsspec_ok = shutil.which("true") and _fusepy_available()
+    if fsspec_ok:
+        env = dict(os.environ)
+        env.pop("FUSE_LIBRARY_NAME", None)
+        with Mounted([PY, str(HERE / "fsspec_mount.py"), str(local_refs), mnt, "file"], mnt, env=env):
+            f1 = moved / cat_all(mnt) / 1e6
+        row("fsspec FUSE mount", f"{f1:.0f} MB/s")
+
+    print(f"\nP2/P4/P5: cat over HTTP with {args.latency * 1000:.0f} ms per request")
+    origin = Origin(str(data), args.latency)
+    try:
+        http_refs = point_at(refs, origin.url)
+        http_path = work / "http.json"
+        http_path.write_text(json.dumps(http_refs))
+        before = origin.counts()
+        with refmount_mount(str(http_path), mnt):
+            p2 = moved / cat_all(mnt) / 1e6
+            after = origin.counts()
+            gets = after.get("GET", 0) - before.get("GET", 0)
+            heads = after.get("HEAD", 0) - before.get("HEAD", 0)
+            p5 = moved / cat_all(mnt) / 1e6
+            warm = origin.counts()
+            warm_requests = warm.get("GET", 0) + warm.get("HEAD", 0) - after.get("GET", 0) - after.get("HEAD", 0)
+            verify(mnt, refs, str(data))
+        row("refmount over HTTP", f"{p2:.0f} MB/s", f"P2 ratio to P1 {p2 / p1:.2f} (target >= 0.7)")
+        row("origin GET / HEAD per chunk", f"{gets / len(keys):.2f} / {heads / len(keys):.2f}", "P4 (target <= 1.0 GET, 0 HEAD)")
+        row("warm re-read", f"{p5:.0f} MB/s", f"P5 ratio to P1 {p5 / p1:.2f} (>= 0.8), {warm_requests} origin requests (0)")
+        if fsspec_ok:
+            env = dict(os.environ)
+            env.pop("FUSE_LIBRARY_NAME", None)
+            before = origin.counts()
+            with Mounted([PY, str(HERE / "fsspec_mount.py"), str(http_path), mnt, "http"], mnt, env=env):
+                f2 = moved / cat_all(mnt) / 1e6
+            after = origin.counts()
+            row("fsspec FUSE mount over HTTP", f"{f2:.0f} MB/s",
+                f"{(after['GET'] - before['GET']) / len(keys):.2f} GET, {(after.get('HEAD', 0) - before.get('HEAD', 0)) / len(keys):.2f} HEAD per chunk")
+            row("refmount / fsspec FUSE over HTTP", f"{p2 / f2:.1f} x", "P2 (target >= 10)")
+
+        print("\nP3: xarray full load of t2m over HTTP")
+        with refmount_mount(str(http_path), mnt):
+            r = python_timing(XARRAY_LOAD.format(target=mnt, kwargs="{}"))
+        p3 = r["bytes"] / r["seconds"] / 1e6
+        row("xarray.open_zarr(refmount mount)", f"{p3:.0f} MB/s")
+        kw = {"storage_options": {"fo": str(http_path), "remote_protocol": "http", "remote_options": {"asynchronous": True}, "asynchronous": True}}
+        try:
+            r = python_timing(XARRAY_LOAD.format(target="reference://", kwargs=repr(kw)))
+            row("in-process kerchunk reference://", f"{r['bytes'] / r['seconds'] / 1e6:.0f} MB/s")
+        except RuntimeError as exc:
+            row("in-process kerchunk reference://", "failed", str(exc).splitlines()[-1][:60])
+        r = python_timing(XARRAY_LOAD.format(target=str(zcopy), kwargs="{}"))
+        local = r["bytes"] / r["seconds"] / 1e6
+        row("xarray on the plain local Zarr copy", f"{local:.0f} MB/s", f"P3 ratio {p3 / local:.2f} (target >= 0.9)")
+    finally:
+        origin.close()
+
+
+def _fusepy_available() -> bool:
+    env = dict(os.environ)
+    env.pop("FUSE_LIBRARY_NAME", None)
+    ok = subprocess.run([PY, "-c", "import fuse, fsspec.fuse"], capture_output=True, env=env).returncode == 0
+    if not ok:
+        print("  (fsspec FUSE baseline skipped: needs fusepy and libfuse2 -- apt-get install libfuse2; pip install fusepy)")
+    return ok
+
+
+SET_LOAD = """
+import json, os, time
+def rss():
+    return int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]) * 1024
+{imports}
+base = rss(); t0 = time.perf_counter()
+{load}
+print(json.dumps({{"seconds": time.perf_counter() - t0, "rss": rss() - base}}))
+"""
+
+
+def bench_million_keys(work: Path) -> None:
+    print("\nP6: a synthetic 1 M-key JSON set")
+    n = 1000
+    refs = {".zgroup": '{"zarr_format":2}',
+            "v/.zarray": json.dumps({"shape": [n * 10, n * 10], "chunks": [10, 10], "dtype": "<f8", "compressor": None,
+                                     "filters": None, "fill_value": None, "order": "C", "zarr_format": 2})}
+    data = work / "m.bin"
+    data.write_bytes(os.urandom(1 << 20))
+    for i in range(n):
+        for j in range(n):
+            refs[f"v/{i}.{j}"] = [str(data), (i * n + j) * 800 % ((1 << 20) - 800), 800]
+    path = work / "million.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    del refs
+    fs_load = python_timing(SET_LOAD.format(
+        imports="import fsspec", load=f"fs = fsspec.filesystem('reference', fo={str(path)!r}, remote_protocol='file')"))
+    rm_load = python_timing(SET_LOAD.format(
+        imports="from refmount.sources import open_source", load=f"ix = open_source({str(path)!r})"))
+    row("fsspec ReferenceFileSystem load", f"{fs_load['seconds']:.2f} s", f"RSS +{fs_load['rss'] / 1e6:.0f} MB")
+    row("refmount index load", f"{rm_load['seconds']:.2f} s", f"RSS +{rm_load['rss'] / 1e6:.0f} MB")
+    mnt = str(work / "mnt6")
+    with refmount_mount(str(path), mnt) as m:
+        mount_s, daemon_rss = m.seconds, rss(m.proc.pid)
+        ls = timed(["ls", "-laR", mnt])
+        sample = random.Random(0).sample(range(n * n), 200)
+        raw = data.read_bytes()
+        for k in sample:
+            i, j = divmod(k, n)
+            off = k * 800 % ((1 << 20) - 800)
+            if open(os.path.join(mnt, "v", f"{i}.{j}"), "rb").read() != raw[off : off + 800]:
+                raise SystemExit("MISMATCH in the 1 M-key set")
+    row("refmount mount (command to live mount)", f"{mount_s:.2f} s", f"daemon RSS {daemon_rss / 1e6:.0f} MB")
+    row("P6 load time / RSS vs fsspec", f"{rm_load['seconds'] / fs_load['seconds']:.2f} / {rm_load['rss'] / fs_load['rss']:.2f}",
+        "(target <= 0.5 each)")
+    row("ls -laR of the mount (1 M files)", f"{ls:.1f} s")
+
+
+def bench_parquet_10m(work: Path) -> None:
+    print("\nP7: a synthetic 10 M-chunk Parquet set, local originals")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows_total, record = 10_000_000, 100_000
+    root = work / "ten.parq"
+    (root / "v").mkdir(parents=True)
+    data = work / "p.bin"
+    data.write_bytes(os.urandom(1 << 20))
+    meta = {".zgroup": {"zarr_format": 2},
+            "v/.zarray": {"shape": [10_000, 1_000], "chunks": [1, 1], "dtype": "<f8", "compressor": None,
+                          "filters": None, "fill_value": None, "order": "C", "zarr_format": 2}}
+    (root / ".zmetadata").write_text(json.dumps({"metadata": meta, "record_size": record}))
+    import numpy as np
+
+    for r in range(rows_total // record):
+        n = np.arange(r * record, (r + 1) * record, dtype="int64")
+        table = pa.table({
+            "path": pa.DictionaryArray.from_arrays(pa.array(np.zeros(record, "int32")), pa.array([str(data)])),
+            "offset": pa.array(n * 8 % ((1 << 20) - 8)),
+            "size": pa.array(np.full(record, 8, "int64")),
+            "raw": pa.nulls(record, pa.binary()),
+        })
+        pq.write_table(table, root / "v" / f"refs.{r}.parq", compression="zstd")
+    mnt = str(work / "mnt7")
+    raw = data.read_bytes()
+    with refmount_mount(str(root), mnt) as m:
+        mount_s, daemon_rss = m.seconds, rss(m.proc.pid)
+        latencies = []
+        for k in random.Random(1).sample(range(rows_total), 20):
+            t0 = time.perf_counter()
+            with open(os.path.join(mnt, "v", f"{k // 1000}.{k % 1000}"), "rb") as f:
+                got = f.read()
+            latencies.append(time.perf_counter() - t0)
+            off = k * 8 % ((1 << 20) - 8)
+            if got != raw[off : off + 8]:
+                raise SystemExit("MISMATCH in the 10 M-chunk set")
+        after_rss = rss(m.proc.pid)
+    row("refmount mount (command to live mount)", f"{mount_s:.2f} s", "target < 2 s")
+    row("daemon RSS after mount / after 20 reads", f"{daemon_rss / 1e6:.0f} / {after_rss / 1e6:.0f} MB", "target < 300 MB")
+    row("random chunk, first touch (median / max)", f"{statistics.median(latencies) * 1e3:.1f} / {max(latencies) * 1e3:.1f} ms",
+        "target < 20 ms")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small dataset, smoke run")
+    p.add_argument("--files", type=int, default=8)
+    p.add_argument("--times", type=int, default=12, help="fields per file")
+    p.add_argument("--latency", type=float, default=0.02, help="seconds per HTTP request")
+    p.add_argument("--only", choices=["dataset", "million", "parquet"], help="one part only")
+    p.add_argument("--keep", help="work directory to keep")
+    args = p.parse_args()
+    args.ny, args.nx = (181, 360) if args.quick else (721, 1440)
+    if args.quick:
+        args.files, args.times = 4, 4
+    work = Path(args.keep or tempfile.mkdtemp(prefix="refmount-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.only in (None, "dataset"):
+            bench_dataset(work, args)
+        if args.only in (None, "million"):
+            bench_million_keys(work)
+        if args.only in (None, "parquet"):
+            bench_parquet_10m(work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\nsummary")
+    for name, value, note in ROWS:
+        print(f"| {name} | {value} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
