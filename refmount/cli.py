@@ -43,6 +43,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=3, help="attempts per origin request on transient errors (default 3)")
     p.add_argument("--parallel", type=int, default=16, help="origin requests in flight for fetching ahead (default 16)")
     p.add_argument("--no-prefetch", action="store_true", help="fetch only what is read (no prefetch across chunk files)")
+    p.add_argument("--max-gap", default="64KiB", help="merge ranges of one original this close into one request (default 64KiB)")
+    p.add_argument("--max-request", default="4MiB", help="largest merged request (default 4MiB)")
     p.add_argument("--attr-timeout", type=float, default=3600.0, help="seconds the kernel may cache names and attributes")
     p.add_argument("--log-file", help="log here (default in the background: $XDG_STATE_HOME/refmount/refmount.log)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
@@ -70,6 +72,8 @@ def _options(args: argparse.Namespace) -> MountOptions:
         attr_timeout=args.attr_timeout,
         parallel=args.parallel,
         prefetch=not args.no_prefetch,
+        max_gap=parse_size(args.max_gap),
+        max_request=parse_size(args.max_request),
         log_file=os.path.abspath(args.log_file) if args.log_file else None,
         log_level=level.upper(),
     )
@@ -83,6 +87,7 @@ def to_args(opts: MountOptions) -> list[str]:
     args = ["--cache-size", str(opts.cache_size), "--timeout", str(opts.timeout), "--retries", str(opts.retries)]
     args += ["--attr-timeout", str(opts.attr_timeout), "--log-level", opts.log_level]
     args += ["--parallel", str(opts.parallel)] + ([] if opts.prefetch else ["--no-prefetch"])
+    args += ["--max-gap", str(opts.max_gap), "--max-request", str(opts.max_request)]
     for protocol, values in opts.storage_options.items():
         for key, value in values.items():
             args += ["--storage-option", f"{protocol}.{key}={json.dumps(value)}"]

@@ -84,7 +84,13 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         stats = Stats()
         origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats)
         origins.probe(tree.urls())
-        reader = Reader(origins, MemoryCache(opts.cache_size, stats), parallel=opts.parallel)
+        reader = Reader(
+            origins,
+            MemoryCache(opts.cache_size, stats),
+            parallel=opts.parallel,
+            max_gap=opts.max_gap,
+            max_request=opts.max_request,
+        )
     except RefmountError as exc:
         return _fail(ready, str(exc))
 

@@ -125,5 +125,7 @@ class MountOptions:
     attr_timeout: float = 3600.0
     parallel: int = 16
     prefetch: bool = True
+    max_gap: int = 64 << 10
+    max_request: int = 4 << 20
     log_file: str | None = None
     log_level: str = "INFO"

@@ -35,7 +35,7 @@ class Reader:
         whole_limit: int = 32 << 20,
         parallel: int = 16,
         max_gap: int = 64 << 10,
-        max_request: int = 32 << 20,
+        max_request: int = 4 << 20,
         ahead_budget: int | None = None,
         readahead_blocks: int = 2,
     ):
