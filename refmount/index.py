@@ -13,11 +13,11 @@ just other implementations of it.
 
 from __future__ import annotations
 
-import bisect
 import re
-from array import array
 from dataclasses import dataclass
 from typing import Iterable, Iterator
+
+import numpy as np
 
 from .errors import RefmountError
 
@@ -75,7 +75,6 @@ class Index:
 
 
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|\x00")
-_NEXT_AFTER_SLASH = chr(ord("/") + 1)  # keys "d/..." sort before "d0": skip a subtree with it
 
 
 def check_key(key: str) -> str:
@@ -96,78 +95,99 @@ def check_key(key: str) -> str:
 class CompactIndex(Index):
     """A sorted, compact in-memory index (JSON sets of millions of keys).
 
-    Keys are one sorted list; each key's reference is a kind code plus integer columns
-    (URL id, offset, length) in ``array`` storage, URLs interned in a table. Lookup is a
-    binary search; listing a directory costs O(log n) per entry, never a scan of the subtree.
+    Keys live UTF-8 encoded in one bytes blob with an offsets array, sorted; each key's
+    reference is a kind code plus integer columns (URL id or inline id, offset, length) in
+    NumPy arrays, URLs interned in a table. No Python object per key survives loading, so a
+    1 M-key set costs tens of MB. Lookup is a binary search; listing a directory costs
+    O(log n) per entry, never a scan of the subtree.
     """
 
     INLINE, RANGE, WHOLE = 0, 1, 2
 
     def __init__(self, mtime_ns: int = 0):
         self.mtime_ns = mtime_ns
-        self._keys: list[str] = []
-        self._kind = bytearray()
-        self._a = array("q")  # url id, or inline id
-        self._off = array("q")
-        self._len = array("q")
+        self._pending_keys: list[str] = []
+        self._pending: list[tuple[int, int, int, int]] = []  # kind, a, offset, length
         self._urls: list[str] = []
         self._url_ids: dict[str, int] = {}
         self._inline: list[bytes] = []
+        self._bulk: list[tuple] = []
         self._dirs: dict[str, int] = {"": 2}
-        self._built = False
 
     # -- building ---------------------------------------------------------------------
-    def add(self, key: str, ref: Ref) -> None:
-        """Add or replace ``key`` (last one wins, as with a JSON object)."""
-        self._keys.append(key)
-        if isinstance(ref, Inline):
-            self._kind.append(self.INLINE)
-            self._a.append(len(self._inline))
-            self._inline.append(ref.data)
-            self._off.append(0)
-            self._len.append(len(ref.data))
-            return
-        uid = self._url_ids.get(ref.url)
+    def url_id(self, url: str) -> int:
+        uid = self._url_ids.get(url)
         if uid is None:
-            uid = self._url_ids[ref.url] = len(self._urls)
-            self._urls.append(ref.url)
-        self._a.append(uid)
-        if isinstance(ref, Range):
-            self._kind.append(self.RANGE)
-            self._off.append(ref.offset)
-            self._len.append(ref.length)
+            uid = self._url_ids[url] = len(self._urls)
+            self._urls.append(url)
+        return uid
+
+    def add(self, key: str, ref: Ref) -> None:
+        """Add or replace ``key`` (the last one added wins, as in a JSON object)."""
+        self._pending_keys.append(key)
+        if isinstance(ref, Inline):
+            self._pending.append((self.INLINE, len(self._inline), 0, len(ref.data)))
+            self._inline.append(ref.data)
+        elif isinstance(ref, Range):
+            self._pending.append((self.RANGE, self.url_id(ref.url), ref.offset, ref.length))
         else:
-            self._kind.append(self.WHOLE)
-            self._off.append(0)
-            self._len.append(-1)
+            self._pending.append((self.WHOLE, self.url_id(ref.url), 0, -1))
+
+    def add_ranges(self, keys: list[str], url_ids, offsets, lengths) -> None:
+        """Bulk form of ``add`` for ranges whose URLs were interned with ``url_id``."""
+        self._bulk.append((keys, url_ids, offsets, lengths))
 
     def build(self) -> "CompactIndex":
         """Sort, drop replaced duplicates, validate keys and derive directories."""
-        n = len(self._keys)
-        keys = self._keys
-        order = sorted(range(n), key=keys.__getitem__)
-        # keep the last added of equal keys
-        keep = [i for j, i in enumerate(order) if j + 1 == n or keys[order[j + 1]] != keys[i]]
-        if len(keep) != n or keep != list(range(n)):
-            self._keys = [keys[i] for i in keep]
-            self._kind = bytearray(self._kind[i] for i in keep)
-            self._a = array("q", (self._a[i] for i in keep))
-            self._off = array("q", (self._off[i] for i in keep))
-            self._len = array("q", (self._len[i] for i in keep))
+        # bulk ranges first, then single additions: a later ``add`` replaces a bulk key
+        keys: list[str] = []
+        parts = []
+        for bkeys, bids, boffs, blens in self._bulk:
+            keys = keys + bkeys if keys else bkeys
+            parts.append(np.stack([np.full(len(bkeys), self.RANGE, dtype=np.int64), np.asarray(bids, dtype=np.int64),
+                                   np.asarray(boffs, dtype=np.int64), np.asarray(blens, dtype=np.int64)], axis=1))
+        keys = keys + self._pending_keys if keys else self._pending_keys
+        parts.append(np.array(self._pending, dtype=np.int64).reshape(-1, 4))
+        columns = np.concatenate(parts)
+        kind, a, off, length = (columns[:, i] for i in range(4))
+        self._pending_keys = self._pending = self._bulk = None
         del self._url_ids
-        self._derive_dirs()
-        self._built = True
+        order = self._sort(keys)
+        if len(order):
+            # stable sort: among equal keys the last added comes last; keep that one
+            sorted_keys = [keys[i] for i in order.tolist()]
+            last = np.ones(len(order), dtype=bool)
+            last[:-1] = [x != y for x, y in zip(sorted_keys, sorted_keys[1:])]
+            if not last.all():
+                order = order[last]
+                sorted_keys = [k for k, keep in zip(sorted_keys, last.tolist()) if keep]
+        else:
+            sorted_keys = []
+        check_keys(sorted_keys)
+        encoded = [k.encode("utf-8", "surrogateescape") for k in sorted_keys]
+        self._blob = b"".join(encoded)
+        self._starts = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._starts[1:])
+        self._kind = kind[order].astype(np.int8)
+        self._a = a[order]
+        self._off = off[order]
+        self._len = length[order]
+        self._n = len(encoded)
+        self._derive_dirs(sorted_keys)
         return self
 
-    def _derive_dirs(self) -> None:
+    @staticmethod
+    def _sort(keys: list[str]) -> np.ndarray:
+        if not keys:
+            return np.zeros(0, dtype=np.int64)
+        longest = max(map(len, keys))
+        if longest * len(keys) * 4 <= 512 << 20:  # NumPy's fixed-width strings fit: sort in C
+            return np.argsort(np.array(keys), kind="stable")
+        return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+    def _derive_dirs(self, keys: list[str]) -> None:
         dirs: dict[str, int] = {"": 2}
-        last_parent = None
-        for key in self._keys:
-            check_key(key)
-            parent = key.rpartition("/")[0]
-            if parent == last_parent:
-                continue
-            last_parent = parent
+        for parent in {k.rpartition("/")[0] for k in keys}:
             while parent not in dirs:
                 dirs[parent] = 2
                 parent = parent.rpartition("/")[0]
@@ -179,9 +199,24 @@ class CompactIndex(Index):
         self._dirs = dirs
 
     # -- queries ----------------------------------------------------------------------
+    def _key(self, i: int) -> bytes:
+        return self._blob[self._starts[i] : self._starts[i + 1]]
+
+    def _bisect(self, key: bytes, lo: int = 0) -> int:
+        hi = self._n
+        blob, starts = self._blob, self._starts
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if blob[starts[mid] : starts[mid + 1]] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     def _find(self, key: str) -> int | None:
-        i = bisect.bisect_left(self._keys, key)
-        if i < len(self._keys) and self._keys[i] == key:
+        raw = key.encode("utf-8", "surrogateescape")
+        i = self._bisect(raw)
+        if i < self._n and self._key(i) == raw:
             return i
         return None
 
@@ -191,7 +226,7 @@ class CompactIndex(Index):
             return Inline(self._inline[self._a[i]])
         url = self._urls[self._a[i]]
         if kind == self.RANGE:
-            return Range(url, self._off[i], self._len[i])
+            return Range(url, int(self._off[i]), int(self._len[i]))
         return Whole(url)
 
     def node(self, path: str) -> Ref | Dir | None:
@@ -202,31 +237,51 @@ class CompactIndex(Index):
         return None if i is None else self._ref(i)
 
     def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
-        keys = self._keys
-        prefix = path + "/" if path else ""
+        prefix = (path + "/").encode("utf-8", "surrogateescape") if path else b""
         cut = len(prefix)
-        i = bisect.bisect_left(keys, prefix)
-        n = len(keys)
-        while i < n and keys[i].startswith(prefix):
-            rest = keys[i][cut:]
-            slash = rest.find("/")
+        i = self._bisect(prefix)
+        while i < self._n:
+            key = self._key(i)
+            if not key.startswith(prefix):
+                break
+            rest = key[cut:]
+            slash = rest.find(b"/")
             if slash < 0:
-                yield rest, False
+                yield rest.decode("utf-8", "surrogateescape"), False
                 i += 1
             else:
                 name = rest[:slash]
-                yield name, True
-                i = bisect.bisect_left(keys, prefix + name + _NEXT_AFTER_SLASH, i)
+                yield name.decode("utf-8", "surrogateescape"), True
+                i = self._bisect(prefix + name + b"0", i)  # "0" sorts right after "/"
 
     def items(self) -> Iterator[tuple[str, Ref]]:
-        for i, key in enumerate(self._keys):
-            yield key, self._ref(i)
+        for i in range(self._n):
+            yield self._key(i).decode("utf-8", "surrogateescape"), self._ref(i)
 
     def urls(self) -> Iterator[str]:
         return iter(self._urls)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._n
+
+
+def check_keys(keys: list[str]) -> None:
+    """``check_key`` for many keys at once: substring scans of the joined keys, per key only
+    where something looks wrong."""
+    if not keys:
+        return
+    joined = "\n" + "\n".join(keys) + "\n"
+    suspicious = (
+        joined.count("\n") != len(keys) + 1  # a key holds a newline: check each
+        or any(s in joined for s in ("\x00", "//", "\n/", "/\n", "\n\n", "/./", "/.\n", "\n./", "\n.\n", "/../", "/..\n", "\n../", "\n..\n"))
+    )
+    if suspicious:
+        for key in keys:
+            check_key(key)
+    elif max(map(len, keys)) > 63:  # only long keys can break a byte limit
+        for key in keys:
+            if len(key) > 63:
+                check_key(key)
 
 
 class Union(Index):
