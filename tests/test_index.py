@@ -84,3 +84,27 @@ def test_union_puts_each_index_under_its_name():
     assert u.node("three") is None
     assert u.node("") == Dir(4)
     assert sorted(k for k, _ in u.items()) == ["one/k", "two/d/k"]
+
+
+def test_listing_a_generated_million_key_set_is_complete_and_exact(tmp_path):
+    import json
+
+    from refmount.sources import open_source
+
+    refs = {".zgroup": '{"zarr_format":2}'}
+    for a in range(4):
+        refs[f"g{a}/.zarray"] = "{}"
+        for i in range(250):
+            for j in range(1000):
+                refs[f"g{a}/{i}.{j}"] = ["data.bin", (i * 1000 + j) * 8, 8]
+    path = tmp_path / "million.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    ix = open_source(str(path))
+    assert len(ix) == len(refs) == 1_000_005
+    assert list(ix.listdir("")) == [(".zgroup", False)] + [(f"g{a}", True) for a in range(4)]
+    for a in range(4):
+        names = [name for name, is_dir in ix.listdir(f"g{a}")]
+        assert len(names) == 250_001 and names == sorted(names)
+        assert set(names) == {".zarray"} | {f"{i}.{j}" for i in range(250) for j in range(1000)}
+    assert ix.node("g3/249.999") == Range(str(tmp_path / "data.bin"), 249_999 * 8, 8)
+    assert ix.node("g3/250.0") is None
