@@ -62,8 +62,11 @@ def load_tree(opts: MountOptions) -> Index:
 def _setup_logging(opts: MountOptions) -> None:
     handler: logging.Handler
     if opts.log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(opts.log_file)), exist_ok=True)
-        handler = logging.FileHandler(opts.log_file)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(opts.log_file)), exist_ok=True)
+            handler = logging.FileHandler(opts.log_file)
+        except OSError as exc:
+            raise RefmountError(f"log file {opts.log_file}: {exc.strerror}") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s refmount[%(process)d] %(levelname)s %(name)s: %(message)s"))

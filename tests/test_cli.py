@@ -129,6 +129,13 @@ def test_no_fuse_library_is_a_clear_error(refs, mountpoint):
     assert not is_mounted(mountpoint)
 
 
+def test_unwritable_log_file(refs, mountpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _one_line_error(run_cli(refs, mountpoint, "--log-file", blocker / "sub" / "log"), "log file")
+    assert not is_mounted(mountpoint)
+
+
 def test_usage_errors(refs):
     _one_line_error(run_cli(refs), "need at least one SOURCE and a MOUNTPOINT")
     _one_line_error(run_cli("--cache-size", "lots", refs, "/tmp"), "invalid size 'lots'")
