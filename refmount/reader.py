@@ -81,6 +81,9 @@ class Reader:
         end = min(offset + length, size)
         if offset >= end:
             return b""
+        if self.origins.is_local(ref.url):  # the kernel's page cache is the cache for local files
+            base = ref.offset if isinstance(ref, Range) else 0
+            return self.origins.read(ref.url, base + offset, base + end)
         block = self.block_of(ref, size)
         first, last = offset // block, (end - 1) // block
         blocks = (size + block - 1) // block
@@ -112,7 +115,7 @@ class Reader:
 
     def fetch_ahead(self, segments: list[Segment]) -> int:
         """Start fetching ``segments`` in the background; returns how many were started."""
-        wanted = [s for s in segments if s[2] > 0 and s not in self.cache]
+        wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache]
         started = 0
         for run in self._plan(wanted):
             nbytes = sum(n for _, _, n in run)

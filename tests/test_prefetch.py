@@ -106,17 +106,38 @@ def test_memory_cache_holds_its_bound_while_reading_more(tmp_path, http_origin):
         reader.close()
 
 
-def test_read_ahead_inside_a_large_whole_file(tmp_path):
-    big = tmp_path / "big.bin"
+def test_read_ahead_inside_a_large_whole_file(http_origin):
     data = os.urandom(5 << 20)
-    big.write_bytes(data)
+    (http_origin.dir / "big.bin").write_bytes(data)
     cache = MemoryCache(64 << 20)
     reader = Reader(Origins(), cache, block_size=1 << 20, whole_limit=1 << 20)
     try:
-        ref = Whole(str(big))
+        ref = Whole(f"{http_origin.url}/big.bin")
         got = b"".join(reader.read(ref, off, 128 << 10) for off in range(0, len(data), 128 << 10))
         assert got == data
         assert cache.stats.snapshot().get("prefetch_chunks", 0) >= 3  # later blocks fetched ahead
+        assert http_origin.counts["GET"] <= 5 and http_origin.counts["bytes"] == len(data)  # none twice
+    finally:
+        reader.close()
+
+
+def test_local_originals_are_read_in_place_not_cached(tmp_path):
+    path = tmp_path / "f.bin"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    cache = MemoryCache(64 << 20)
+    reader = Reader(Origins(), cache)
+    try:
+        ref = Range(str(path), 1000, 500_000)
+        assert reader.read(ref, 0, 128 << 10) + reader.read(ref, 128 << 10, 1 << 20) == data[1000:501_000]
+        assert cache.current_bytes == 0  # the page cache is the cache for local files
+        short = Range(str(path), (1 << 20) - 10, 100)  # runs past the end of the original
+        try:
+            reader.read(short, 0, 100)
+        except OSError as exc:
+            assert "got 10 of 100 bytes" in str(exc)
+        else:
+            raise AssertionError("a short local read must fail")
     finally:
         reader.close()
 
