@@ -142,12 +142,20 @@ class Reader:
         start = run[0][1]
         end = max(s + n for _, s, n in run)
         try:
-            data = self.origins.read(url, start, end)
-        except BaseException as exc:
-            log.warning("prefetch %s [%d, %d) failed: %s", url, start, end, exc)
-            for seg in run:
-                self.cache.fail(seg, exc)
-        else:
+            try:
+                data = self.origins.read(url, start, end)
+            except Exception as exc:
+                if len(run) == 1:
+                    log.warning("prefetch %s [%d, %d) failed: %s", url, start, end, exc)
+                    self.cache.fail(run[0], exc)
+                    return
+                # one bad range must not fail its neighbours: fetch each on its own
+                for seg in run:
+                    try:
+                        self.cache.fulfil(seg, self._fetch(seg))
+                    except Exception as one:
+                        self.cache.fail(seg, one)
+                return
             for seg in run:
                 _, s, n = seg
                 self.cache.fulfil(seg, data[s - start : s - start + n])

@@ -149,3 +149,25 @@ def test_chunk_order_follows_the_grid():
     assert order.after("v/0.1", 4) == ["v/0.2", "v/1.0", "v/1.1", "v/1.2"]
     assert order.after("v/2.2", 4) == []
     assert order.position("v/.zattrs") is None and order.position("v/0.3") is None
+
+
+def test_a_bad_range_in_a_merged_request_does_not_fail_its_neighbours(http_origin):
+    data = os.urandom(3 * CHUNK)
+    (http_origin.dir / "f.bin").write_bytes(data)
+    url = f"{http_origin.url}/f.bin"
+    cache = MemoryCache(64 << 20)
+    reader = Reader(Origins(retries=1), cache)
+    try:
+        good = [(url, 0, CHUNK), (url, CHUNK, CHUNK)]
+        bad = (url, 2 * CHUNK, 2 * CHUNK)  # runs past the end of the original
+        assert reader.fetch_ahead([*good, bad]) == 3
+        for seg in good:
+            assert reader.read(Range(*seg), 0, CHUNK) == data[seg[1] : seg[1] + CHUNK]
+        try:
+            reader.read(Range(*bad), 0, 2 * CHUNK)
+        except OSError as exc:
+            assert "got" in str(exc)
+        else:
+            raise AssertionError("a short range must fail")
+    finally:
+        reader.close()
