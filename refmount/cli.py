@@ -11,8 +11,6 @@ from .errors import RefmountError
 from .options import MountOptions, default_log_file, parse_size, parse_storage_options, split_sources
 from .urls import location_of
 
-SUBCOMMANDS = ("umount", "inspect", "demo")
-
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
        refmount umount MOUNTPOINT
        refmount inspect [--json] SOURCE

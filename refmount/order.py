@@ -9,6 +9,36 @@ import threading
 from .index import Index, Inline
 
 
+def grid_of(shape: list[int], chunks: list[int]) -> list[int]:
+    """Chunks per dimension; a scalar array has one chunk, a zero-length chunk none."""
+    return [math.ceil(s / c) if c else 0 for s, c in zip(shape, chunks)] if shape else [1]
+
+
+def chunk_number(name: str, grid: list[int]) -> int | None:
+    """Row-major number of chunk file ``name`` (``"i.j.k"``), or None outside the grid or
+    not in canonical form (``"01.0"``)."""
+    parts = name.split(".")
+    if len(parts) != len(grid):
+        return None
+    n = 0
+    for part, size in zip(parts, grid):
+        if not part.isdigit() or (len(part) > 1 and part[0] == "0"):
+            return None
+        i = int(part)
+        if i >= size:
+            return None
+        n = n * size + i
+    return n
+
+
+def chunk_name(n: int, grid: list[int]) -> str:
+    parts = []
+    for size in reversed(grid):
+        parts.append(str(n % size))
+        n //= size
+    return ".".join(reversed(parts))
+
+
 class ChunkOrder:
     """``after(path, n)``: the paths of the next ``n`` chunk files after ``path`` in grid order."""
 
@@ -27,8 +57,7 @@ class ChunkOrder:
             try:
                 zarray = json.loads(meta.data)
                 if zarray.get("dimension_separator", ".") == ".":
-                    shape, chunks = zarray["shape"], zarray["chunks"]
-                    grid = [math.ceil(s / c) if c else 0 for s, c in zip(shape, chunks)] or [1]
+                    grid = grid_of(list(zarray["shape"]), list(zarray["chunks"]))
             except (ValueError, KeyError, TypeError, AttributeError):
                 grid = None
         with self._lock:
@@ -41,24 +70,8 @@ class ChunkOrder:
         grid = self._grid(directory)
         if not grid or name.startswith("."):
             return None
-        parts = name.split(".")
-        if len(parts) != len(grid) or not all(p.isdigit() for p in parts):
-            return None
-        n = 0
-        for part, size in zip(parts, grid):
-            i = int(part)
-            if i >= size:
-                return None
-            n = n * size + i
-        return directory, n, grid
-
-    @staticmethod
-    def name(n: int, grid: list[int]) -> str:
-        parts = []
-        for size in reversed(grid):
-            parts.append(str(n % size))
-            n //= size
-        return ".".join(reversed(parts))
+        n = chunk_number(name, grid)
+        return None if n is None else (directory, n, grid)
 
     def after(self, path: str, count: int) -> list[str]:
         pos = self.position(path)
@@ -67,4 +80,4 @@ class ChunkOrder:
         directory, n, grid = pos
         total = math.prod(grid)
         prefix = f"{directory}/" if directory else ""
-        return [prefix + self.name(m, grid) for m in range(n + 1, min(n + 1 + count, total))]
+        return [prefix + chunk_name(m, grid) for m in range(n + 1, min(n + 1 + count, total))]

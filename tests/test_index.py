@@ -7,7 +7,7 @@ import random
 import pytest
 
 from refmount.errors import RefmountError
-from refmount.index import CompactIndex, Dir, Inline, Range, Union, Whole, build_index, check_key
+from refmount.index import Dir, Inline, Range, Union, Whole, build_index, check_key
 
 
 def test_lookup_listing_and_link_counts():

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from ..errors import RefmountError
 from ..index import Index
 from ..urls import location_of
 from . import kerchunk_json, kerchunk_parquet
@@ -20,4 +19,4 @@ def open_source(source: str, storage_options: dict | None = None) -> Index:
     return kerchunk_json.load(location, storage_options)
 
 
-__all__ = ["open_source", "RefmountError"]
+__all__ = ["open_source"]

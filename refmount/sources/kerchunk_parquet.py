@@ -22,6 +22,7 @@ from cachetools import LRUCache
 
 from ..errors import RefmountError
 from ..index import CompactIndex, Dir, Index, Inline, Range, Ref, Whole
+from ..order import chunk_name, chunk_number, grid_of
 from ..urls import parent_of, resolve, split_protocol
 from .reading import read_file
 
@@ -40,31 +41,12 @@ def is_parquet_set(location: str, storage_options: dict) -> bool:
 
 
 class _Array:
-    __slots__ = ("path", "grid", "strides", "count")
+    __slots__ = ("path", "grid", "count")
 
     def __init__(self, path: str, shape: list[int], chunks: list[int]):
         self.path = path
-        self.grid = [math.ceil(s / c) if c else 0 for s, c in zip(shape, chunks)] if shape else [1]
+        self.grid = grid_of(shape, chunks)
         self.count = math.prod(self.grid)
-        self.strides = [math.prod(self.grid[i + 1 :]) for i in range(len(self.grid))]
-
-    def number(self, name: str) -> int | None:
-        """Row-major chunk number of chunk file ``name``, or None if not in the grid."""
-        parts = name.split(".")
-        if len(parts) != len(self.grid):
-            return None
-        n = 0
-        for part, size, stride in zip(parts, self.grid, self.strides):
-            if not part.isdigit() or (len(part) > 1 and part[0] == "0"):
-                return None
-            i = int(part)
-            if i >= size:
-                return None
-            n += i * stride
-        return n
-
-    def name(self, n: int) -> str:
-        return ".".join(str(n // s % g) for s, g in zip(self.strides, self.grid))
 
 
 class _Record:
@@ -165,7 +147,7 @@ class ParquetIndex(Index):
         return record
 
     def _chunk(self, array: _Array, name: str) -> Ref | None:
-        n = array.number(name)
+        n = chunk_number(name, array.grid)
         if n is None:
             return None
         record = self._record(array.path, n // self.record_size)
@@ -179,7 +161,7 @@ class ParquetIndex(Index):
                 continue
             first = number * self.record_size
             for row in np.flatnonzero(record.present[: array.count - first]):
-                yield array.name(first + int(row))
+                yield chunk_name(first + int(row), array.grid)
 
     # -- Index ------------------------------------------------------------------------
     def node(self, path: str) -> Ref | Dir | None:
@@ -206,7 +188,7 @@ class ParquetIndex(Index):
                     yield (f"{path}/{name}" if path else name), ref
 
     def urls(self) -> Iterator[str]:
-        """URLs known cheaply: those of the first record file of each array (for origin checks)."""
+        """URLs known cheaply (for origin checks): those in the first record file found."""
         seen = set()
         for array in self.arrays.values():
             record = self._record(array.path, 0)
