@@ -18,7 +18,7 @@ import time
 from .cache import MemoryCache
 from .errors import RefmountError
 from .fetch import Origins
-from .fs import RefFS
+from .fs import RefFS, fuse_class
 from .index import Index, Union
 from .mountpoint import check_mountpoint, load_libfuse
 from .options import MountOptions
@@ -129,7 +129,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         options.update(allow_other=True, default_permissions=True)
     try:
         prefetcher = Prefetcher(reader) if opts.prefetch else None
-        mfusepy.FUSE(RefFS(tree, reader, on_init, prefetcher), mountpoint, **options)
+        FUSE = fuse_class(mfusepy) if mfusepy.fuse_version_major == 3 else mfusepy.FUSE
+        FUSE(RefFS(tree, reader, on_init, prefetcher), mountpoint, **options)
     except RuntimeError:
         # libfuse3 also returns non-zero after a clean stop by signal: only a failure before
         # the mount was ready is an error

@@ -161,6 +161,9 @@ class Origins:
             raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
 
+    def size_known(self, url: str) -> bool:
+        return url in self._sizes
+
     def size(self, url: str) -> int:
         """Size of a whole object, asked once and remembered."""
         size = self._sizes.get(url)

@@ -6,8 +6,10 @@ zeros; absent keys are ENOENT so Zarr readers use the fill value.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -15,7 +17,7 @@ import threading
 from typing import Callable
 
 from .errors import FetchError
-from .index import Dir, Index, Inline, Ref
+from .index import Dir, Index, Inline, Ref, Whole
 from .prefetch import Prefetcher
 from .reader import Reader
 
@@ -57,6 +59,65 @@ class _Handle:
         self.touched = False
 
 
+class _Listing:
+    """An open directory: its entries as one iterator, so each page continues where the last
+    stopped; an entry the kernel had no room for is kept for the next page."""
+
+    def __init__(self, tree: Index, key: str):
+        self.tree, self.key = tree, key
+        self.restart(0)
+
+    def restart(self, offset: int) -> None:
+        self._entries = itertools.chain(((".", True), ("..", True)), self.tree.listdir(self.key))
+        self._held = None
+        self.position = 0
+        for _ in itertools.islice(self, offset):
+            pass
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[str, bool]:
+        if self._held is not None:
+            entry, self._held = self._held, None
+        else:
+            entry = next(self._entries)
+        self.position += 1
+        self._last = entry
+        return entry
+
+    def hold_last(self) -> None:
+        """The last entry was not accepted: give it again next time."""
+        self._held = self._last
+        self.position -= 1
+
+
+def fuse_class(mfusepy):
+    """``mfusepy.FUSE`` with readdirplus: paged (offset) listings that carry each entry's
+    attributes, so ``ls -l`` and ``find`` need no lookup per entry."""
+
+    class FUSE(mfusepy.FUSE):
+        def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
+            ops = self.operations
+            st = mfusepy.c_stat()
+            for name, attrs, next_offset in ops.listing(fip.contents.fh, offset):
+                ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
+                if attrs is not None:
+                    mfusepy.set_st_attrs(st, attrs, use_ns=True)
+                    plus = FUSE_FILL_DIR_PLUS
+                else:
+                    plus = 0
+                if filler(buf, name.encode(self.encoding, self.errors), st, next_offset, plus) != 0:
+                    ops._dirs[fip.contents.fh].hold_last()
+                    break
+            return 0
+
+    return FUSE
+
+
+FUSE_FILL_DIR_PLUS = 2
+
+
 def _enoent() -> OSError:
     return OSError(errno.ENOENT, os.strerror(errno.ENOENT))
 
@@ -79,6 +140,7 @@ class RefFS:
         self.prefetcher = prefetcher
         self.uid, self.gid = os.getuid(), os.getgid()
         self._open: dict[int, _Handle] = {}
+        self._dirs: dict[int, _Listing] = {}
         self._next_fh = 1
         self._lock = threading.Lock()
 
@@ -118,6 +180,45 @@ class RefFS:
             return self._attrs(stat.S_IFDIR | 0o555, 0, node.nlink)
         return self._attrs(stat.S_IFREG | 0o444, self.reader.size(node), 1)
 
+    # -- directories --------------------------------------------------------------------
+    @_errors_to_eio
+    def opendir(self, path: str) -> int:
+        tree, key = self.tree, path.lstrip("/")
+        node = tree.node(key)
+        if node is None:
+            raise _enoent()
+        if not isinstance(node, Dir):
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with self._lock:
+            fh = self._next_fh
+            self._next_fh += 1
+            self._dirs[fh] = _Listing(tree, key)
+        return fh
+
+    def releasedir(self, path: str, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
+
+    def _entry_attrs(self, tree: Index, path: str, is_dir: bool) -> dict | None:
+        """Attributes for readdirplus, when known without asking an origin."""
+        node = tree.node(path)
+        if isinstance(node, Dir):
+            return self._attrs(stat.S_IFDIR | 0o555, 0, node.nlink)
+        if node is None or (isinstance(node, Whole) and not self.reader.origins.size_known(node.url)):
+            return None
+        return self._attrs(stat.S_IFREG | 0o444, self.reader.size(node), 1)
+
+    def listing(self, fh: int, offset: int):
+        """``(name, attrs or None, next offset)`` from ``offset`` on; resumes in O(1)."""
+        listing = self._dirs[fh]
+        if offset != listing.position:
+            listing.restart(offset)
+        prefix = listing.key + "/" if listing.key else ""
+        for name, is_dir in listing:
+            attrs = None if name in (".", "..") else self._entry_attrs(listing.tree, prefix + name, is_dir)
+            yield name, attrs, listing.position
+
     @_errors_to_eio
     def readdir(self, path: str, fh: int):
         key = path.lstrip("/")
@@ -135,12 +236,6 @@ class RefFS:
 
     def statfs(self, path: str) -> dict:
         return {"f_bsize": BLKSIZE, "f_frsize": BLKSIZE, "f_namemax": 255}
-
-    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
-
-    def listxattr(self, path: str) -> list[str]:
-        return []
 
     # -- data -------------------------------------------------------------------------
     @_errors_to_eio
