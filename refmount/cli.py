@@ -139,6 +139,12 @@ def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="refmount demo", description="Mount a generated NetCDF4 archive over loopback HTTP and read it with xarray.")
     p.add_argument("--keep", metavar="DIR", help="build the demo in DIR and keep it")
     args = p.parse_args(argv)
+    try:
+        import h5py  # noqa: F401
+        import kerchunk  # noqa: F401
+        import xarray  # noqa: F401
+    except ImportError as exc:
+        raise RefmountError(f"the demo needs {exc.name}: pip install 'refmount[demo]'") from None
     from .demo import run
 
     return run(args.keep)
