@@ -91,9 +91,13 @@ def _load_set(where: str, doc, base: str, mtime_ns: int) -> CompactIndex:
     if keys:
         raw_ids: dict[str, int] = {}
         ids = np.array([raw_ids.setdefault(u, len(raw_ids)) for u in raw_urls], dtype=np.int64)
-        table = np.array(
-            [index.url_id(_url(u, templates, base, where, keys[raw_urls.index(u)])) for u in raw_ids], dtype=np.int64
-        )
+        table = np.empty(len(raw_ids), dtype=np.int64)
+        for u, n in raw_ids.items():
+            try:
+                table[n] = index.url_id(_url(u, templates, base, where, ""))
+            except RefmountError:  # say it again, naming the first key that uses this URL
+                _url(u, templates, base, where, keys[raw_urls.index(u)])
+                raise
         if any(k.startswith("/") for k in keys):
             keys = [_key(k) for k in keys]
         index.add_ranges(keys, table[ids], offsets, lengths)

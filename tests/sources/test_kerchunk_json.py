@@ -174,3 +174,13 @@ def test_bad_reference_files_fail_with_one_line_naming_file_and_problem(tmp_path
 def test_missing_reference_file(tmp_path):
     with pytest.raises(RefmountError, match="no such reference file"):
         open_source(str(tmp_path / "nope.json"))
+
+
+def test_each_key_keeps_its_own_url_among_many(tmp_path):
+    refs = {f"v/{i}": [f"https://h/f{i % 7}.nc", i, 3] for i in range(1000)}
+    refs["v/rel"] = ["data/f.nc", 0, 3]
+    ix = open_source(write(tmp_path, {"version": 1, "refs": refs}))
+    for i in range(1000):
+        assert ix.node(f"v/{i}") == Range(f"https://h/f{i % 7}.nc", i, 3)
+    assert ix.node("v/rel") == Range(str(tmp_path / "data" / "f.nc"), 0, 3)
+    assert sorted(ix.urls()) == sorted({f"https://h/f{i}.nc" for i in range(7)} | {str(tmp_path / "data" / "f.nc")})
