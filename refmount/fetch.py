@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import fsspec
 import fsspec.asyn
-from cachetools import LRUCache
 
 from .errors import FetchError, RefmountError
 from .stats import Stats
@@ -52,13 +51,7 @@ def _is_unreachable(exc: BaseException) -> bool:
     )
 
 
-class _FdCache(LRUCache):
-    """Open descriptors of local originals; the least recently used is closed."""
-
-    def popitem(self):
-        key, fd = super().popitem()
-        os.close(fd)
-        return key, fd
+KEPT_FDS = 256
 
 
 class Origins:
@@ -78,7 +71,7 @@ class Origins:
         self._lock = threading.Lock()
         self._filesystems: dict[str, fsspec.AbstractFileSystem] = {}
         self._sizes: dict[str, int] = {}
-        self._fds: LRUCache = _FdCache(maxsize=256)
+        self._fds: dict[str, int] = {}
 
     def filesystem(self, protocol: str) -> fsspec.AbstractFileSystem:
         with self._lock:
@@ -120,18 +113,26 @@ class Origins:
     def is_local(url: str) -> bool:
         return split_protocol(url)[0] == "file"
 
-    def _fd(self, path: str) -> int:
-        with self._lock:
-            fd = self._fds.get(path)
-            if fd is None:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                self._fds[path] = fd
-            return fd
-
     def _pread(self, url: str, path: str, start: int, end: int) -> bytes:
+        """One ``pread``. The first ``KEPT_FDS`` files keep their descriptor for the life of
+        the daemon (never closed, so never reused under a concurrent reader); others are
+        opened per read."""
         self.stats.add("origin_requests")
         try:
-            data = os.pread(self._fd(path), end - start, start)
+            fd = self._fds.get(path)
+            if fd is not None:
+                data = os.pread(fd, end - start, start)
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                with self._lock:
+                    keep = path not in self._fds and len(self._fds) < KEPT_FDS
+                    if keep:
+                        self._fds[path] = fd
+                try:
+                    data = os.pread(fd, end - start, start)
+                finally:
+                    if not keep:
+                        os.close(fd)
         except OSError as exc:
             self.stats.add("origin_errors")
             raise FetchError(f"read {url}: {exc.strerror}") from exc

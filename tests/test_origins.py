@@ -158,3 +158,24 @@ def test_missing_local_original_is_eio(tmp_path, mount):
         with pytest.raises(OSError) as info:
             open(os.path.join(root, "k"), "rb").read()
         assert info.value.errno == errno.EIO
+
+
+def test_many_local_originals_read_concurrently(tmp_path, mount):
+    refs = {}
+    for n in range(300):  # more files than the daemon keeps descriptors for
+        (tmp_path / f"f{n}.bin").write_bytes(bytes([n % 256]) * 4096)
+        refs[f"k/{n}"] = [f"f{n}.bin", 100, 1000]
+    with mount(_refs(tmp_path, refs)) as root:
+        errors = []
+
+        def reader(part):
+            for n in range(part, 300, 6):
+                if open(os.path.join(root, "k", str(n)), "rb").read() != bytes([n % 256]) * 1000:
+                    errors.append(n)
+
+        threads = [threading.Thread(target=reader, args=(p,)) for p in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
