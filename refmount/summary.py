@@ -7,6 +7,7 @@ import math
 from collections import Counter
 
 from .index import Index, Inline, Range, Whole
+from .order import grid_of
 
 
 def _json(ref) -> dict | None:
@@ -40,7 +41,7 @@ def summarize(tree: Index) -> dict:
         elif name == ".zarray":
             meta = _json(ref) or {}
             shape, chunks = meta.get("shape", []), meta.get("chunks", [])
-            grid = math.prod(math.ceil(s / c) if c else 0 for s, c in zip(shape, chunks)) if shape else 1
+            grid = math.prod(grid_of(shape, chunks))
             arrays[parent] = {
                 "path": parent or "/",
                 "shape": shape,

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,12 @@ def s3_endpoint():
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def in_threads(func, args) -> list:
+    """``func(arg)`` for every arg, each in its own thread; the first failure is raised here."""
+    with ThreadPoolExecutor(max_workers=len(args)) as pool:
+        return list(pool.map(func, args, timeout=120))
 
 
 def run_cli(*args, timeout=120, **kwargs) -> subprocess.CompletedProcess:

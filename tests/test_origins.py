@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import threading
 
 import pytest
 
 from refmount.errors import RefmountError
+from tests.conftest import in_threads
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
@@ -43,17 +43,11 @@ def test_concurrent_readers_share_one_fetch(tmp_path, http_origin, mount):
     (http_origin.dir / "f.bin").write_bytes(DATA)
     http_origin.latency = 0.3
     with mount(_refs(tmp_path, {"c": [f"{http_origin.url}/f.bin", 0, len(DATA)]})) as root:
-        results = []
-
-        def reader():
+        def reader(_):
             with open(os.path.join(root, "c"), "rb") as f:
-                results.append(f.read())
+                return f.read()
 
-        threads = [threading.Thread(target=reader) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        results = in_threads(reader, range(6))
     assert results == [DATA] * 6
     assert http_origin.counts["GET"] == 1
 
@@ -166,16 +160,8 @@ def test_many_local_originals_read_concurrently(tmp_path, mount):
         (tmp_path / f"f{n}.bin").write_bytes(bytes([n % 256]) * 4096)
         refs[f"k/{n}"] = [f"f{n}.bin", 100, 1000]
     with mount(_refs(tmp_path, refs)) as root:
-        errors = []
-
         def reader(part):
-            for n in range(part, 300, 6):
-                if open(os.path.join(root, "k", str(n)), "rb").read() != bytes([n % 256]) * 1000:
-                    errors.append(n)
+            return [n for n in range(part, 300, 6)
+                    if open(os.path.join(root, "k", str(n)), "rb").read() != bytes([n % 256]) * 1000]
 
-        threads = [threading.Thread(target=reader, args=(p,)) for p in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert errors == []
+        assert in_threads(reader, range(6)) == [[]] * 6

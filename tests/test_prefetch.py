@@ -6,7 +6,6 @@ import json
 import os
 import random
 import subprocess
-import threading
 
 import pytest
 
@@ -16,6 +15,7 @@ from refmount.index import Range, Whole
 from refmount.order import ChunkOrder
 from refmount.index import build_index, Inline
 from refmount.reader import Reader
+from tests.conftest import in_threads
 
 CHUNK = 50_000
 N = 40
@@ -65,28 +65,18 @@ def test_many_readers_random_and_sequential_get_exact_bytes(tmp_path, http_origi
     data = os.urandom(N * CHUNK)
     (http_origin.dir / "f.bin").write_bytes(data)
     with mount(_write(tmp_path, _array_refs(f"{http_origin.url}/f.bin")), cache_size=6 * CHUNK) as root:
-        errors = []
-
         def worker(seed):
             rng = random.Random(seed)
             order = list(range(N)) if seed % 2 else rng.sample(range(N), N)
-            try:
-                for i in order:
-                    with open(os.path.join(root, "a", str(i)), "rb") as f:
-                        off = rng.randrange(CHUNK)
-                        f.seek(off)
-                        part = f.read(rng.randrange(1, CHUNK))
-                        want = data[i * CHUNK + off : (i + 1) * CHUNK]
-                        assert part == want[: len(part)] and part, (i, off)
-            except Exception as exc:  # report in the main thread
-                errors.append(exc)
+            for i in order:
+                with open(os.path.join(root, "a", str(i)), "rb") as f:
+                    off = rng.randrange(CHUNK)
+                    f.seek(off)
+                    part = f.read(rng.randrange(1, CHUNK))
+                    want = data[i * CHUNK + off : (i + 1) * CHUNK]
+                    assert part == want[: len(part)] and part, (i, off)
 
-        threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors, errors[:3]
+        in_threads(worker, range(8))  # raises the first failing worker's assertion
         # other processes too: cat every chunk file while threads were reading
         out = subprocess.run(["cat", *(os.path.join(root, "a", str(i)) for i in range(N))], capture_output=True)
         assert out.stdout == data

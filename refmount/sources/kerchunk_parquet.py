@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from typing import Iterator
 
@@ -34,8 +35,6 @@ RECORD_CACHE_BYTES = 256 << 20
 def is_parquet_set(location: str, storage_options: dict) -> bool:
     protocol, path = split_protocol(location)
     if protocol == "file":
-        import os
-
         return os.path.isfile(os.path.join(path, ".zmetadata"))
     return location.rstrip("/").endswith((".parq", ".parquet")) or location.endswith("/")
 
