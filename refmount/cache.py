@@ -11,6 +11,19 @@ from cachetools import LRUCache
 from .stats import Stats
 
 
+class _LRU(LRUCache):
+    """An LRU that reports evictions (the prefetch bookkeeping forgets evicted keys)."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[Hashable], None]):
+        super().__init__(maxsize=maxsize, getsizeof=len)
+        self._on_evict = on_evict
+
+    def popitem(self):
+        key, value = super().popitem()
+        self._on_evict(key)
+        return key, value
+
+
 class MemoryCache:
     """``get(key, fetch)`` returns cached bytes or calls ``fetch()`` once per key at a time.
 
@@ -18,14 +31,31 @@ class MemoryCache:
     issues several reads of one file at once, and prefetch may already be fetching it).
     A fetcher may also ``claim`` keys up front and ``fulfil``/``fail`` them later, as a
     coalesced request does for all the chunks it carries. Failures are not cached.
+    Entries that arrive that way count as fetched ahead; the first read that uses one counts
+    as ``prefetch_used`` (one evicted unused counts as ``prefetch_wasted``).
     """
 
     def __init__(self, max_bytes: int, stats: Stats | None = None):
         self.max_bytes = max_bytes
         self.stats = stats or Stats()
-        self._lru: LRUCache = LRUCache(maxsize=max(max_bytes, 1), getsizeof=len)
+        self._lru: LRUCache = _LRU(max(max_bytes, 1), self._evicted)
         self._inflight: dict[Hashable, Future] = {}
+        self._ahead: set[Hashable] = set()
         self._lock = threading.Lock()
+        self.stats.gauge("memory_cache_bytes", lambda: int(self._lru.currsize))
+        self.stats.gauge("memory_cache_entries", lambda: len(self._lru))
+        self.stats.gauge("fetches_in_flight", lambda: len(self._inflight))
+
+    def _evicted(self, key: Hashable) -> None:
+        self.stats.add("memory_evictions")
+        if key in self._ahead:
+            self._ahead.discard(key)
+            self.stats.add("prefetch_wasted")
+
+    def _used(self, key: Hashable) -> None:
+        if key in self._ahead:
+            self._ahead.discard(key)
+            self.stats.add("prefetch_used")
 
     @property
     def current_bytes(self) -> int:
@@ -48,6 +78,7 @@ class MemoryCache:
         with self._lock:
             if len(data) <= self.max_bytes:
                 self._lru[key] = data
+                self._ahead.add(key)
             future = self._inflight.pop(key)
         future.set_result(data)
 
@@ -61,6 +92,7 @@ class MemoryCache:
             data = self._lru.get(key)
             if data is not None:
                 self.stats.add("cache_hits")
+                self._used(key)
                 return data
             future = self._inflight.get(key)
             owner = future is None
@@ -68,12 +100,19 @@ class MemoryCache:
                 self._inflight[key] = Future()
         if not owner:
             self.stats.add("cache_inflight_waits")
-            return future.result()
+            data = future.result()
+            with self._lock:  # a claimed (fetched-ahead) entry that a read waited for is used
+                self._used(key)
+            return data
         self.stats.add("cache_misses")
         try:
             data = fetch()
         except BaseException as exc:
             self.fail(key, exc)
             raise
-        self.fulfil(key, data)
+        with self._lock:
+            if len(data) <= self.max_bytes:
+                self._lru[key] = data
+            future = self._inflight.pop(key)
+        future.set_result(data)
         return data

@@ -8,10 +8,14 @@ import os
 import sys
 
 from .errors import RefmountError
-from .options import MountOptions, default_log_file, parse_size, parse_storage_options, split_sources
+from . import config
+from .options import LOG_LEVELS, MountOptions, default_log_file, parse_size, parse_storage_options, split_name, split_sources
 from .urls import location_of
 
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
+       refmount --config FILE [OPTIONS] [[SOURCE...] MOUNTPOINT]
+       refmount check --config FILE
+       refmount stats [--json] MOUNTPOINT
        refmount umount MOUNTPOINT
        refmount inspect [--json] SOURCE
        refmount demo"""
@@ -23,61 +27,131 @@ def _mount_parser() -> argparse.ArgumentParser:
         usage=USAGE,
         description="Mount kerchunk reference sets as a read-only directory tree (a Zarr store).",
         epilog="SOURCE is a reference file (path or URL), optionally NAME=SOURCE. One source is the "
-        "mount's root; several appear as sub-directories named after them.",
+        "mount's root; several appear as sub-directories named after them. Options given here "
+        "override the config file's.",
     )
-    p.add_argument("paths", nargs="+", metavar="SOURCE... MOUNTPOINT")
+    p.add_argument("paths", nargs="*", metavar="SOURCE... MOUNTPOINT")
+    p.add_argument("-c", "--config", help="TOML config file (sources, mountpoint, any option below)")
     p.add_argument("-f", "--foreground", action="store_true", help="stay attached (systemd, debugging)")
-    p.add_argument("--cache-size", default=None, help="memory cache bound, e.g. 2GiB (default: 1/8 of the memory limit, at most 1 GiB)")
+    p.add_argument("--cache-size", help="memory cache bound, e.g. 2GiB (default: 1/8 of the memory limit, at most 1 GiB)")
+    p.add_argument("--cache-dir", help="persistent disk cache directory ('auto': under $XDG_CACHE_HOME; default: none)")
+    p.add_argument("--disk-cache-size", help="disk cache bound (default: 10GiB, at most half the free space)")
     p.add_argument(
         "--storage-option",
         "-o",
         action="append",
-        default=[],
         metavar="PROTOCOL.KEY=VALUE",
         help="fsspec option for an origin protocol, e.g. s3.endpoint_url=http://127.0.0.1:9000 (repeatable)",
     )
-    p.add_argument("--allow-other", action="store_true", help="let other users read the mount (needs user_allow_other)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds before an origin request fails (default 30)")
-    p.add_argument("--retries", type=int, default=3, help="attempts per origin request on transient errors (default 3)")
-    p.add_argument("--parallel", type=int, default=16, help="origin requests in flight for fetching ahead (default 16)")
-    p.add_argument("--no-prefetch", action="store_true", help="fetch only what is read (no prefetch across chunk files)")
-    p.add_argument("--max-gap", default="64KiB", help="merge ranges of one original this close into one request (default 64KiB)")
-    p.add_argument("--max-request", default="4MiB", help="largest merged request (default 4MiB)")
-    p.add_argument("--attr-timeout", type=float, default=3600.0, help="seconds the kernel may cache names and attributes")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="PREFIX",
+        help="read originals only under this URL or directory prefix (repeatable; needed for local "
+        "files and private addresses when run as root or with --allow-other)",
+    )
+    p.add_argument("--allow-other", action="store_const", const=True, help="let other users read the mount (needs user_allow_other)")
+    p.add_argument("--timeout", type=float, help="seconds before an origin request fails (default 30)")
+    p.add_argument("--retries", type=int, help="attempts per origin request on transient errors (default 3)")
+    p.add_argument("--parallel", type=int, help="origin requests in flight for fetching ahead (default 16)")
+    p.add_argument("--no-prefetch", dest="prefetch", action="store_const", const=False, help="fetch only what is read")
+    p.add_argument("--max-gap", help="merge ranges of one original this close into one request (default 64KiB)")
+    p.add_argument("--max-request", help="largest merged request (default 4MiB)")
+    p.add_argument("--attr-timeout", type=float, help="seconds the kernel may cache names and attributes (default 3600)")
     p.add_argument("--log-file", help="log here (default in the background: $XDG_STATE_HOME/refmount/refmount.log)")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
+    p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return p
 
 
-def _options(args: argparse.Namespace) -> MountOptions:
-    if len(args.paths) < 2:
+# command-line value -> MountOptions value
+_CONVERT = {
+    "cache_size": parse_size,
+    "disk_cache_size": parse_size,
+    "max_gap": parse_size,
+    "max_request": parse_size,
+    "storage_options": parse_storage_options,
+}
+
+
+def _options(args: argparse.Namespace, problems: list[str] | None = None) -> MountOptions:
+    """Defaults, then the config file, then the command line. With ``problems``, config
+    problems are collected there instead of raised (``refmount check``)."""
+    values: dict = {}
+    if args.config:
+        values, found = config.load(args.config)
+        if found and problems is None:
+            raise RefmountError("; ".join(found))
+        if problems is not None:
+            problems.extend(found)
+    for name in ("cache_size", "cache_dir", "disk_cache_size", "allow_other", "timeout", "retries", "parallel",
+                 "prefetch", "max_gap", "max_request", "attr_timeout", "log_level"):
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = _CONVERT.get(name, lambda v: v)(value)
+    if args.storage_option:
+        given = parse_storage_options(args.storage_option)
+        merged = {p: dict(v) for p, v in values.get("storage_options", {}).items()}
+        for protocol, options in given.items():
+            merged.setdefault(protocol, {}).update(options)
+        values["storage_options"] = merged
+    if args.allow_origin:
+        values["allow_origin"] = values.get("allow_origin", []) + args.allow_origin
+    if args.log_file:
+        values["log_file"] = os.path.abspath(args.log_file)
+    if args.verbose and not args.log_level:
+        values["log_level"] = "DEBUG"
+    if args.cache_dir and args.cache_dir != "auto":
+        values["cache_dir"] = os.path.abspath(args.cache_dir)
+    if len(args.paths) == 1 and args.config:
+        values["mountpoint"] = args.paths[0]
+    elif len(args.paths) >= 2:
+        *sources, values["mountpoint"] = args.paths
+        values["sources"] = split_sources(sources)
+    elif args.paths or not args.config:
         raise RefmountError("need at least one SOURCE and a MOUNTPOINT")
-    *sources, mountpoint = args.paths
-    level = args.log_level or ("DEBUG" if args.verbose else "INFO")
-    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise RefmountError(f"invalid log level {args.log_level!r}")
-    if args.timeout <= 0 or args.retries < 1 or args.parallel < 1:
+    where = f"config {args.config}" if args.config else "command line"
+    if not values.get("sources"):
+        raise RefmountError(f"{where}: no sources given")
+    if not values.get("mountpoint"):
+        raise RefmountError(f"{where}: no mountpoint given")
+    level = values.get("log_level", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise RefmountError(f"invalid log level {level!r}")
+    values["log_level"] = level
+    if values.get("timeout", 1) <= 0 or values.get("retries", 1) < 1 or values.get("parallel", 1) < 1:
         raise RefmountError("--timeout must be positive, --retries and --parallel at least 1")
-    opts = MountOptions(
-        sources=split_sources(sources),
-        mountpoint=mountpoint,
-        storage_options=parse_storage_options(args.storage_option),
-        allow_other=args.allow_other,
-        timeout=args.timeout,
-        retries=args.retries,
-        attr_timeout=args.attr_timeout,
-        parallel=args.parallel,
-        prefetch=not args.no_prefetch,
-        max_gap=parse_size(args.max_gap),
-        max_request=parse_size(args.max_request),
-        log_file=os.path.abspath(args.log_file) if args.log_file else None,
-        log_level=level.upper(),
-    )
-    if args.cache_size is not None:
-        opts.cache_size = parse_size(args.cache_size)
-    return opts
+    return MountOptions(**values)
+
+
+def child_args(args: argparse.Namespace) -> list[str]:
+    """The daemon's command line: what was given, with paths made absolute (its cwd is ``/``)."""
+    out: list[str] = []
+    for action in _mount_parser()._actions:
+        name = action.dest
+        value = getattr(args, name, None)
+        if name in ("paths", "help", "foreground", "ready_fd") or value in (None, [], 0):
+            continue
+        flag = action.option_strings[-1]
+        if name in ("config", "log_file") or (name == "cache_dir" and value != "auto"):
+            value = os.path.abspath(value)
+        if isinstance(value, list):
+            for item in value:
+                out += [flag, item]
+        elif action.const is not None:  # store_const flags
+            out.append(flag)
+        elif name == "verbose":
+            out += [flag] * value
+        else:
+            out += [flag, str(value)]
+    paths = list(args.paths)
+    if paths:
+        paths[-1] = os.path.abspath(paths[-1])
+        for i, arg in enumerate(paths[:-1]):
+            name, source = split_name(arg)
+            paths[i] = f"{name}={location_of(source)}" if name else location_of(source)
+    return [*out, "--", *paths]
 
 
 def to_args(opts: MountOptions) -> list[str]:
@@ -91,6 +165,12 @@ def to_args(opts: MountOptions) -> list[str]:
             args += ["--storage-option", f"{protocol}.{key}={json.dumps(value)}"]
     if opts.allow_other:
         args.append("--allow-other")
+    for prefix in opts.allow_origin:
+        args += ["--allow-origin", prefix]
+    if opts.cache_dir:
+        args += ["--cache-dir", opts.cache_dir if opts.cache_dir == "auto" else os.path.abspath(opts.cache_dir)]
+    if opts.disk_cache_size is not None:
+        args += ["--disk-cache-size", str(opts.disk_cache_size)]
     args += ["--log-file", os.path.abspath(opts.log_file or default_log_file())]
     sources = [location_of(src) for _, src in opts.sources]
     if len(sources) > 1:
@@ -99,15 +179,24 @@ def to_args(opts: MountOptions) -> list[str]:
 
 
 def cmd_mount(argv: list[str]) -> int:
-    args = _mount_parser().parse_intermixed_args(argv)
+    parser = _mount_parser()
+    args = parser.parse_intermixed_args(argv)
     opts = _options(args)
     if args.foreground:
         from .daemon import serve
 
-        return serve(opts, args.ready_fd)
+        if args.ready_fd is not None and opts.log_file is None:
+            opts.log_file = default_log_file()
+
+        def reload() -> MountOptions:
+            new = _options(parser.parse_intermixed_args(argv))
+            new.log_file = opts.log_file
+            return new
+
+        return serve(opts, args.ready_fd, reload)
     from .daemon import spawn
 
-    spawn(to_args(opts))
+    spawn(child_args(args))
     return 0
 
 
@@ -150,9 +239,73 @@ def cmd_demo(argv: list[str]) -> int:
     return run(args.keep)
 
 
+def cmd_check(argv: list[str]) -> int:
+    """Validate a config (and command line) without mounting; list every problem."""
+    parser = _mount_parser()
+    parser.prog, parser.usage = "refmount check", "refmount check [--config FILE] [OPTIONS] [SOURCE... MOUNTPOINT]"
+    args = parser.parse_intermixed_args(argv)
+    problems: list[str] = []
+    try:
+        opts = _options(args, problems)
+    except RefmountError as exc:
+        problems.append(str(exc))
+        opts = None
+    if opts is not None:
+        problems += _check_mount(opts)
+    for problem in problems:
+        print(f"refmount: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {len(opts.sources)} source(s), mountpoint {opts.mountpoint}")
+    return 0
+
+
+def _check_mount(opts: MountOptions) -> list[str]:
+    from .policy import OriginPolicy, is_shared
+    from .sources import open_source
+
+    problems = []
+    if not os.path.isdir(opts.mountpoint):
+        problems.append(f"mountpoint {opts.mountpoint}: not a directory")
+    policy = OriginPolicy(opts.allow_origin, shared=is_shared(bool(opts.allow_other)))
+    for name, source in opts.sources:
+        try:
+            tree = open_source(source, opts.storage_options)
+        except RefmountError as exc:
+            problems.append(f"source {name}: {exc}")
+            continue
+        refused = {url: policy.problem(url) for url in tree.urls()} if policy.active else {}
+        problems += [f"source {name}: origin {url}: {why}" for url, why in refused.items() if why]
+    if opts.cache_dir and opts.cache_dir != "auto":
+        parent = opts.cache_dir
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            problems.append(f"cache directory {opts.cache_dir}: not writable")
+    return problems
+
+
+def cmd_stats(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="refmount stats", description="Counters of a running mount.")
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    from .mountpoint import filesystem_type, is_mounted
+    from .summary import render_stats
+
+    if not is_mounted(args.mountpoint) or filesystem_type(args.mountpoint) != "fuse.refmount":
+        raise RefmountError(f"{args.mountpoint}: not a refmount mount")
+    try:
+        data = json.loads(os.getxattr(args.mountpoint, "user.refmount.stats"))
+    except OSError as exc:
+        raise RefmountError(f"{args.mountpoint}: cannot read its counters: {exc.strerror}") from None
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else render_stats(data))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"umount": cmd_umount, "inspect": cmd_inspect, "demo": cmd_demo}
+    commands = {"umount": cmd_umount, "inspect": cmd_inspect, "demo": cmd_demo, "check": cmd_check, "stats": cmd_stats}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

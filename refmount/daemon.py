@@ -14,16 +14,22 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
+from . import disk
 from .cache import MemoryCache
+from .disk import DiskCache
 from .errors import RefmountError
 from .fetch import Origins
 from .fs import RefFS, fuse_class
 from .index import Index, Union
 from .mountpoint import check_mountpoint, load_libfuse
+from .notify import sd_notify
 from .options import MountOptions
+from .policy import OriginPolicy, is_shared
 from .prefetch import Prefetcher
 from .reader import Reader
+from .reload import Reloader
 from .sources import open_source
 from .stats import Stats
 
@@ -59,6 +65,26 @@ def load_tree(opts: MountOptions) -> Index:
     return Union(indexes)
 
 
+def build(opts: MountOptions) -> tuple[Index, OriginPolicy]:
+    """Load the tree and check its originals against the origin policy."""
+    policy = OriginPolicy(opts.allow_origin, shared=is_shared(opts.allow_other))
+    tree = load_tree(opts)
+    if policy.active:
+        for url in tree.urls():
+            problem = policy.problem(url)
+            if problem is not None:
+                raise RefmountError(f"origin {url}: {problem}")
+    return tree, policy
+
+
+def _disk_cache(opts: MountOptions, mountpoint: str, stats: Stats) -> DiskCache | None:
+    if not opts.cache_dir:
+        return None
+    directory = disk.default_directory(mountpoint) if opts.cache_dir == "auto" else opts.cache_dir
+    size = opts.disk_cache_size if opts.disk_cache_size is not None else disk.default_size(directory)
+    return DiskCache(directory, size, stats)
+
+
 def _setup_logging(opts: MountOptions) -> None:
     handler: logging.Handler
     if opts.log_file:
@@ -75,27 +101,41 @@ def _setup_logging(opts: MountOptions) -> None:
     root.setLevel(opts.log_level.upper())
 
 
-def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
-    """Mount and serve until unmounted or signalled. Returns the exit status."""
+def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callable[[], MountOptions] | None = None) -> int:
+    """Mount and serve until unmounted or signalled. Returns the exit status.
+
+    ``read_options`` gives fresh options on SIGHUP (re-reading the config file).
+    """
     ready = ReadyPipe(ready_fd)
     mountpoint = os.path.abspath(opts.mountpoint)
+    disk_cache = None
     try:
         _setup_logging(opts)
         device = check_mountpoint(mountpoint)
-        tree = load_tree(opts)
+        sd_notify(f"STATUS=loading {', '.join(src for _, src in opts.sources)}")
+        tree, policy = build(opts)
         mfusepy = load_libfuse()
         stats = Stats()
-        origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats)
+        origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats, policy=policy)
         origins.probe(tree.urls())
+        disk_cache = _disk_cache(opts, mountpoint, stats)
         reader = Reader(
             origins,
             MemoryCache(opts.cache_size, stats),
             parallel=opts.parallel,
             max_gap=opts.max_gap,
             max_request=opts.max_request,
+            disk=disk_cache,
         )
     except RefmountError as exc:
+        if disk_cache is not None:
+            disk_cache.close()
         return _fail(ready, str(exc))
+
+    def status() -> str:
+        names = ", ".join(src for _, src in opts.sources)
+        text = f"serving {names} at {mountpoint}"
+        return text + (f" ({reloader.count} reloads)" if reloader.count else "")
 
     def on_init() -> None:
         deadline = time.monotonic() + 30
@@ -113,6 +153,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         if ready.fd is not None:  # the parent stops listening: send stderr to the log from now on
             _detach_stderr(opts.log_file)
         ready.send("READY")
+        sd_notify("READY=1", f"STATUS={status()}", f"MAINPID={os.getpid()}")
 
     options = {
         "foreground": True,
@@ -129,13 +170,21 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> int:
         options.update(allow_other=True, default_permissions=True)
     try:
         prefetcher = Prefetcher(reader) if opts.prefetch else None
+        fs = RefFS(tree, reader, on_init, prefetcher, sources=list(opts.sources), stats=stats.snapshot)
+        reloader = Reloader(opts, fs, origins, read_options or (lambda: opts), build, status)
+        reloader.install()
         FUSE = fuse_class(mfusepy) if mfusepy.fuse_version_major == 3 else mfusepy.FUSE
-        FUSE(RefFS(tree, reader, on_init, prefetcher), mountpoint, **options)
+        FUSE(fs, mountpoint, **options)
     except RuntimeError:
         # libfuse3 also returns non-zero after a clean stop by signal: only a failure before
         # the mount was ready is an error
         if not ready.sent:
             return _fail(ready, f"mountpoint {mountpoint}: libfuse could not mount it")
+    finally:
+        sd_notify("STOPPING=1")
+        reader.close()
+        if disk_cache is not None:
+            disk_cache.close()
     if not ready.sent:
         return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
     log.info("unmounted %s", mountpoint)

@@ -100,7 +100,8 @@ def run(keep: str | None = None) -> int:
             json.dump(refs, f)
         print(f"reference set: {refs_path} ({len(refs['refs'])} keys), originals served at {server.url}")
 
-        with refmount.mounted(refs_path, mountpoint, cache_size=256 << 20) as root:
+        # run as root, refmount refuses loopback origins unless allowed (reference files are untrusted)
+        with refmount.mounted(refs_path, mountpoint, cache_size=256 << 20, allow_origin=[server.url]) as root:
             print(f"mounted at {root}: {sorted(os.listdir(root))}")
             t0 = time.perf_counter()
             ds = xr.open_zarr(root, consolidated=False)

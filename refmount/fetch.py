@@ -17,6 +17,7 @@ import fsspec
 import fsspec.asyn
 
 from .errors import FetchError, RefmountError
+from .policy import OriginPolicy
 from .stats import Stats
 from .urls import split_protocol
 
@@ -63,7 +64,9 @@ class Origins:
         timeout: float = 30.0,
         retries: int = 3,
         stats: Stats | None = None,
+        policy: OriginPolicy | None = None,
     ):
+        self.policy = policy or OriginPolicy()
         self.storage_options = storage_options or {}
         self.timeout = timeout
         self.retries = retries
@@ -71,6 +74,7 @@ class Origins:
         self._lock = threading.Lock()
         self._filesystems: dict[str, fsspec.AbstractFileSystem] = {}
         self._sizes: dict[str, int] = {}
+        self._versions: dict[str, str] = {}
         self._fds: dict[str, int] = {}
 
     def filesystem(self, protocol: str) -> fsspec.AbstractFileSystem:
@@ -95,11 +99,28 @@ class Origins:
             return fsspec.asyn.sync(fs.loop, getattr(fs, "_" + method), *args, timeout=self.timeout, **kwargs)
         return getattr(fs, method)(*args, **kwargs)
 
+    def _timed(self, func):
+        self.stats.add("origin_inflight")
+        began = time.monotonic()
+        try:
+            return func()
+        finally:
+            self.stats.observe("origin_latency", time.monotonic() - began)
+            self.stats.add("origin_inflight", -1)
+
+    def check(self, url: str) -> None:
+        """``FetchError`` when the origin policy refuses ``url``."""
+        problem = self.policy.problem(url)
+        if problem is not None:
+            self.stats.add("origin_refused")
+            raise FetchError(f"{url}: {problem}")
+
     def _with_retries(self, what: str, url: str, func):
+        self.check(url)
         delay = 0.2
         for attempt in range(1, self.retries + 1):
             try:
-                return func()
+                return self._timed(func)
             except Exception as exc:  # classify, then retry or give up
                 if attempt == self.retries or not _is_transient(exc):
                     self.stats.add("origin_errors")
@@ -117,6 +138,7 @@ class Origins:
         """One ``pread``. The first ``KEPT_FDS`` files keep their descriptor for the life of
         the daemon (never closed, so never reused under a concurrent reader); others are
         opened per read."""
+        self.check(url)
         self.stats.add("origin_requests")
         try:
             fd = self._fds.get(path)
@@ -173,15 +195,23 @@ class Origins:
         protocol, path = split_protocol(url)
         fs = self.filesystem(protocol)
 
-        def attempt() -> int:
+        def attempt() -> dict:
             self.stats.add("origin_info_requests")
-            return self._call(fs, "info", path)["size"]
+            return self._call(fs, "info", path)
 
-        size = self._with_retries("stat", url, attempt)
+        info = self._with_retries("stat", url, attempt)
+        size = info.get("size")
         if not isinstance(size, int) or size < 0:
             raise FetchError(f"stat {url}: origin does not report a size")
+        version = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "last_modified") if info.get(k)), None)
+        if version is not None:
+            self._versions[url] = str(version)
         self._sizes[url] = size
         return size
+
+    def version(self, url: str) -> str | None:
+        """The object's etag or modification time, where an earlier ``info`` reported one."""
+        return self._versions.get(url)
 
     def probe(self, urls: list[str]) -> None:
         """Check that each remote origin answers, before mounting.

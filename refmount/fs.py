@@ -10,6 +10,7 @@ import ctypes
 import errno
 import functools
 import itertools
+import json
 import logging
 import os
 import stat
@@ -17,7 +18,7 @@ import threading
 from typing import Callable
 
 from .errors import FetchError
-from .index import Dir, Index, Inline, Ref, Whole
+from .index import Dir, Index, Inline, Range, Ref, Whole
 from .prefetch import Prefetcher
 from .reader import Reader
 
@@ -96,7 +97,29 @@ def fuse_class(mfusepy):
     """``mfusepy.FUSE`` with readdirplus: paged (offset) listings that carry each entry's
     attributes, so ``ls -l`` and ``find`` need no lookup per entry."""
 
+    lib = mfusepy._libfuse
+    lib.fuse_get_session.restype = ctypes.c_void_p
+    lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+    lib.fuse_lowlevel_notify_inval_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+    lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+
     class FUSE(mfusepy.FUSE):
+        def _init(self, conn, config):
+            fuse = ctypes.c_void_p(lib.fuse_get_context().contents.fuse)
+            session = lib.fuse_get_session(fuse)
+            encoding, errors = self.encoding, self.errors
+
+            def invalidate(names) -> None:
+                """Drop the kernel's entries under the root (and their subtrees), and the
+                root's attributes: the next lookups see the new tree."""
+                for name in names:
+                    raw = name.encode(encoding, errors)
+                    lib.fuse_lowlevel_notify_inval_entry(session, FUSE_ROOT_ID, raw, len(raw))
+                lib.fuse_invalidate_path(fuse, b"/")
+
+            self.operations.invalidate = invalidate
+            return super()._init(conn, config)
+
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             ops = self.operations
             st = mfusepy.c_stat()
@@ -116,6 +139,8 @@ def fuse_class(mfusepy):
 
 
 FUSE_FILL_DIR_PLUS = 2
+FUSE_ROOT_ID = 1
+XATTR = "user.refmount."
 
 
 def _enoent() -> OSError:
@@ -133,8 +158,13 @@ class RefFS:
         reader: Reader,
         on_init: Callable[[], None] | None = None,
         prefetcher: Prefetcher | None = None,
+        sources: list[tuple[str, str]] | None = None,
+        stats: Callable[[], dict] | None = None,
     ):
         self.tree = tree
+        self.sources = sources or []
+        self.stats = stats
+        self.invalidate: Callable[[set[str]], None] | None = None  # set once mounted (fuse_class)
         self.reader = reader
         self.on_init = on_init
         self.prefetcher = prefetcher
@@ -153,8 +183,18 @@ class RefFS:
             threading.Thread(target=self.on_init, name="refmount-ready", daemon=True).start()
 
     # -- metadata ---------------------------------------------------------------------
-    def _attrs(self, mode: int, size: int, nlink: int) -> dict:
-        t = self.tree.mtime_ns
+    def swap(self, tree: Index, sources: list[tuple[str, str]] | None = None) -> None:
+        """Serve ``tree`` from now on. Open files keep the tree they were opened on; the
+        kernel forgets cached names and attributes, and a changed mtime drops cached pages."""
+        old = self.tree
+        self.tree = tree
+        if sources is not None:
+            self.sources = sources
+        if self.invalidate is not None:
+            self.invalidate({name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")})
+
+    def _attrs(self, tree: Index, mode: int, size: int, nlink: int) -> dict:
+        t = tree.mtime_ns
         return {
             "st_mode": mode,
             "st_nlink": nlink,
@@ -172,13 +212,14 @@ class RefFS:
     def getattr(self, path: str, fh: int | None = None) -> dict:
         handle = self._open.get(fh) if fh is not None else None
         if handle is not None:
-            return self._attrs(stat.S_IFREG | 0o444, handle.size, 1)
-        node = self.tree.node(path.lstrip("/"))
+            return self._attrs(handle.tree, stat.S_IFREG | 0o444, handle.size, 1)
+        tree = self.tree
+        node = tree.node(path.lstrip("/"))
         if node is None:
             raise _enoent()
         if isinstance(node, Dir):
-            return self._attrs(stat.S_IFDIR | 0o555, 0, node.nlink)
-        return self._attrs(stat.S_IFREG | 0o444, self.reader.size(node), 1)
+            return self._attrs(tree, stat.S_IFDIR | 0o555, 0, node.nlink)
+        return self._attrs(tree, stat.S_IFREG | 0o444, self.reader.size(node), 1)
 
     # -- directories --------------------------------------------------------------------
     @_errors_to_eio
@@ -204,10 +245,10 @@ class RefFS:
         """Attributes for readdirplus, when known without asking an origin."""
         node = tree.node(path)
         if isinstance(node, Dir):
-            return self._attrs(stat.S_IFDIR | 0o555, 0, node.nlink)
+            return self._attrs(tree, stat.S_IFDIR | 0o555, 0, node.nlink)
         if node is None or (isinstance(node, Whole) and not self.reader.origins.size_known(node.url)):
             return None
-        return self._attrs(stat.S_IFREG | 0o444, self.reader.size(node), 1)
+        return self._attrs(tree, stat.S_IFREG | 0o444, self.reader.size(node), 1)
 
     def listing(self, fh: int, offset: int):
         """``(name, attrs or None, next offset)`` from ``offset`` on; resumes in O(1)."""
@@ -233,6 +274,41 @@ class RefFS:
         yield ".."
         for name, is_dir in tree.listdir(key):
             yield name, (stat.S_IFDIR if is_dir else stat.S_IFREG), 0
+
+    # -- extended attributes: where each file's bytes come from ----------------------------
+    def _xattrs(self, path: str) -> dict[str, bytes]:
+        key = path.lstrip("/")
+        tree = self.tree
+        node = tree.node(key)
+        if node is None:
+            raise _enoent()
+        values: dict[str, str] = {}
+        sources = self.sources
+        source = sources[0][1] if len(sources) == 1 else dict(sources).get(key.partition("/")[0])
+        if source is not None:
+            values["source"] = source
+        if isinstance(node, Inline):
+            values.update(kind="inline", length=str(len(node.data)))
+        elif isinstance(node, Range):
+            values.update(kind="range", url=node.url, offset=str(node.offset), length=str(node.length))
+        elif isinstance(node, Whole):
+            values.update(kind="whole", url=node.url, offset="0")
+            if self.reader.origins.size_known(node.url):
+                values["length"] = str(self.reader.size(node))
+        if key == "" and self.stats is not None:
+            values["stats"] = json.dumps(self.stats(), sort_keys=True)
+        return {XATTR + name: value.encode("utf-8", "surrogateescape") for name, value in values.items()}
+
+    @_errors_to_eio
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        value = self._xattrs(path).get(name)
+        if value is None:
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
+        return value
+
+    @_errors_to_eio
+    def listxattr(self, path: str) -> list[str]:
+        return list(self._xattrs(path))
 
     def statfs(self, path: str) -> dict:
         return {"f_bsize": BLKSIZE, "f_frsize": BLKSIZE, "f_namemax": 255}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .errors import RefmountError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.I)
 _SOURCE_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2", ".xz", ".json", ".parq", ".parquet")
 
@@ -58,15 +59,20 @@ def source_name(source: str) -> str:
     return base
 
 
+def split_name(arg: str) -> tuple[str | None, str]:
+    """``NAME=SOURCE`` -> ``(NAME, SOURCE)``; a plain source (even with ``=`` in a URL) -> ``(None, arg)``."""
+    name, sep, rest = arg.partition("=")
+    if sep and name and "/" not in name and ":" not in name:
+        return name, rest
+    return None, arg
+
+
 def split_sources(args: list[str]) -> list[tuple[str, str]]:
     """``NAME=SOURCE`` or ``SOURCE`` -> ``[(name, source)]``; names must be unique."""
     named = []
     for arg in args:
-        name, sep, rest = arg.partition("=")
-        if sep and name and "/" not in name and ":" not in name:
-            named.append((name, rest))
-        else:
-            named.append((source_name(arg), arg))
+        name, source = split_name(arg)
+        named.append((name or source_name(source), source))
     seen: set[str] = set()
     for name, source in named:
         if name in seen:
@@ -129,3 +135,6 @@ class MountOptions:
     max_request: int = 4 << 20
     log_file: str | None = None
     log_level: str = "INFO"
+    cache_dir: str | None = None
+    disk_cache_size: int | None = None
+    allow_origin: list[str] = field(default_factory=list)

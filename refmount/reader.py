@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .cache import MemoryCache
+from .disk import DiskCache
 from .fetch import Origins
 from .index import Inline, Range, Ref
 
@@ -38,8 +39,10 @@ class Reader:
         max_request: int = 4 << 20,
         ahead_budget: int | None = None,
         readahead_blocks: int = 2,
+        disk: DiskCache | None = None,
     ):
         self.origins = origins
+        self.disk = disk
         self.cache = cache
         self.stats = cache.stats
         self.block_size = block_size
@@ -69,8 +72,26 @@ class Reader:
         return ref.url, start, min(block, size - index * block)
 
     def _fetch(self, seg: Segment) -> bytes:
+        """One segment from the disk cache, else from its origin (then kept on disk)."""
         url, start, length = seg
-        return self.origins.read(url, start, start + length)
+        if self.disk is None:
+            return self.origins.read(url, start, start + length)
+        self.origins.check(url)  # a policy reloaded since the entry was written still applies
+        version = self.origins.version(url)
+        data = self.disk.get(url, start, length, version)
+        if data is None:
+            data = self.origins.read(url, start, start + length)
+            self.disk.put(url, start, length, data, version)
+        return data
+
+    def _on_disk(self, seg: Segment) -> bool:
+        return self.disk is not None and self.disk.has(seg[0], seg[1], seg[2], self.origins.version(seg[0]))
+
+    def _load(self, seg: Segment) -> None:
+        try:
+            self.cache.fulfil(seg, self._fetch(seg))
+        except Exception as exc:
+            self.cache.fail(seg, exc)
 
     def read(self, ref: Ref, offset: int, length: int, size: int | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of the file, clamped to its size."""
@@ -117,6 +138,12 @@ class Reader:
         """Start fetching ``segments`` in the background; returns how many were started."""
         wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache]
         started = 0
+        if self.disk is not None:  # what the disk holds is loaded from there, one by one
+            for seg in [s for s in wanted if self._on_disk(s)]:
+                wanted.remove(seg)
+                if self.cache.claim(seg):
+                    started += 1
+                    self._pool.submit(self._load, seg)
         for run in self._plan(wanted):
             nbytes = sum(n for _, _, n in run)
             with self._lock:
@@ -156,9 +183,13 @@ class Reader:
                     except Exception as one:
                         self.cache.fail(seg, one)
                 return
+            version = self.origins.version(url) if self.disk is not None else None
             for seg in run:
                 _, s, n = seg
-                self.cache.fulfil(seg, data[s - start : s - start + n])
+                piece = data[s - start : s - start + n]
+                if self.disk is not None:
+                    self.disk.put(url, s, n, piece, version)
+                self.cache.fulfil(seg, piece)
         finally:
             self._release(reserved)
 

@@ -1,24 +1,48 @@
-"""Thread-safe counters shared by the fetch, cache and FUSE layers."""
+"""Thread-safe counters, latency samples and gauges shared by the fetch, cache and FUSE layers."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from typing import Callable
+
+SAMPLES = 4096  # latencies kept per series (the most recent)
 
 
 class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._samples: dict[str, deque] = {}
+        self._gauges: dict[str, Callable[[], int]] = {}
         self.started = time.time()
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counts[name] += amount
 
-    def snapshot(self) -> dict[str, int]:
+    def observe(self, name: str, seconds: float) -> None:
         with self._lock:
-            data = dict(self._counts)
+            series = self._samples.get(name)
+            if series is None:
+                series = self._samples[name] = deque(maxlen=SAMPLES)
+            series.append(seconds)
+
+    def gauge(self, name: str, read: Callable[[], int]) -> None:
+        """A value read when a snapshot is taken (cache sizes, requests in flight)."""
+        self._gauges[name] = read
+
+    def snapshot(self) -> dict[str, int | float]:
+        with self._lock:
+            data: dict[str, int | float] = dict(self._counts)
+            samples = {name: sorted(series) for name, series in self._samples.items()}
+        for name, values in samples.items():
+            if values:
+                for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+                    data[f"{name}_{label}_ms"] = round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 3)
+                data[f"{name}_max_ms"] = round(values[-1] * 1000, 3)
+        for name, read in self._gauges.items():
+            data[name] = read()
         data["uptime_s"] = int(time.time() - self.started)
         return data

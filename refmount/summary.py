@@ -107,3 +107,28 @@ def render(summary: dict, title: str) -> str:
 
 
 __all__ = ["summarize", "render"]
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def render_stats(data: dict) -> str:
+    """``refmount stats``: a running mount's counters, grouped."""
+    g = lambda name: data.get(name, 0)  # noqa: E731
+    hits, misses = g("cache_hits") + g("cache_inflight_waits"), g("cache_misses")
+    ahead, used = g("prefetch_chunks"), g("prefetch_used")
+    lines = [
+        f"uptime            {g('uptime_s')} s",
+        f"memory cache      {hits} hits, {misses} misses, {_mib(g('memory_cache_bytes'))} in {g('memory_cache_entries')} entries",
+        f"disk cache        {g('disk_hits')} hits, {g('disk_misses')} misses, {_mib(g('disk_cache_bytes'))} in "
+        f"{g('disk_cache_entries')} entries, {g('disk_corrupt')} discarded",
+        f"origin requests   {g('origin_requests')} reads, {g('origin_info_requests')} size queries, "
+        f"{_mib(g('origin_bytes'))}, {g('origin_errors')} errors, {g('origin_retries')} retries, {g('origin_refused')} refused",
+        f"origin latency    p50 {g('origin_latency_p50_ms')} ms, p90 {g('origin_latency_p90_ms')} ms, "
+        f"p99 {g('origin_latency_p99_ms')} ms, max {g('origin_latency_max_ms')} ms",
+        f"in flight         {g('fetches_in_flight')} fetches, {g('origin_inflight')} origin requests",
+        f"prefetch          {ahead} chunks in {g('prefetch_requests')} requests, {used} used"
+        + (f" ({100 * used / ahead:.0f} %)" if ahead else "") + f", {g('prefetch_wasted')} evicted unused",
+    ]
+    return "\n".join(lines)

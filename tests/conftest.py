@@ -17,6 +17,12 @@ from refmount.mountpoint import is_mounted, lazy_unmount
 from refmount.rangeserver import RangeServer
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite runs as root, where refmount refuses local files and loopback/private HTTP origins
+# unless allowed (reference files are untrusted input). Tests allow their own originals
+# explicitly; the tests of that policy pass ``trusted=False``.
+TRUSTED = ["/", "http://127.0.0.1", "s3://"]
+TRUSTED_ARGS = [arg for prefix in TRUSTED for arg in ("--allow-origin", prefix)]
+SUBCOMMANDS = {"umount", "inspect", "demo", "check", "stats"}
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 
 
@@ -44,6 +50,7 @@ def mount(tmp_path):
         path = tmp_path / f"mnt{next(counter)}"
         path.mkdir()
         options.setdefault("log_file", str(tmp_path / "refmount.log"))
+        options.setdefault("allow_origin", TRUSTED)
         return refmount.mounted(source, str(path), **options)
 
     return _mount
@@ -98,10 +105,13 @@ def in_threads(func, args) -> list:
         return list(pool.map(func, args, timeout=120))
 
 
-def run_cli(*args, timeout=120, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed ``refmount`` command line as a user would."""
+def run_cli(*args, timeout=120, trusted=True, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed ``refmount`` command line as a user would (a mount allows ``TRUSTED``)."""
+    args = [str(a) for a in args]
+    if trusted and args and args[0] not in SUBCOMMANDS:
+        args = TRUSTED_ARGS + args
     return subprocess.run(
-        [sys.executable, "-m", "refmount", *map(str, args)],
+        [sys.executable, "-m", "refmount", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

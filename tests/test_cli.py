@@ -13,7 +13,7 @@ import time
 import pytest
 
 from refmount.mountpoint import is_mounted, lazy_unmount
-from tests.conftest import run_cli
+from tests.conftest import TRUSTED_ARGS, run_cli
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_usage_errors(refs):
 
 
 def test_foreground_sigterm_unmounts_cleanly(refs, mountpoint):
-    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", str(refs), mountpoint],
+    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", *TRUSTED_ARGS, str(refs), mountpoint],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from refmount.errors import RefmountError
-from tests.conftest import in_threads
+from tests.conftest import TRUSTED, in_threads
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
@@ -107,7 +107,7 @@ def test_origin_down_at_mount_time_is_a_clear_error(tmp_path, mountpoint):
         port = s.getsockname()[1]  # closed again: nothing listens there
     refs = _refs(tmp_path, {"k": [f"http://127.0.0.1:{port}/f.bin", 0, 10]})
     with pytest.raises(RefmountError, match=f"origin http://127.0.0.1:{port} is unreachable"):
-        with refmount.mounted(refs, mountpoint, log_file=str(tmp_path / "log")):
+        with refmount.mounted(refs, mountpoint, log_file=str(tmp_path / "log"), allow_origin=TRUSTED):
             pass
     assert not is_mounted(mountpoint)
 

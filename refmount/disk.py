@@ -1,0 +1,262 @@
+"""Persistent disk cache: fetched byte ranges as files, bounded in bytes, LRU, survives restarts.
+
+* One directory per daemon, mode 0700, held with an exclusive ``flock`` for the daemon's life
+  (a directory that cannot be locked is refused; two daemons never share one).
+* File names are hashes of the entry's identity -- URL, offset, length and the object's
+  version (etag/mtime) where known -- never derived from keys.
+* Each file holds a header (magic, identity, payload length, CRC-32) and the payload; a read
+  validates all of it, and a corrupt or stale entry is deleted and reported as a miss.
+* Writes go through a background writer (a full queue skips the write: the cache is an
+  optimisation) to a temporary name, then ``rename``: a kill never leaves a partial entry.
+* Eviction keeps ``current + writing <= max_bytes`` at all times; the order is LRU by use,
+  persisted as file mtimes so a restarted daemon resumes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import queue
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+
+from .errors import RefmountError
+from .mountpoint import filesystem_type
+from .stats import Stats
+
+log = logging.getLogger("refmount.disk")
+
+MAGIC = b"RFMC\x01"
+_HEADER = struct.Struct(">5sIQI")  # magic, identity length, payload length, crc32
+NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "fuse")
+
+
+def _identity(url: str, start: int, length: int, version: str | None) -> bytes:
+    return json.dumps([url, start, length, version], separators=(",", ":")).encode()
+
+
+class DiskCache:
+    def __init__(self, directory: str, max_bytes: int, stats: Stats | None = None, queue_size: int = 64):
+        self.directory = os.path.abspath(directory)
+        self.max_bytes = max_bytes
+        self.stats = stats or Stats()
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, int] = OrderedDict()  # name -> file size, oldest first
+        self._bytes = 0
+        self._reserved = 0
+        self._lock_fd = self._take_directory()
+        self._scan()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._writer = threading.Thread(target=self._write_loop, name="refmount-disk", daemon=True)
+        self._writer.start()
+        self.stats.gauge("disk_cache_bytes", lambda: self._bytes)
+        self.stats.gauge("disk_cache_entries", lambda: len(self._entries))
+
+    # -- setup --------------------------------------------------------------------------
+    def _take_directory(self) -> int:
+        d = self.directory
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            st = os.stat(d)
+            if st.st_uid != os.geteuid():
+                raise RefmountError(f"cache directory {d}: owned by uid {st.st_uid}, not by this user")
+            if st.st_mode & 0o077:
+                os.chmod(d, 0o700)
+                log.warning("cache directory %s: was readable by others; now mode 0700", d)
+            fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise RefmountError(f"cache directory {d}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RefmountError(f"cache directory {d}: in use by another refmount daemon") from None
+            raise RefmountError(f"cache directory {d}: cannot be locked ({exc.strerror}); use a local directory") from None
+        fstype = filesystem_type(d)
+        if fstype and fstype.split(".")[0] in NETWORK_FS:
+            log.warning("cache directory %s is on %s: a network filesystem makes a slow, fragile cache", d, fstype)
+        os.makedirs(os.path.join(d, "tmp"), mode=0o700, exist_ok=True)
+        return fd
+
+    def _scan(self) -> None:
+        """Index existing entries by last use; drop leftovers of interrupted writes."""
+        found = []
+        for entry in os.scandir(os.path.join(self.directory, "tmp")):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+        for sub in os.scandir(self.directory):
+            if not sub.is_dir(follow_symlinks=False) or len(sub.name) != 2:
+                continue
+            for entry in os.scandir(sub.path):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                found.append((st.st_mtime_ns, sub.name + "/" + entry.name, st.st_size))
+        for _, name, size in sorted(found):
+            self._entries[name] = size
+            self._bytes += size
+        self._evict(0)
+
+    # -- entries ------------------------------------------------------------------------
+    def _name(self, identity: bytes) -> str:
+        digest = hashlib.sha256(identity).hexdigest()
+        return digest[:2] + "/" + digest[2:40]
+
+    def has(self, url: str, start: int, length: int, version: str | None = None) -> bool:
+        name = self._name(_identity(url, start, length, version))
+        with self._lock:
+            return name in self._entries
+
+    def get(self, url: str, start: int, length: int, version: str | None = None) -> bytes | None:
+        identity = _identity(url, start, length, version)
+        name = self._name(identity)
+        with self._lock:
+            if name not in self._entries:
+                self.stats.add("disk_misses")
+                return None
+            self._entries.move_to_end(name)
+        path = os.path.join(self.directory, name)
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+            os.utime(path)
+        except OSError:
+            self._forget(name, unlink=False)
+            self.stats.add("disk_misses")
+            return None
+        data = self._validate(blob, identity, length)
+        if data is None:
+            log.warning("disk cache: discarding corrupt or stale entry %s for %s [%d, +%d)", name, url, start, length)
+            self.stats.add("disk_corrupt")
+            self._forget(name, unlink=True)
+            self.stats.add("disk_misses")
+            return None
+        self.stats.add("disk_hits")
+        self.stats.add("disk_bytes_read", length)
+        return data
+
+    @staticmethod
+    def _validate(blob: bytes, identity: bytes, length: int) -> bytes | None:
+        if len(blob) < _HEADER.size:
+            return None
+        magic, id_len, payload_len, crc = _HEADER.unpack_from(blob)
+        body = _HEADER.size + id_len
+        if magic != MAGIC or payload_len != length or len(blob) != body + length:
+            return None
+        if blob[_HEADER.size : body] != identity:
+            return None
+        data = blob[body:]
+        if zlib.crc32(data) != crc:
+            return None
+        return data
+
+    def put(self, url: str, start: int, length: int, data: bytes, version: str | None = None) -> None:
+        """Store in the background; silently skipped when the writer is behind."""
+        if len(data) != length or _HEADER.size + len(data) > self.max_bytes:
+            return
+        try:
+            self._queue.put_nowait((_identity(url, start, length, version), data))
+        except queue.Full:
+            self.stats.add("disk_writes_skipped")
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._write(*item)
+            except Exception as exc:  # a full or failing disk must not stop the daemon
+                log.warning("disk cache write failed: %s", exc)
+                self.stats.add("disk_write_errors")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, identity: bytes, data: bytes) -> None:
+        name = self._name(identity)
+        size = _HEADER.size + len(identity) + len(data)
+        with self._lock:
+            if name in self._entries:
+                return
+            self._evict(size)
+            self._reserved += size
+        try:
+            tmp = os.path.join(self.directory, "tmp", name.replace("/", ""))
+            with open(tmp, "wb") as f:
+                f.write(_HEADER.pack(MAGIC, len(identity), len(data), zlib.crc32(data)))
+                f.write(identity)
+                f.write(data)
+            os.makedirs(os.path.join(self.directory, name[:2]), mode=0o700, exist_ok=True)
+            os.replace(tmp, os.path.join(self.directory, name))
+        except OSError:
+            with self._lock:
+                self._reserved -= size
+            raise
+        with self._lock:
+            self._reserved -= size
+            self._entries[name] = size
+            self._bytes += size
+        self.stats.add("disk_writes")
+
+    def _evict(self, incoming: int) -> None:
+        """Drop least recently used entries until ``incoming`` more bytes fit. Lock held."""
+        while self._entries and self._bytes + self._reserved + incoming > self.max_bytes:
+            name, size = self._entries.popitem(last=False)
+            self._bytes -= size
+            self.stats.add("disk_evictions")
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except OSError:
+                pass
+
+    def _forget(self, name: str, unlink: bool) -> None:
+        with self._lock:
+            size = self._entries.pop(name, None)
+            if size is not None:
+                self._bytes -= size
+        if unlink:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except OSError:
+                pass
+
+    @property
+    def current_bytes(self) -> int:
+        with self._lock:
+            return self._bytes + self._reserved
+
+    def flush(self) -> None:
+        """Wait until every queued write is on disk."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._writer.join(timeout=30)
+        os.close(self._lock_fd)
+
+
+def default_directory(mountpoint: str) -> str:
+    """``$XDG_CACHE_HOME/refmount/<mountpoint's hash>``: per user, per mount."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    return os.path.join(base, "refmount", tag)
+
+
+def default_size(directory: str) -> int:
+    """10 GiB, or half the free space of the cache's filesystem if that is less."""
+    probe = directory
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    st = os.statvfs(probe)
+    return min(10 << 30, st.f_bavail * st.f_frsize // 2)

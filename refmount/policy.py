@@ -1,0 +1,106 @@
+"""Origin policy: which URLs a reference set may make the daemon read.
+
+Reference files are untrusted input (``fuse-and-operations.md`` §9). With ``--allow-origin``
+prefixes, every original must lie under one of them. Without, a *shared* daemon (running as
+root, or with ``allow_other``) refuses local files, protocols outside a fixed set, and HTTP
+targets on loopback, link-local, private or unspecified addresses -- otherwise a reference set
+could publish ``/etc/shadow`` or a cloud metadata endpoint to every user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import threading
+from urllib.parse import urlsplit
+
+from .urls import split_protocol
+
+SHARED_PROTOCOLS = frozenset({"http", "https", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _url_under(url: str, prefix: str) -> bool:
+    if not url.startswith(prefix):
+        return False
+    rest = url[len(prefix) :]
+    return not rest or prefix.endswith("/") or rest[0] in "/:?#"
+
+
+class OriginPolicy:
+    def __init__(self, allow: list[str] | None = None, shared: bool = False):
+        self.shared = shared
+        self._files: list[str] = []
+        self._urls: list[str] = []
+        for prefix in allow or []:
+            protocol, path = split_protocol(prefix)
+            if protocol == "file":
+                self._files.append(os.path.realpath(path))
+            else:
+                self._urls.append(prefix)
+        self._decided: dict[str, str | None] = {}
+        self._hosts: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self.shared or bool(self._files or self._urls)
+
+    def problem(self, url: str) -> str | None:
+        """Why ``url`` may not be read, or None. Decisions are remembered per URL."""
+        if not self.active:
+            return None
+        with self._lock:
+            if url in self._decided:
+                return self._decided[url]
+        answer = self._decide(url)
+        with self._lock:
+            self._decided[url] = answer
+        return answer
+
+    def _decide(self, url: str) -> str | None:
+        protocol, path = split_protocol(url)
+        if self._files or self._urls:
+            if protocol == "file":
+                if any(_under(os.path.realpath(path), p) for p in self._files):
+                    return None
+            elif any(_url_under(url, p) for p in self._urls):
+                return None
+            return "not under any allowed origin (--allow-origin)"
+        if protocol == "file":
+            return "local files are refused when running as root or with allow_other (allow a directory with --allow-origin)"
+        if protocol not in SHARED_PROTOCOLS:
+            return f"protocol {protocol!r} is refused when running as root or with allow_other"
+        if protocol in ("http", "https"):
+            return self._host_problem(urlsplit(url).hostname or "")
+        return None
+
+    def _host_problem(self, host: str) -> str | None:
+        with self._lock:
+            if host in self._hosts:
+                return self._hosts[host]
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+        except OSError:
+            addresses = set()  # unresolvable: the read fails on its own
+        answer = None
+        for address in sorted(addresses):
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_unspecified or ip.is_multicast:
+                answer = (
+                    f"host {host} is a loopback, link-local or private address ({ip}); "
+                    "refused when running as root or with allow_other unless allowed with --allow-origin"
+                )
+                break
+        with self._lock:
+            self._hosts[host] = answer
+        return answer
+
+
+def is_shared(allow_other: bool) -> bool:
+    """A daemon whose mount others can read, or that reads with root's rights."""
+    return allow_other or os.geteuid() == 0

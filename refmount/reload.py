@@ -1,0 +1,91 @@
+"""Live reload on SIGHUP: re-read the config and the reference sets, build the new tree aside,
+then swap it in at once. A reload that fails keeps the tree being served and logs why.
+
+libfuse installs its own handler (which unmounts) for SIGHUP only when the disposition is the
+default, so SIGHUP gets a Python handler here; the main thread is inside the FUSE loop, so the
+signal is taken from Python's wakeup fd by a thread of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import fields
+from typing import Callable
+
+from .errors import RefmountError
+from .fetch import Origins
+from .fs import RefFS
+from .index import Index
+from .notify import reloading, sd_notify
+from .options import MountOptions
+from .policy import OriginPolicy
+
+log = logging.getLogger("refmount")
+
+RELOADABLE = {"sources", "allow_origin"}
+
+
+class Reloader:
+    def __init__(
+        self,
+        opts: MountOptions,
+        fs: RefFS,
+        origins: Origins,
+        read_options: Callable[[], MountOptions],
+        build: Callable[[MountOptions], tuple[Index, OriginPolicy]],
+        status: Callable[[], str],
+    ):
+        self.opts, self.fs, self.origins = opts, fs, origins
+        self.read_options, self.build, self.status = read_options, build, status
+        self.count = 0
+        self._wakeup = -1
+
+    def install(self) -> None:
+        """Take SIGHUP away from libfuse. Call from the main thread, before the FUSE loop."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)
+        signal.signal(signal.SIGHUP, lambda *_: None)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._wakeup = r
+        threading.Thread(target=self._loop, name="refmount-reload", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                data = os.read(self._wakeup, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGHUP in data:
+                self.reload()
+
+    def reload(self) -> bool:
+        reloading()
+        began = time.monotonic()
+        try:
+            new = self.read_options()
+            fixed = sorted(f.name for f in fields(MountOptions) if f.name not in RELOADABLE
+                           and f.name != "log_file" and getattr(new, f.name) != getattr(self.opts, f.name))
+            if fixed:
+                log.warning("reload: %s changed; that takes effect at the next start", ", ".join(fixed))
+            tree, policy = self.build(new)
+            tree.mtime_ns = max(time.time_ns(), self.fs.tree.mtime_ns + 1)  # kernel drops cached pages
+            self.origins.policy = policy
+            self.fs.swap(tree, new.sources)
+            self.opts.sources, self.opts.allow_origin = new.sources, new.allow_origin
+            self.count += 1
+            log.info("reloaded %s in %.2f s", ", ".join(src for _, src in new.sources), time.monotonic() - began)
+            ok = True
+        except RefmountError as exc:
+            log.error("reload failed, still serving the previous tree: %s", exc)
+            ok = False
+        except Exception as exc:
+            log.exception("reload failed, still serving the previous tree: %s", exc)
+            ok = False
+        sd_notify("READY=1", f"STATUS={self.status()}")
+        return ok
