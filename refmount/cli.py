@@ -105,10 +105,11 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
     if args.cache_dir and args.cache_dir != "auto":
         values["cache_dir"] = os.path.abspath(args.cache_dir)
     if len(args.paths) == 1 and args.config:
-        values["mountpoint"] = args.paths[0]
+        values["mountpoint"] = os.path.abspath(args.paths[0])
     elif len(args.paths) >= 2:
-        *sources, values["mountpoint"] = args.paths
-        values["sources"] = split_sources(sources)
+        *sources, mountpoint = args.paths
+        values["mountpoint"] = os.path.abspath(mountpoint)  # libfuse moves the daemon to /
+        values["sources"] = [(name, location_of(src)) for name, src in split_sources(sources)]
     elif args.paths or not args.config:
         raise RefmountError("need at least one SOURCE and a MOUNTPOINT")
     where = f"config {args.config}" if args.config else "command line"
@@ -188,8 +189,10 @@ def cmd_mount(argv: list[str]) -> int:
         if args.ready_fd is not None and opts.log_file is None:
             opts.log_file = default_log_file()
 
+        again = child_args(args)  # with absolute paths: libfuse moves the daemon to /
+
         def reload() -> MountOptions:
-            new = _options(parser.parse_intermixed_args(argv))
+            new = _options(parser.parse_intermixed_args(again))
             new.log_file = opts.log_file
             return new
 

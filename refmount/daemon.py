@@ -161,7 +161,6 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         "ro": True,
         "fsname": opts.sources[0][1].replace(",", "_")[:200],
         "subtype": "refmount",
-        "kernel_cache": True,
         "attr_timeout": opts.attr_timeout,
         "entry_timeout": opts.attr_timeout,
         "negative_timeout": opts.attr_timeout,

@@ -53,11 +53,12 @@ def _errors_to_eio(method):
 class _Handle:
     """An open file: the reference and tree it was opened on (a reload never changes them)."""
 
-    __slots__ = ("ref", "size", "key", "tree", "touched")
+    __slots__ = ("ref", "size", "key", "tree", "touched", "stale")
 
     def __init__(self, ref: Ref, size: int, key: str, tree: Index):
         self.ref, self.size, self.key, self.tree = ref, size, key, tree
         self.touched = False
+        self.stale = False  # open across a reload
 
 
 class _Listing:
@@ -120,6 +121,13 @@ def fuse_class(mfusepy):
             self.operations.invalidate = invalidate
             return super()._init(conn, config)
 
+        def open(self, path, fip):
+            """Open with the page-cache policy of ``RefFS.cache_mode`` (not ``kernel_cache``)."""
+            fi = fip.contents
+            fi.fh = self.operations.open(path.decode(self.encoding, self.errors), fi.flags)
+            fi.keep_cache, fi.direct_io = self.operations.cache_mode(fi.fh)
+            return 0
+
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             ops = self.operations
             st = mfusepy.c_stat()
@@ -170,6 +178,8 @@ class RefFS:
         self.prefetcher = prefetcher
         self.uid, self.gid = os.getuid(), os.getgid()
         self._open: dict[int, _Handle] = {}
+        self._stale_open: dict[str, int] = {}  # path -> handles still open on a replaced tree
+        self._dirty: set[str] = set()  # paths whose cached pages may hold a replaced tree's bytes
         self._dirs: dict[int, _Listing] = {}
         self._next_fh = 1
         self._lock = threading.Lock()
@@ -187,7 +197,13 @@ class RefFS:
         """Serve ``tree`` from now on. Open files keep the tree they were opened on; the
         kernel forgets cached names and attributes, and a changed mtime drops cached pages."""
         old = self.tree
-        self.tree = tree
+        with self._lock:
+            self.tree = tree
+            for handle in self._open.values():
+                if handle.tree is not tree and not handle.stale:
+                    handle.stale = True
+                    self._stale_open[handle.key] = self._stale_open.get(handle.key, 0) + 1
+                    self._dirty.add(handle.key)
         if sources is not None:
             self.sources = sources
         if self.invalidate is not None:
@@ -342,7 +358,27 @@ class RefFS:
                 self.prefetcher.on_first_read(handle.tree, handle.key)
         return self.reader.read(handle.ref, offset, size, handle.size)
 
+    def cache_mode(self, fh: int) -> tuple[bool, bool]:
+        """``(keep_cache, direct_io)`` for a new open. The kernel's page cache is per file, and a
+        handle open across a reload may still fill it with the old tree's bytes: while one is
+        open, new opens of that path bypass the cache; the first open after it closes drops
+        the cache. (Other files' cached pages go when the kernel sees their new mtime.)"""
+        with self._lock:
+            key = self._open[fh].key
+            if self._stale_open.get(key):
+                return False, True
+            if key in self._dirty:
+                self._dirty.discard(key)
+                return False, False
+        return True, False
+
     def release(self, path: str, fh: int) -> int:
         with self._lock:
-            self._open.pop(fh, None)
+            handle = self._open.pop(fh, None)
+            if handle is not None and handle.stale:
+                left = self._stale_open[handle.key] - 1
+                if left:
+                    self._stale_open[handle.key] = left
+                else:
+                    del self._stale_open[handle.key]
         return 0

@@ -11,6 +11,7 @@ extras=test
 apt_packages=()
 command -v fusermount3 >/dev/null 2>&1 || apt_packages+=(fuse3)
 command -v getfattr >/dev/null 2>&1 || apt_packages+=(attr)
+command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 if [ "$what" = bench ]; then  # the fsspec FUSE baseline runs on fusepy, which needs libfuse2
     extras=bench
     ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || apt_packages+=(libfuse2)

@@ -1,0 +1,169 @@
+"""The daemon under a service manager: sd_notify readiness, SIGHUP reload, SIGTERM stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from refmount.mountpoint import is_mounted
+from tests.conftest import TRUSTED_ARGS
+
+SIZE = 96 << 10
+KEYS = [f"v/{i}" for i in range(12)]
+
+
+class Notifications:
+    """A ``NOTIFY_SOCKET`` as systemd provides it: path or abstract datagram socket."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(60)
+
+    def next(self) -> dict[str, str]:
+        lines = self.sock.recv(65536).decode().splitlines()
+        return dict(line.split("=", 1) for line in lines)
+
+    def wait_for(self, key: str) -> dict[str, str]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            message = self.next()
+            if key in message:
+                return message
+        raise AssertionError(f"no {key} notification")
+
+
+def _write_refs(path, data_file, extra: dict | None = None) -> None:
+    refs = {key: [str(data_file), i * SIZE, SIZE] for i, key in enumerate(KEYS)}
+    refs.update(extra or {})
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"version": 1, "refs": refs}, f)
+    os.replace(tmp, path)  # as an editor or a publishing job replaces a file
+
+
+@pytest.fixture
+def versions(tmp_path):
+    """Two originals: every chunk of version 1 is all b'1', of version 2 all b'2'."""
+    files = {}
+    for v in (1, 2):
+        files[v] = tmp_path / f"data{v}.bin"
+        files[v].write_bytes(str(v).encode() * (SIZE * len(KEYS)))
+    refs = tmp_path / "refs.json"
+    _write_refs(refs, files[1])
+    return refs, files
+
+
+def _start(refs, mountpoint, tmp_path, notify_address, *extra):
+    env = dict(os.environ, NOTIFY_SOCKET=notify_address)
+    return subprocess.Popen(
+        [sys.executable, "-m", "refmount", "-f", *TRUSTED_ARGS, "--log-file", str(tmp_path / "log"), *extra,
+         str(refs), mountpoint],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc, mountpoint) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert not is_mounted(mountpoint)
+
+
+@pytest.mark.parametrize("kind", ["path", "abstract"])
+def test_ready_only_once_mounted_then_status_and_stopping(tmp_path, mountpoint, versions, kind):
+    address = str(tmp_path / "notify") if kind == "path" else f"@refmount-test-{os.getpid()}-{time.monotonic_ns()}"
+    notes = Notifications(address)
+    refs, _ = versions
+    proc = _start(refs, mountpoint, tmp_path, address)
+    try:
+        ready = notes.wait_for("READY")
+        # at the moment READY=1 arrives the mount is live and answers
+        assert ready["READY"] == "1" and is_mounted(mountpoint)
+        assert sorted(os.listdir(os.path.join(mountpoint, "v"))) == sorted(k[2:] for k in KEYS)
+        assert "serving" in ready["STATUS"] and str(refs) in ready["STATUS"]
+        assert int(ready["MAINPID"]) == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert notes.wait_for("STOPPING")["STOPPING"] == "1"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        _stop(proc, mountpoint)
+
+
+def test_sighup_swaps_the_tree_while_a_reader_loops(tmp_path, mountpoint, versions):
+    refs, files = versions
+    notes = Notifications(str(tmp_path / "notify"))
+    proc = _start(refs, mountpoint, tmp_path, notes.address)
+    seen: list[int] = []
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for key in KEYS:
+                try:
+                    with open(os.path.join(mountpoint, key), "rb") as f:
+                        parts = [f.read(SIZE // 3)]
+                        time.sleep(0.002)  # some opens span the reload
+                        parts.append(f.read())
+                except OSError as exc:
+                    problems.append(f"{key}: {exc}")
+                    return
+                data = b"".join(parts)
+                if len(data) != SIZE or len(set(data)) != 1:
+                    problems.append(f"{key}: {len(data)} bytes, mixed {sorted(set(data))}")
+                    return
+                seen.append(int(chr(data[0])))
+
+    try:
+        notes.wait_for("READY")
+        thread = threading.Thread(target=reader)
+        thread.start()
+        while len(seen) < 2 * len(KEYS) and thread.is_alive():
+            time.sleep(0.01)
+        _write_refs(refs, files[2], {"added": "new key"})
+        proc.send_signal(signal.SIGHUP)
+        reloading = notes.wait_for("RELOADING")
+        assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) > 0
+        assert notes.wait_for("READY")["READY"] == "1"
+        count = len(seen)
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline and (len(seen) < count + 2 * len(KEYS)):
+            time.sleep(0.01)
+        stop.set()
+        thread.join(timeout=60)
+        assert not problems, problems
+        assert seen[0] == 1 and seen[-1] == 2 and set(seen) == {1, 2}
+        # every file opened after the reload has the new bytes; the new key is there
+        for key in KEYS:
+            with open(os.path.join(mountpoint, key), "rb") as f:
+                assert f.read() == b"2" * SIZE
+        assert "added" in os.listdir(mountpoint)
+        with open(os.path.join(mountpoint, "added"), "rb") as f:
+            assert f.read() == b"new key"
+
+        # a reload that fails keeps serving the current tree, and says why
+        with open(refs, "w") as f:
+            f.write('{"version": 1, "refs": {')
+        proc.send_signal(signal.SIGHUP)
+        notes.wait_for("RELOADING")
+        assert notes.wait_for("READY")["READY"] == "1"
+        with open(os.path.join(mountpoint, KEYS[0]), "rb") as f:
+            assert f.read() == b"2" * SIZE
+        log = (tmp_path / "log").read_text()
+        assert "reload failed, still serving the previous tree" in log and str(refs) in log
+    finally:
+        stop.set()
+        _stop(proc, mountpoint)
