@@ -44,6 +44,7 @@ class MemoryCache:
         self._lock = threading.Lock()
         self.stats.gauge("memory_cache_bytes", lambda: int(self._lru.currsize))
         self.stats.gauge("memory_cache_entries", lambda: len(self._lru))
+        self.stats.gauge("memory_cache_limit", lambda: self.max_bytes)
         self.stats.gauge("fetches_in_flight", lambda: len(self._inflight))
 
     def _evicted(self, key: Hashable) -> None:
