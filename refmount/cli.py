@@ -55,6 +55,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, help="attempts per origin request on transient errors (default 3)")
     p.add_argument("--parallel", type=int, help="origin requests in flight for fetching ahead (default 16)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_const", const=False, help="fetch only what is read")
+    p.add_argument("--no-xattrs", dest="xattrs", action="store_const", const=False,
+                   help="no extended attributes (faster 'ls -l' of huge directories; 'refmount stats' needs them)")
     p.add_argument("--max-gap", help="merge ranges of one original this close into one request (default 64KiB)")
     p.add_argument("--max-request", help="largest merged request (default 4MiB)")
     p.add_argument("--attr-timeout", type=float, help="seconds the kernel may cache names and attributes (default 3600)")
@@ -86,7 +88,7 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         if problems is not None:
             problems.extend(found)
     for name in ("cache_size", "cache_dir", "disk_cache_size", "allow_other", "timeout", "retries", "parallel",
-                 "prefetch", "max_gap", "max_request", "attr_timeout", "log_level"):
+                 "prefetch", "xattrs", "max_gap", "max_request", "attr_timeout", "log_level"):
         value = getattr(args, name)
         if value is not None:
             values[name] = _CONVERT.get(name, lambda v: v)(value)
@@ -132,7 +134,9 @@ def child_args(args: argparse.Namespace) -> list[str]:
     for action in _mount_parser()._actions:
         name = action.dest
         value = getattr(args, name, None)
-        if name in ("paths", "help", "foreground", "ready_fd") or value in (None, [], 0):
+        if name in ("paths", "help", "foreground", "ready_fd") or value in (None, []):
+            continue
+        if name == "verbose" and not value:
             continue
         flag = action.option_strings[-1]
         if name in ("config", "log_file") or (name == "cache_dir" and value != "auto"):
@@ -160,6 +164,7 @@ def to_args(opts: MountOptions) -> list[str]:
     args = ["--cache-size", str(opts.cache_size), "--timeout", str(opts.timeout), "--retries", str(opts.retries)]
     args += ["--attr-timeout", str(opts.attr_timeout), "--log-level", opts.log_level]
     args += ["--parallel", str(opts.parallel)] + ([] if opts.prefetch else ["--no-prefetch"])
+    args += [] if opts.xattrs else ["--no-xattrs"]
     args += ["--max-gap", str(opts.max_gap), "--max-request", str(opts.max_request)]
     for protocol, values in opts.storage_options.items():
         for key, value in values.items():

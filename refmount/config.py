@@ -90,6 +90,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "retries": ("retries", _number(1, integer=True), False),
     "parallel": ("parallel", _number(1, integer=True), False),
     "prefetch": ("prefetch", _bool, False),
+    "xattrs": ("xattrs", _bool, False),
     "max-gap": ("max_gap", _size, False),
     "max-request": ("max_request", _size, False),
     "attr-timeout": ("attr_timeout", _number(0), False),

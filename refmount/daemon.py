@@ -169,7 +169,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         options.update(allow_other=True, default_permissions=True)
     try:
         prefetcher = Prefetcher(reader) if opts.prefetch else None
-        fs = RefFS(tree, reader, on_init, prefetcher, sources=list(opts.sources), stats=stats.snapshot)
+        fs = RefFS(tree, reader, on_init, prefetcher, sources=list(opts.sources), stats=stats.snapshot,
+                   xattrs=opts.xattrs)
         reloader = Reloader(opts, fs, origins, read_options or (lambda: opts), build, status)
         reloader.install()
         FUSE = fuse_class(mfusepy) if mfusepy.fuse_version_major == 3 else mfusepy.FUSE

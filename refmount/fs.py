@@ -128,6 +128,20 @@ def fuse_class(mfusepy):
             fi.keep_cache, fi.direct_io = self.operations.cache_mode(fi.fh)
             return 0
 
+        def getxattr(self, path, name, value, size, *args):
+            # ls asks every entry for security.selinux and system.posix_acl_access: answer
+            # those without decoding anything
+            if not self.operations.xattrs:  # the kernel stops asking for this mount's lifetime
+                return -errno.EOPNOTSUPP
+            if not name.startswith(XATTR_BYTES):
+                return -errno.ENODATA
+            return super().getxattr(path, name, value, size, *args)
+
+        def listxattr(self, path, namebuf, size):
+            if not self.operations.xattrs:
+                return -errno.EOPNOTSUPP
+            return super().listxattr(path, namebuf, size)
+
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             ops = self.operations
             st = mfusepy.c_stat()
@@ -149,6 +163,7 @@ def fuse_class(mfusepy):
 FUSE_FILL_DIR_PLUS = 2
 FUSE_ROOT_ID = 1
 XATTR = "user.refmount."
+XATTR_BYTES = XATTR.encode()
 
 
 def _enoent() -> OSError:
@@ -168,8 +183,10 @@ class RefFS:
         prefetcher: Prefetcher | None = None,
         sources: list[tuple[str, str]] | None = None,
         stats: Callable[[], dict] | None = None,
+        xattrs: bool = True,
     ):
         self.tree = tree
+        self.xattrs = xattrs
         self.sources = sources or []
         self.stats = stats
         self.invalidate: Callable[[set[str]], None] | None = None  # set once mounted (fuse_class)

@@ -138,3 +138,4 @@ class MountOptions:
     cache_dir: str | None = None
     disk_cache_size: int | None = None
     allow_origin: list[str] = field(default_factory=list)
+    xattrs: bool = True

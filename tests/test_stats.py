@@ -1,0 +1,90 @@
+"""Observability of a running mount: ``refmount stats`` and the per-file extended attributes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.conftest import run_cli
+from tests.test_disk import _http_refs
+
+
+def test_stats_count_what_was_read(tmp_path, http_origin, mount):
+    refs, expected = _http_refs(tmp_path, http_origin, n=5)
+    with mount(refs, prefetch=False) as root:
+        for key in list(expected)[:3]:
+            for _ in range(2):  # the second read is the kernel's page cache: no upcall at all
+                with open(os.path.join(root, key), "rb") as f:
+                    assert f.read() == expected[key]
+        result = run_cli("stats", "--json", root)
+        assert result.returncode == 0, result.stderr
+        stats = json.loads(result.stdout)
+        text = run_cli("stats", root).stdout
+    assert stats["origin_requests"] == http_origin.counts["GET"] == 3
+    assert stats["origin_bytes"] == 3 * 300_000 and stats["cache_misses"] == 3
+    assert stats.get("origin_errors", 0) == 0 and stats["fetches_in_flight"] == 0
+    assert stats["memory_cache_bytes"] == 3 * 300_000 and stats["memory_cache_entries"] == 3
+    assert 0 < stats["origin_latency_p50_ms"] <= stats["origin_latency_p99_ms"] <= stats["origin_latency_max_ms"]
+    assert stats["uptime_s"] >= 0
+    assert "origin requests   3 reads" in text and "memory cache" in text and "prefetch" in text
+
+
+def test_stats_show_prefetch_effectiveness(tmp_path, http_origin, mount):
+    refs, expected = _http_refs(tmp_path, http_origin, n=8)
+    with mount(refs) as root:
+        for key in sorted(expected):
+            with open(os.path.join(root, key), "rb") as f:
+                assert f.read() == expected[key]
+        stats = json.loads(run_cli("stats", "--json", root).stdout)
+    assert stats["prefetch_chunks"] >= 4  # grid-order successors were fetched ahead...
+    assert stats["prefetch_used"] == stats["prefetch_chunks"]  # ...and every one was then read
+    assert stats["origin_requests"] == http_origin.counts["GET"] < len(expected)  # merged requests
+
+
+def test_stats_of_something_else_is_one_line(tmp_path):
+    result = run_cli("stats", tmp_path)
+    assert result.returncode == 1 and result.stderr.strip() == f"refmount: {tmp_path}: not a refmount mount"
+
+
+def test_xattrs_say_where_bytes_come_from(tmp_path, http_origin, mount):
+    refs, expected = _http_refs(tmp_path, http_origin, n=2)
+    with mount(refs) as root:
+        chunk = os.path.join(root, "c", "1")
+        names = set(os.listxattr(chunk))
+        assert names == {f"user.refmount.{n}" for n in ("source", "kind", "url", "offset", "length")}
+        assert os.getxattr(chunk, "user.refmount.url").decode() == f"{http_origin.url}/orig.bin"
+        assert os.getxattr(chunk, "user.refmount.offset") == b"300000"
+        assert os.getxattr(chunk, "user.refmount.length") == b"300000"
+        assert os.getxattr(chunk, "user.refmount.kind") == b"range"
+        assert os.getxattr(chunk, "user.refmount.source").decode() == refs
+        group = os.path.join(root, ".zgroup")
+        assert os.getxattr(group, "user.refmount.kind") == b"inline"
+        assert os.getxattr(group, "user.refmount.length") == str(len('{"zarr_format": 2}')).encode()
+        try:
+            os.getxattr(group, "user.refmount.url")
+            raise AssertionError("an inline file has no URL")
+        except OSError as exc:
+            assert exc.errno == 61  # ENODATA
+        # the standard tool reads them too
+        dump = subprocess.run(["getfattr", "-d", "-m", "user.refmount", chunk], capture_output=True, text=True, check=True)
+        assert f'user.refmount.url="{http_origin.url}/orig.bin"' in dump.stdout
+        assert "user.refmount.stats" in os.listxattr(root)
+        assert json.loads(os.getxattr(root, "user.refmount.stats"))["uptime_s"] >= 0
+        assert http_origin.counts["GET"] == 0  # none of this asked the origin
+
+
+def test_no_xattrs_from_the_command_line(tmp_path, http_origin, mountpoint):
+    import errno
+
+    refs, _ = _http_refs(tmp_path, http_origin, n=1)
+    result = run_cli("--no-xattrs", "--no-prefetch", "--log-file", tmp_path / "log", refs, mountpoint)
+    assert result.returncode == 0, result.stderr
+    try:
+        try:
+            os.getxattr(os.path.join(mountpoint, "c", "0"), "user.refmount.url")
+            raise AssertionError("xattrs were asked to be off")
+        except OSError as exc:
+            assert exc.errno == errno.EOPNOTSUPP
+    finally:
+        run_cli("umount", mountpoint)
