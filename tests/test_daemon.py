@@ -167,3 +167,30 @@ def test_sighup_swaps_the_tree_while_a_reader_loops(tmp_path, mountpoint, versio
     finally:
         stop.set()
         _stop(proc, mountpoint)
+
+
+def test_sighup_rereads_the_config_file(tmp_path, mountpoint, versions):
+    refs, files = versions
+    other = tmp_path / "other.json"
+    _write_refs(other, files[2])
+    conf = tmp_path / "mount.toml"
+    conf.write_text(f'sources = ["one={refs}"]\nallow-origin = ["{tmp_path}"]\n')
+    notes = Notifications(str(tmp_path / "notify"))
+    env = dict(os.environ, NOTIFY_SOCKET=notes.address)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refmount", "-f", "--config", str(conf), "--log-file", str(tmp_path / "log"), mountpoint],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        notes.wait_for("READY")
+        assert sorted(os.listdir(mountpoint)) == ["v"]  # one source is the root
+        conf.write_text(f'sources = ["one={refs}", "two={other}"]\nallow-origin = ["{tmp_path}"]\n')
+        proc.send_signal(signal.SIGHUP)
+        notes.wait_for("RELOADING")
+        assert str(other) in notes.wait_for("READY")["STATUS"]  # the status names what is served now
+        assert sorted(os.listdir(mountpoint)) == ["one", "two"]
+        with open(os.path.join(mountpoint, "two", KEYS[0]), "rb") as f:
+            assert f.read() == b"2" * SIZE
+        assert os.getxattr(os.path.join(mountpoint, "two", KEYS[0]), "user.refmount.source").decode() == str(other)
+    finally:
+        _stop(proc, mountpoint)
