@@ -9,6 +9,7 @@ import sys
 
 from .errors import RefmountError
 from . import config
+from .views import VIEWS
 from .options import LOG_LEVELS, MountOptions, default_log_file, parse_size, parse_storage_options, split_name, split_sources
 from .urls import location_of
 
@@ -57,6 +58,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prefetch", dest="prefetch", action="store_const", const=False, help="fetch only what is read")
     p.add_argument("--no-xattrs", dest="xattrs", action="store_const", const=False,
                    help="no extended attributes (faster 'ls -l' of huge directories; 'refmount stats' needs them)")
+    p.add_argument("--view", choices=VIEWS, help="raw (default): the references as they are; decoded: every "
+                   "chunk decoded, for netCDF-C, GDAL and other readers with fixed codec support")
     p.add_argument("--max-gap", help="merge ranges of one original this close into one request (default 64KiB)")
     p.add_argument("--max-request", help="largest merged request (default 4MiB)")
     p.add_argument("--attr-timeout", type=float, help="seconds the kernel may cache names and attributes (default 3600)")
@@ -88,7 +91,7 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         if problems is not None:
             problems.extend(found)
     for name in ("cache_size", "cache_dir", "disk_cache_size", "allow_other", "timeout", "retries", "parallel",
-                 "prefetch", "xattrs", "max_gap", "max_request", "attr_timeout", "log_level"):
+                 "prefetch", "xattrs", "view", "max_gap", "max_request", "attr_timeout", "log_level"):
         value = getattr(args, name)
         if value is not None:
             values[name] = _CONVERT.get(name, lambda v: v)(value)
@@ -98,6 +101,8 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         for protocol, options in given.items():
             merged.setdefault(protocol, {}).update(options)
         values["storage_options"] = merged
+    if args.view:
+        values["views"] = {}  # the command line's view is every source's
     if args.allow_origin:
         values["allow_origin"] = values.get("allow_origin", []) + args.allow_origin
     if args.log_file:
@@ -165,6 +170,7 @@ def to_args(opts: MountOptions) -> list[str]:
     args += ["--attr-timeout", str(opts.attr_timeout), "--log-level", opts.log_level]
     args += ["--parallel", str(opts.parallel)] + ([] if opts.prefetch else ["--no-prefetch"])
     args += [] if opts.xattrs else ["--no-xattrs"]
+    args += ["--view", opts.view] if opts.view != "raw" else []
     args += ["--max-gap", str(opts.max_gap), "--max-request", str(opts.max_request)]
     for protocol, values in opts.storage_options.items():
         for key, value in values.items():

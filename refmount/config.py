@@ -24,6 +24,7 @@ import tomllib
 from typing import Any, Callable
 
 from .errors import RefmountError
+from .views import VIEWS
 from .options import LOG_LEVELS, parse_size, source_name, split_name
 
 
@@ -72,6 +73,12 @@ def _level(value: Any) -> str:
     return value.upper()
 
 
+def _view(value: Any) -> str:
+    if value not in VIEWS:
+        raise RefmountError(f"expected one of {', '.join(VIEWS)}")
+    return value
+
+
 def _table(value: Any) -> dict:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise RefmountError("expected a table of tables, one per protocol ([storage-options.s3])")
@@ -91,6 +98,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "parallel": ("parallel", _number(1, integer=True), False),
     "prefetch": ("prefetch", _bool, False),
     "xattrs": ("xattrs", _bool, False),
+    "view": ("view", _view, False),
     "max-gap": ("max_gap", _size, False),
     "max-request": ("max_request", _size, False),
     "attr-timeout": ("attr_timeout", _number(0), False),
@@ -108,7 +116,7 @@ def _source_location(source: str, base: str) -> str:
     return source if "://" in source else _local(source, base)
 
 
-def _sources(value: Any, base: str, problems: list[str], options: dict) -> list[tuple[str, str]]:
+def _sources(value: Any, base: str, problems: list[str], options: dict, views: dict) -> list[tuple[str, str]]:
     """``sources`` as a list of ``[NAME=]SOURCE`` strings or a table of ``{url, storage-options}``."""
     named: list[tuple[str, str]] = []
     if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
@@ -122,9 +130,14 @@ def _sources(value: Any, base: str, problems: list[str], options: dict) -> list[
             if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
                 problems.append(f"sources.{name}: expected a table with a url")
                 continue
-            unknown = set(entry) - {"url", "storage-options"}
+            unknown = set(entry) - {"url", "storage-options", "view"}
             if unknown:
-                problems.append(f"sources.{name}: unknown key {sorted(unknown)[0]!r} (known: url, storage-options)")
+                problems.append(f"sources.{name}: unknown key {sorted(unknown)[0]!r} (known: url, storage-options, view)")
+            if "view" in entry:
+                try:
+                    views[name] = _view(entry["view"])
+                except RefmountError as exc:
+                    problems.append(f"sources.{name}.view: {exc}")
             if "/" in name or not name:
                 problems.append(f"sources.{name}: a source name cannot contain '/'")
                 continue
@@ -184,8 +197,11 @@ def load(path: str) -> tuple[dict[str, Any], list[str]]:
             continue
         values[field] = _local(value, base) if is_path else value
     storage = {p: dict(v) for p, v in values.get("storage_options", {}).items()}
+    views: dict[str, str] = {}
     if "sources" in data:
-        values["sources"] = _sources(data["sources"], base, problems, storage)
+        values["sources"] = _sources(data["sources"], base, problems, storage, views)
+    if views:
+        values["views"] = views
     if storage:
         values["storage_options"] = storage
     return values, [f"config {path}: {p}" for p in problems]

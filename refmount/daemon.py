@@ -31,6 +31,7 @@ from .prefetch import Prefetcher
 from .reader import Reader
 from .reload import Reloader
 from .sources import open_source
+from .views import apply_view
 from .stats import Stats
 
 log = logging.getLogger("refmount")
@@ -59,7 +60,10 @@ class ReadyPipe:
 
 
 def load_tree(opts: MountOptions) -> Index:
-    indexes = {name: open_source(src, opts.storage_options) for name, src in opts.sources}
+    indexes = {
+        name: apply_view(open_source(src, opts.storage_options), opts.views.get(name, opts.view))
+        for name, src in opts.sources
+    }
     if len(indexes) == 1:
         return next(iter(indexes.values()))
     return Union(indexes)

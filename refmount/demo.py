@@ -4,13 +4,16 @@ Writes three small NetCDF4 files with h5py (a zlib+shuffle chunked temperature f
 contiguous orography, coordinates), makes their kerchunk reference set (combined along time),
 serves the originals from a loopback HTTP server, mounts the set, reads it back with xarray
 through the mount, checks every value against h5py, prints what it read and the origin
-requests, and unmounts.
+requests, and unmounts. Where netCDF-C's ``ncdump`` is installed, it then mounts the decoded
+view of the same set and checks what ``ncdump`` prints against h5py too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 
@@ -120,5 +123,22 @@ def run(keep: str | None = None) -> int:
             print(f"origin requests: {server.counts['GET']} GET, {server.counts['HEAD']} HEAD, "
                   f"{server.counts['bytes']:,} bytes")
             ds.close()
-    print(f"unmounted {mountpoint}")
+        print(f"unmounted {mountpoint}")
+        if shutil.which("ncdump"):
+            print()
+            print("the same set in the decoded view (--view decoded), read by netCDF-C's ncdump, a C client")
+            print("that cannot decode shuffle+zlib itself:")
+            with refmount.mounted(refs_path, mountpoint, view="decoded", allow_origin=[server.url]) as root:
+                command = ["ncdump", "-v", "time", f"file://{root}#mode=zarr,file"]
+                print("$ " + " ".join(command[:3]) + f" 'file://{root}#mode=zarr,file'")
+                out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+                print(out.stdout.split("data:", 1)[-1].strip())
+                values = subprocess.run(["ncdump", "-v", "t2m", command[-1]], capture_output=True, text=True,
+                                        timeout=300).stdout
+                printed = np.array([float(v) for v in values.split("t2m =", 2)[-1].split(";")[0].split(",")])
+                if out.returncode or not np.allclose(printed, expected.ravel(), rtol=1e-6, atol=0):
+                    print("MISMATCH: ncdump through the decoded view differs from h5py on the originals")
+                    return 1
+                print(f"ncdump -v t2m printed {printed.size} values, each equal to h5py's on the originals")
+            print(f"unmounted {mountpoint}")
     return 0

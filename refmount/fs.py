@@ -18,7 +18,7 @@ import threading
 from typing import Callable
 
 from .errors import FetchError
-from .index import Dir, Index, Inline, Range, Ref, Whole
+from .index import Decoded, Dir, Index, Inline, Range, Ref, Whole
 from .prefetch import Prefetcher
 from .reader import Reader
 
@@ -320,6 +320,9 @@ class RefFS:
         source = sources[0][1] if len(sources) == 1 else dict(sources).get(key.partition("/")[0])
         if source is not None:
             values["source"] = source
+        if isinstance(node, Decoded):
+            values["view"] = "decoded"
+            node = node.source
         if isinstance(node, Inline):
             values.update(kind="inline", length=str(len(node.data)))
         elif isinstance(node, Range):

@@ -39,7 +39,17 @@ class Whole:
     url: str
 
 
-Ref = Inline | Range | Whole
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The chunk at ``source`` as a view serves it: decoded by ``codec`` (an object with
+    ``nbytes`` and ``decode(raw) -> bytes``, one per array, compared by identity)."""
+
+    source: "Inline | Range | Whole"
+    codec: object
+
+
+Ref = Inline | Range | Whole | Decoded
+METADATA_NAMES = (".zgroup", ".zattrs", ".zarray", "zarr.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,19 @@ class Index:
     def items(self) -> Iterator[tuple[str, Ref]]:
         """Every file with its reference, in key order (for ``inspect`` and tests)."""
         raise NotImplementedError
+
+    def metadata_keys(self) -> Iterator[str]:
+        """Keys of Zarr metadata files (``METADATA_NAMES``). This default walks the tree;
+        indexes that know their directories avoid listing chunk files."""
+        stack = [""]
+        while stack:
+            directory = stack.pop()
+            for name, is_dir in self.listdir(directory):
+                path = f"{directory}/{name}" if directory else name
+                if is_dir:
+                    stack.append(path)
+                elif name in METADATA_NAMES:
+                    yield path
 
     def urls(self) -> Iterator[str]:
         """Distinct origin URLs known without expensive work (to check origins at mount)."""
@@ -261,6 +284,13 @@ class CompactIndex(Index):
     def urls(self) -> Iterator[str]:
         return iter(self._urls)
 
+    def metadata_keys(self) -> Iterator[str]:
+        for directory in sorted(self._dirs):
+            for name in METADATA_NAMES:
+                key = f"{directory}/{name}" if directory else name
+                if self._find(key) is not None:
+                    yield key
+
     def __len__(self) -> int:
         return self._n
 
@@ -319,6 +349,11 @@ class Union(Index):
     def urls(self) -> Iterator[str]:
         for member in self.members.values():
             yield from member.urls()
+
+    def metadata_keys(self) -> Iterator[str]:
+        for name, member in self.members.items():
+            for key in member.metadata_keys():
+                yield f"{name}/{key}"
 
 
 def build_index(entries: Iterable[tuple[str, Ref]], mtime_ns: int = 0) -> CompactIndex:

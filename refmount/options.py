@@ -139,3 +139,5 @@ class MountOptions:
     disk_cache_size: int | None = None
     allow_origin: list[str] = field(default_factory=list)
     xattrs: bool = True
+    view: str = "raw"
+    views: dict[str, str] = field(default_factory=dict)  # per source name, over ``view``

@@ -9,7 +9,7 @@ import threading
 
 from cachetools import LRUCache
 
-from .index import Index, Range
+from .index import Decoded, Index, Range
 from .order import ChunkOrder
 from .reader import Reader
 
@@ -49,10 +49,15 @@ class Prefetcher:
             self._streams[directory] = (n if last is None else max(n, last), window)
         if not window:
             return
-        segments = []
+        segments, decoded = [], []
         for next_path in order.after(path, window):
             ref = tree.node(next_path)
+            if isinstance(ref, Decoded):
+                decoded.append(ref)
+                ref = ref.source
             if isinstance(ref, Range) and ref.length <= self.reader.whole_limit:
                 segments.append(self.reader.segment(ref, ref.length, 0))
         if segments:
             self.reader.fetch_ahead(segments)
+        if decoded:
+            self.reader.decode_ahead(decoded)

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from .cache import MemoryCache
 from .disk import DiskCache
 from .fetch import Origins
-from .index import Inline, Range, Ref
+from .errors import FetchError
+from .index import Decoded, Inline, Range, Ref
 
 log = logging.getLogger("refmount.reader")
 
@@ -60,6 +61,8 @@ class Reader:
             return len(ref.data)
         if isinstance(ref, Range):
             return ref.length
+        if isinstance(ref, Decoded):
+            return ref.codec.nbytes
         return self.origins.size(ref.url)
 
     def block_of(self, ref: Ref, size: int) -> int:
@@ -97,6 +100,9 @@ class Reader:
         """Bytes ``[offset, offset+length)`` of the file, clamped to its size."""
         if isinstance(ref, Inline):
             return ref.data[offset : offset + length]
+        if isinstance(ref, Decoded):  # the whole chunk, decoded once and cached decoded
+            data = self.cache.get((ref.codec, ref.source), lambda: self._decode(ref))
+            return data[offset : offset + length]
         if size is None:
             size = self.size(ref)
         end = min(offset + length, size)
@@ -118,6 +124,32 @@ class Reader:
             lo = b * block
             parts.append(data[max(offset - lo, 0) : end - lo])
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _decode(self, ref: Decoded) -> bytes:
+        source = ref.source
+        raw = source.data if isinstance(source, Inline) else self.read(source, 0, self.size(source))
+        try:
+            data = ref.codec.decode(raw)
+        except FetchError:
+            raise
+        except Exception as exc:
+            raise FetchError(f"cannot decode a chunk of {getattr(ref.codec, 'path', '?')}: {type(exc).__name__}: {exc}") from exc
+        self.stats.add("decoded_chunks")
+        return data
+
+    def decode_ahead(self, refs: list[Decoded]) -> None:
+        """Decode chunks on the pool (their raw bytes are being fetched ahead): readers find
+        them decoded, and decoding uses more than one core."""
+        for ref in refs:
+            key = (ref.codec, ref.source)
+            if self.cache.claim(key):
+                self._pool.submit(self._decode_into_cache, key, ref)
+
+    def _decode_into_cache(self, key, ref: Decoded) -> None:
+        try:
+            self.cache.fulfil(key, self._decode(ref))
+        except Exception as exc:
+            self.cache.fail(key, exc)
 
     # -- fetching ahead ---------------------------------------------------------------
     def _plan(self, segments: list[Segment]) -> list[list[Segment]]:

@@ -26,7 +26,7 @@ from .policy import OriginPolicy
 
 log = logging.getLogger("refmount")
 
-RELOADABLE = {"sources", "allow_origin"}
+RELOADABLE = {"sources", "allow_origin", "view", "views"}
 
 
 class Reloader:
@@ -77,7 +77,8 @@ class Reloader:
             tree.mtime_ns = max(time.time_ns(), self.fs.tree.mtime_ns + 1)  # kernel drops cached pages
             self.origins.policy = policy
             self.fs.swap(tree, new.sources)
-            self.opts.sources, self.opts.allow_origin = new.sources, new.allow_origin
+            for name in RELOADABLE:
+                setattr(self.opts, name, getattr(new, name))
             self.count += 1
             log.info("reloaded %s in %.2f s", ", ".join(src for _, src in new.sources), time.monotonic() - began)
             ok = True

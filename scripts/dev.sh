@@ -12,6 +12,13 @@ apt_packages=()
 command -v fusermount3 >/dev/null 2>&1 || apt_packages+=(fuse3)
 command -v getfattr >/dev/null 2>&1 || apt_packages+=(attr)
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
+# legacy C clients read through the decoded view: the demo shows ncdump, the tests run both
+if [ "$what" = demo ] || [ "$what" = test ]; then
+    command -v ncdump >/dev/null 2>&1 || apt_packages+=(netcdf-bin)
+fi
+if [ "$what" = test ]; then
+    command -v gdal_translate >/dev/null 2>&1 || apt_packages+=(gdal-bin)
+fi
 if [ "$what" = bench ]; then  # the fsspec FUSE baseline runs on fusepy, which needs libfuse2
     extras=bench
     ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || apt_packages+=(libfuse2)

@@ -186,6 +186,9 @@ class ParquetIndex(Index):
                 if ref is not None:
                     yield (f"{path}/{name}" if path else name), ref
 
+    def metadata_keys(self) -> Iterator[str]:
+        return self.meta.metadata_keys()
+
     def urls(self) -> Iterator[str]:
         """URLs known cheaply (for origin checks): those in the first record file found."""
         seen = set()

@@ -1,0 +1,204 @@
+"""The decoded view: every array's chunks served decoded, for readers with fixed codec support.
+
+Measured (``legacy-clients.md``): GDAL 3.6 refuses the shuffle filter, Debian's ``ncdump``
+prints wrong values with exit 0 for anything compressed or big-endian. Here each array's
+``.zarray`` says ``compressor: null``, ``filters: null``, a little-endian dtype and C order
+(same shape, chunks, fill value; ``.zattrs`` untouched), and each chunk file is the decoded
+chunk: exactly ``prod(chunks) * itemsize`` bytes, known without decoding. Missing chunks stay
+missing (the fill value). A root ``.zmetadata`` is synthesized from the view's own metadata.
+
+Arrays whose codecs numcodecs cannot provide stay listed, and their chunk files fail with EIO
+(one log line at mount, one per failed read) -- never garbage. Arrays of variable-length
+strings are left out with one warning: their fixed width is unknown until every chunk is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import FetchError
+from ..index import Decoded, Dir, Index, Inline, Ref
+
+log = logging.getLogger("refmount.views")
+
+
+class LeftOut(Exception):
+    """An array the decoded view cannot represent."""
+
+
+def _dtype(spec) -> np.dtype:
+    if isinstance(spec, list):
+        return np.dtype([tuple(field) for field in spec])
+    return np.dtype(spec)
+
+
+def _dtype_json(dtype: np.dtype):
+    return [list(field) for field in dtype.descr] if dtype.fields else dtype.str
+
+
+class ArrayCodec:
+    """How one array's chunks are decoded, and its ``.zarray`` in the view."""
+
+    def __init__(self, path: str, zarray: dict):
+        self.path = path
+        self.dtype = _dtype(zarray["dtype"])
+        if self.dtype.hasobject:
+            raise LeftOut(f"dtype {zarray['dtype']!r} (variable-length) has no fixed width to serve")
+        self.out_dtype = self.dtype.newbyteorder("<")
+        self.chunks = tuple(int(c) for c in zarray["chunks"])
+        self.order = zarray.get("order", "C")
+        if self.order not in ("C", "F"):
+            raise LeftOut(f"order {self.order!r}")
+        self.nbytes = math.prod(self.chunks) * self.out_dtype.itemsize
+        filters = zarray.get("filters") or []
+        compressor = zarray.get("compressor")
+        self.error: str | None = None
+        self.filters, self.compressor = [], None
+        try:
+            import numcodecs
+
+            for spec in filters:
+                self.filters.append(_codec(numcodecs, spec))
+            if compressor:
+                self.compressor = _codec(numcodecs, compressor)
+        except LeftOut as exc:
+            self.error = str(exc)
+        self.identity = not filters and not compressor and self.order == "C" and self.dtype == self.out_dtype
+        view = dict(zarray, compressor=None, filters=None, dtype=_dtype_json(self.out_dtype), order="C")
+        self.zarray = json.dumps(view, indent=2, sort_keys=True).encode()
+
+    def decode(self, raw: bytes) -> bytes:
+        if self.error is not None:
+            raise FetchError(f"decoded view of {self.path}: {self.error}")
+        from numcodecs.compat import ensure_ndarray_like
+
+        buf = raw
+        if self.compressor is not None:
+            buf = self.compressor.decode(buf)
+        for codec in reversed(self.filters):
+            buf = codec.decode(buf)
+        arr = ensure_ndarray_like(buf).reshape(-1, order="A")
+        expected = math.prod(self.chunks)
+        try:
+            if arr.dtype != self.dtype:
+                arr = arr.view(self.dtype)
+        except ValueError:
+            arr = None
+        if arr is None or arr.size != expected:
+            size = len(memoryview(buf).cast("B")) if arr is None else arr.nbytes
+            raise FetchError(
+                f"decoded view of {self.path}: a chunk decoded to {size} bytes, expected {expected * self.dtype.itemsize}"
+            )
+        arr = arr.reshape(self.chunks, order=self.order)
+        return np.ascontiguousarray(arr, dtype=self.out_dtype).tobytes()
+
+
+def _codec(numcodecs, spec):
+    if not isinstance(spec, dict) or "id" not in spec:
+        raise LeftOut(f"codec {spec!r} is not a codec description")
+    try:
+        return numcodecs.get_codec(dict(spec))
+    except Exception as exc:
+        raise LeftOut(f"codec {spec['id']!r} cannot be decoded here ({exc})") from None
+
+
+class DecodedView(Index):
+    def __init__(self, tree: Index):
+        self.tree = tree
+        self.mtime_ns = tree.mtime_ns
+        self.arrays: dict[str, ArrayCodec] = {}
+        self.hidden: set[str] = set()
+        metadata: dict[str, bytes] = {}
+        for key in tree.metadata_keys():
+            parent, _, name = key.rpartition("/")
+            node = tree.node(key)
+            if name == "zarr.json" or not isinstance(node, Inline):
+                continue  # Zarr v3 (its own view), or metadata that is not in the references
+            if name == ".zarray":
+                try:
+                    codec = ArrayCodec(parent, json.loads(node.data))
+                except LeftOut as exc:
+                    log.warning("decoded view: array %s left out: %s", parent or "/", exc)
+                    self.hidden.add(parent)
+                    continue
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("decoded view: array %s left out: unreadable .zarray (%s)", parent or "/", exc)
+                    self.hidden.add(parent)
+                    continue
+                if codec.error is not None:
+                    log.error("decoded view: array %s will fail with EIO: %s", parent or "/", codec.error)
+                if not codec.identity:
+                    self.arrays[parent] = codec
+                metadata[key] = codec.zarray
+            else:
+                metadata[key] = node.data
+        for key in list(metadata):
+            if self._is_hidden(key.rpartition("/")[0]):
+                del metadata[key]
+        self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
+        consolidated = {}
+        for key, data in sorted(metadata.items()):
+            try:
+                consolidated[key] = json.loads(data)
+            except ValueError:
+                log.warning("decoded view: %s is not JSON; not in .zmetadata", key)
+        self.zmetadata = json.dumps({"metadata": consolidated, "zarr_consolidated_format": 1}, indent=1).encode()
+
+    def _is_hidden(self, path: str) -> bool:
+        if not self.hidden:
+            return False
+        while True:
+            if path in self.hidden:
+                return True
+            if not path:
+                return False
+            path = path.rpartition("/")[0]
+
+    def node(self, path: str) -> Ref | Dir | None:
+        if path == ".zmetadata":
+            return Inline(self.zmetadata)
+        if self._is_hidden(path):
+            return None
+        node = self.tree.node(path)
+        if isinstance(node, Dir):
+            hidden = self._hidden_children.get(path)
+            return Dir(node.nlink - hidden) if hidden else node
+        if node is None:
+            return None
+        parent, _, name = path.rpartition("/")
+        if name == ".zmetadata":
+            return None  # consolidated metadata of the raw form would describe encoded chunks
+        codec = self.arrays.get(parent)
+        if codec is None or name in (".zattrs", ".zgroup"):
+            return node
+        if name == ".zarray":
+            return Inline(codec.zarray)
+        return Decoded(node, codec)
+
+    def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
+        prefix = f"{path}/" if path else ""
+        for name, is_dir in self.tree.listdir(path):
+            if name == ".zmetadata" or (is_dir and self._is_hidden(prefix + name)):
+                continue
+            yield name, is_dir
+        if not path:
+            yield ".zmetadata", False
+
+    def items(self) -> Iterator[tuple[str, Ref]]:
+        yield ".zmetadata", Inline(self.zmetadata)
+        for key, _ in self.tree.items():
+            node = self.node(key)
+            if node is not None and not isinstance(node, Dir):
+                yield key, node
+
+    def urls(self) -> Iterator[str]:
+        return self.tree.urls()
+
+    def metadata_keys(self) -> Iterator[str]:
+        return (key for key in self.tree.metadata_keys() if not self._is_hidden(key.rpartition("/")[0]))

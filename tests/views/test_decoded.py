@@ -1,0 +1,199 @@
+"""The decoded view, read by the real legacy clients (Debian's ncdump and GDAL) and by zarr."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from refmount.index import Decoded, build_index, Inline, Range
+from refmount.views.decoded import DecodedView
+
+NT, NY, NX = 4, 12, 20
+FILL = -9999.0
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """One NetCDF4 file (h5py): a shuffle+zlib field, a time coordinate, a sparse array with a
+    fill value and never-written chunks, a big-endian array; its kerchunk references."""
+    h5py = pytest.importorskip("h5py")
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    directory = tmp_path_factory.mktemp("legacy")
+    path = directory / "era.nc"
+    rng = np.random.default_rng(1)
+    values = {}
+    with h5py.File(path, "w") as f:
+        time = f.create_dataset("time", data=np.arange(NT, dtype="i8") * 6)
+        time.attrs["units"] = "hours since 2024-01-01"
+        lat = f.create_dataset("lat", data=np.linspace(-60, 60, NY, dtype="f4"))
+        lon = f.create_dataset("lon", data=np.linspace(0, 342, NX, dtype="f4"))
+        for d in (time, lat, lon):
+            d.make_scale(d.name[1:])
+        t2m = (250 + 40 * rng.random((NT, NY, NX))).astype("f4")
+        ds = f.create_dataset("t2m", data=t2m, chunks=(1, NY, NX), compression="gzip", shuffle=True)
+        sparse = f.create_dataset("sparse", shape=(NT, NY, NX), dtype="f4", chunks=(1, NY, NX), fillvalue=FILL,
+                                  compression="gzip", shuffle=True)
+        sparse[1] = t2m[1] - 250  # chunks 0, 2 and 3 are never written
+        be = f.create_dataset("be", data=(t2m[0] * 2).astype(">f4"))
+        for d in (ds, sparse):
+            for axis, name in enumerate(("time", "lat", "lon")):
+                d.dims[axis].attach_scale(f[name])
+        for axis, name in enumerate(("lat", "lon")):
+            be.dims[axis].attach_scale(f[name])
+        for name in ("time", "lat", "lon", "t2m", "sparse", "be"):
+            values[name] = f[name][...]
+    refs = SingleHdf5ToZarr(str(path), inline_threshold=0).translate()
+    refs_path = directory / "refs.json"
+    refs_path.write_text(json.dumps(refs))
+    return refs_path, refs, values
+
+
+@pytest.fixture(scope="module")
+def decoded(archive, tmp_path_factory):
+    import refmount
+    from tests.conftest import TRUSTED
+
+    refs_path, _, _ = archive
+    directory = tmp_path_factory.mktemp("mnt")
+    (directory / "mnt").mkdir()
+    with refmount.mounted(str(refs_path), str(directory / "mnt"), view="decoded", allow_origin=TRUSTED,
+                          log_file=str(directory / "log")) as root:
+        yield root
+
+
+def _ncdump(root: str, variable: str) -> list:
+    out = subprocess.run(["ncdump", "-v", variable, f"file://{root}#mode=zarr,file"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    body = out.split("data:", 1)[1]
+    match = re.search(rf"\b{variable} =\s*(.*?);", body, re.S)
+    return [None if v.strip() == "_" else float(v) for v in match.group(1).split(",")]
+
+
+def _needs(tool: str) -> None:
+    assert shutil.which(tool), f"{tool} is missing (scripts/dev.sh installs netcdf-bin and gdal-bin)"
+
+
+def test_ncdump_prints_what_h5py_reads(decoded, archive):
+    _needs("ncdump")
+    _, _, values = archive
+    t2m = _ncdump(decoded, "t2m")
+    assert np.allclose(t2m, values["t2m"].ravel(), rtol=1e-6, atol=0)  # ncdump prints 7 digits
+    assert _ncdump(decoded, "time") == values["time"].tolist()
+    be = _ncdump(decoded, "be")  # big-endian in the original: Debian's ncdump would byte-swap it
+    assert np.allclose(be, values["be"].ravel(), rtol=1e-6, atol=0)
+    sparse = [FILL if v is None else v for v in _ncdump(decoded, "sparse")]  # "_" where it marks fill
+    expected = values["sparse"].ravel()
+    assert (expected == FILL).sum() == 3 * NY * NX  # three never-written chunks read as the fill value
+    assert np.allclose(sparse, expected, rtol=1e-6, atol=1e-5)
+
+
+def test_gdal_statistics_equal_numpy(decoded, archive, tmp_path):
+    _needs("gdal_translate")
+    _, _, values = archive
+    tif = tmp_path / "slice.tif"
+    result = subprocess.run(["gdal_translate", "-q", f'ZARR:"{decoded}":/t2m:2', str(tif)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    info = subprocess.run(["gdalinfo", "-stats", str(tif)], capture_output=True, text=True, check=True).stdout
+    stats = {k: float(v) for k, v in re.findall(r"STATISTICS_(\w+)=([-\d.eE+]+)", info)}
+    plane = values["t2m"][2].astype("f8")
+    assert math.isclose(stats["MEAN"], plane.mean(), rel_tol=1e-6)
+    assert math.isclose(stats["MINIMUM"], plane.min(), rel_tol=1e-6)
+    assert math.isclose(stats["MAXIMUM"], plane.max(), rel_tol=1e-6)
+    assert math.isclose(stats["STDDEV"], plane.std(), rel_tol=1e-5)
+
+
+def test_chunks_are_numcodecs_decodes_with_exact_sizes(decoded, archive):
+    import numcodecs
+
+    _, refs, values = archive
+    zarray = json.loads(refs["refs"]["t2m/.zarray"])
+    assert [f["id"] for f in zarray["filters"]] == ["shuffle", "zlib"]
+    view_zarray = json.loads(open(os.path.join(decoded, "t2m", ".zarray")).read())
+    assert view_zarray["compressor"] is None and view_zarray["filters"] is None
+    assert view_zarray["dtype"] == "<f4" and view_zarray["chunks"] == zarray["chunks"]
+    assert view_zarray["fill_value"] == zarray["fill_value"] and view_zarray["shape"] == zarray["shape"]
+    codecs = [numcodecs.get_codec(f) for f in zarray["filters"]]
+    for i in range(NT):
+        url, offset, length = refs["refs"][f"t2m/{i}.0.0"]
+        with open(url.replace("file://", ""), "rb") as f:
+            f.seek(offset)
+            raw = f.read(length)
+        for codec in reversed(codecs):
+            raw = codec.decode(raw)
+        chunk = os.path.join(decoded, "t2m", f"{i}.0.0")
+        assert os.stat(chunk).st_size == NY * NX * 4
+        with open(chunk, "rb") as f:
+            assert f.read() == bytes(raw) == values["t2m"][i].tobytes()
+    be = os.path.join(decoded, "be", "0.0")
+    assert json.loads(open(os.path.join(decoded, "be", ".zarray")).read())["dtype"] == "<f4"
+    assert open(be, "rb").read() == values["be"].astype("<f4").tobytes()
+    assert not os.path.exists(os.path.join(decoded, "sparse", "0.0.0"))  # still missing: fill value
+
+
+def test_consolidated_metadata_opens_with_zarr(decoded, archive):
+    import xarray as xr
+
+    _, _, values = archive
+    meta = json.loads(open(os.path.join(decoded, ".zmetadata")).read())
+    assert meta["zarr_consolidated_format"] == 1
+    assert meta["metadata"]["t2m/.zarray"]["filters"] is None
+    assert "sparse/.zattrs" in meta["metadata"] and ".zgroup" in meta["metadata"]
+    ds = xr.open_zarr(decoded, consolidated=True, mask_and_scale=False)
+    np.testing.assert_array_equal(ds["t2m"].values, values["t2m"])
+    np.testing.assert_array_equal(ds["sparse"].values, values["sparse"])
+    np.testing.assert_array_equal(ds["be"].values, values["be"])
+
+
+def _view(refs: dict[str, object]) -> DecodedView:
+    entries = [(k, Inline(json.dumps(v).encode()) if isinstance(v, dict) else v) for k, v in refs.items()]
+    return DecodedView(build_index(entries))
+
+
+def test_unknown_codec_fails_with_eio_and_vlen_strings_are_left_out(tmp_path, mount, caplog):
+    import numcodecs
+
+    good = np.arange(6, dtype="<i4")
+    raw = numcodecs.Zlib(1).encode(good.tobytes())
+    (tmp_path / "blob").write_bytes(raw)
+    base = {"zarr_format": 2, "shape": [6], "chunks": [6], "fill_value": 0, "order": "C", "filters": None}
+    refs = {
+        ".zgroup": {"zarr_format": 2},
+        "good/.zarray": dict(base, dtype="<i4", compressor={"id": "zlib", "level": 1}),
+        "good/0": Range(str(tmp_path / "blob"), 0, len(raw)),
+        "odd/.zarray": dict(base, dtype="<i4", compressor={"id": "no-such-codec"}),
+        "odd/0": Range(str(tmp_path / "blob"), 0, len(raw)),
+        "names/.zarray": dict(base, dtype="|O", compressor=None, filters=[{"id": "vlen-utf8"}]),
+        "names/.zattrs": {"_ARRAY_DIMENSIONS": ["x"]},
+        "names/0": Range(str(tmp_path / "blob"), 0, len(raw)),
+    }
+    with caplog.at_level("WARNING", logger="refmount.views"):
+        view = _view(refs)
+    assert [r.getMessage() for r in caplog.records if "names" in r.getMessage()] == [
+        "decoded view: array names left out: dtype '|O' (variable-length) has no fixed width to serve"
+    ]
+    assert any("odd will fail with EIO" in r.getMessage() and "no-such-codec" in r.getMessage() for r in caplog.records)
+    assert view.node("names") is None and view.node("names/0") is None
+    assert sorted(n for n, _ in view.listdir("")) == [".zgroup", ".zmetadata", "good", "odd"]
+    assert "names/.zattrs" not in json.loads(view.node(".zmetadata").data)["metadata"]
+    assert isinstance(view.node("good/0"), Decoded) and view.node(".zgroup") == Inline(b'{"zarr_format": 2}')
+
+    refs_file = tmp_path / "refs.json"
+    encoded = {k: (json.dumps(v) if isinstance(v, dict) else [v.url, v.offset, v.length]) for k, v in refs.items()}
+    refs_file.write_text(json.dumps({"version": 1, "refs": encoded}))
+    with mount(str(refs_file), view="decoded") as root:
+        assert open(os.path.join(root, "good", "0"), "rb").read() == good.tobytes()
+        with pytest.raises(OSError) as err:
+            open(os.path.join(root, "odd", "0"), "rb").read()
+        assert err.value.errno == 5  # EIO, never garbage
+        assert sorted(os.listdir(root)) == [".zgroup", ".zmetadata", "good", "odd"]
+    log = (tmp_path / "refmount.log").read_text()
+    assert "no-such-codec" in log and "odd/0" in log
