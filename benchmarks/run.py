@@ -271,6 +271,35 @@ def bench_dataset(work: Path, args) -> None:
         row("xarray on the plain local Zarr copy", f"{local:.0f} MB/s", f"P3 ratio {p3 / local:.2f} (target >= 0.9)")
     finally:
         origin.close()
+    bench_legacy(work, local_refs, runs)
+
+
+def bench_legacy(work: Path, refs: Path, runs: int) -> None:
+    """P8: netCDF-C (nccopy reads every variable) through the decoded view, against the same
+    client on a plain local Zarr copy of that view (what a site would otherwise have to make)."""
+    print("\nP8: netCDF-C reading everything (nccopy), decoded view vs a plain local decoded copy")
+    if not shutil.which("nccopy"):
+        row("nccopy", "skipped", "apt-get install netcdf-bin")
+        return
+    mnt = str(work / "mnt")
+    copy = work / "decoded.zarr"
+    with refmount_mount(str(refs), mnt, "--view", "decoded"):
+        shutil.copytree(mnt, copy)
+    size = sum(f.stat().st_size for f in copy.rglob("*") if f.is_file())
+
+    def nccopy(root: str) -> float:
+        out = work / "out.nc"
+        out.unlink(missing_ok=True)
+        return timed(["nccopy", f"file://{root}#mode=zarr,file", str(out)])
+
+    def through_view() -> float:
+        with refmount_mount(str(refs), mnt, "--view", "decoded"):  # a fresh mount: every chunk decoded
+            return nccopy(mnt)
+
+    view = statistics.median(size / through_view() / 1e6 for _ in range(runs))
+    local = statistics.median(size / nccopy(str(copy)) / 1e6 for _ in range(runs))
+    row("nccopy through --view decoded (cold)", f"{view:.0f} MB/s", f"{size / 1e6:.0f} MB decoded")
+    row("nccopy of the plain local decoded copy", f"{local:.0f} MB/s", f"ratio {view / local:.2f}")
 
 
 def _fusepy_available() -> bool:
@@ -382,7 +411,7 @@ def main() -> None:
     p.add_argument("--times", type=int, default=12, help="fields per file")
     p.add_argument("--latency", type=float, default=0.02, help="seconds per HTTP request")
     p.add_argument("--runs", type=int, default=3, help="runs per measurement (the median is shown)")
-    p.add_argument("--only", choices=["dataset", "million", "parquet"], help="one part only")
+    p.add_argument("--only", choices=["dataset", "legacy", "million", "parquet"], help="one part only (legacy: P8 alone)")
     p.add_argument("--keep", help="work directory to keep")
     args = p.parse_args()
     args.ny, args.nx = (181, 360) if args.quick else (721, 1440)
@@ -393,6 +422,11 @@ def main() -> None:
     try:
         if args.only in (None, "dataset"):
             bench_dataset(work, args)
+        if args.only == "legacy":
+            (work / "originals").mkdir()
+            paths = write_archive(str(work / "originals"), files=args.files, nt=args.times, ny=args.ny, nx=args.nx)
+            (work / "local.json").write_text(json.dumps(make_references(paths)))
+            bench_legacy(work, work / "local.json", args.runs)
         if args.only in (None, "million"):
             bench_million_keys(work)
         if args.only in (None, "parquet"):
