@@ -1,22 +1,30 @@
 """Views: other faces of the same index. ``raw`` is the index itself (the Zarr store as the
-references describe it); ``decoded`` serves every chunk decoded, for readers with fixed codec
-support (Debian's netCDF-C and GDAL)."""
+references describe it); ``v2`` shows Zarr v3 parts as Zarr v2 (chunks unchanged); ``decoded``
+is the v2 form with every chunk decoded, for readers with fixed codec support (Debian's
+netCDF-C and GDAL)."""
 
 from __future__ import annotations
 
 from ..errors import RefmountError
 from ..index import Index
 
-VIEWS = ("raw", "decoded")
+VIEWS = ("raw", "v2", "decoded")
 
 
 def apply_view(tree: Index, view: str) -> Index:
     if view == "raw":
         return tree
+    if view in ("v2", "decoded"):
+        from .v2 import V2View, has_v3
+
+        if has_v3(tree):
+            tree = V2View(tree)
     if view == "decoded":
         from .decoded import DecodedView
 
         return DecodedView(tree)
+    if view == "v2":
+        return tree
     raise RefmountError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
 
 

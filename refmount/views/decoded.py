@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import FetchError
 from ..index import Decoded, Dir, Index, Inline, Ref
+from .consolidated import consolidate
 
 log = logging.getLogger("refmount.views")
 
@@ -114,41 +115,31 @@ class DecodedView(Index):
         self.mtime_ns = tree.mtime_ns
         self.arrays: dict[str, ArrayCodec] = {}
         self.hidden: set[str] = set()
-        metadata: dict[str, bytes] = {}
+        keys = []
         for key in tree.metadata_keys():
             parent, _, name = key.rpartition("/")
             node = tree.node(key)
             if name == "zarr.json" or not isinstance(node, Inline):
-                continue  # Zarr v3 (its own view), or metadata that is not in the references
-            if name == ".zarray":
-                try:
-                    codec = ArrayCodec(parent, json.loads(node.data))
-                except LeftOut as exc:
-                    log.warning("decoded view: array %s left out: %s", parent or "/", exc)
-                    self.hidden.add(parent)
-                    continue
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("decoded view: array %s left out: unreadable .zarray (%s)", parent or "/", exc)
-                    self.hidden.add(parent)
-                    continue
-                if codec.error is not None:
-                    log.error("decoded view: array %s will fail with EIO: %s", parent or "/", codec.error)
-                if not codec.identity:
-                    self.arrays[parent] = codec
-                metadata[key] = codec.zarray
-            else:
-                metadata[key] = node.data
-        for key in list(metadata):
-            if self._is_hidden(key.rpartition("/")[0]):
-                del metadata[key]
-        self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
-        consolidated = {}
-        for key, data in sorted(metadata.items()):
+                continue  # Zarr v3 (the v2 view comes first), or metadata not in the references
+            keys.append(key)
+            if name != ".zarray":
+                continue
             try:
-                consolidated[key] = json.loads(data)
-            except ValueError:
-                log.warning("decoded view: %s is not JSON; not in .zmetadata", key)
-        self.zmetadata = json.dumps({"metadata": consolidated, "zarr_consolidated_format": 1}, indent=1).encode()
+                codec = ArrayCodec(parent, json.loads(node.data))
+            except LeftOut as exc:
+                log.warning("decoded view: array %s left out: %s", parent or "/", exc)
+                self.hidden.add(parent)
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("decoded view: array %s left out: unreadable .zarray (%s)", parent or "/", exc)
+                self.hidden.add(parent)
+                continue
+            if codec.error is not None:
+                log.error("decoded view: array %s will fail with EIO: %s", parent or "/", codec.error)
+            if not codec.identity:
+                self.arrays[parent] = codec
+        self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
+        self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k.rpartition("/")[0])])
 
     def _is_hidden(self, path: str) -> bool:
         if not self.hidden:

@@ -1,0 +1,134 @@
+"""The Zarr v2 view of Zarr v3 trees, read by zarr (v2), Debian's ncdump and GDAL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from refmount.index import Inline, Range, build_index
+from refmount.views.v2 import ArrayV3, V2View
+from tests.views.test_decoded import _ncdump, _needs
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A Zarr v3 store written by zarr-python 3, and a reference set over its files."""
+    zarr = pytest.importorskip("zarr")
+    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdCodec
+
+    directory = tmp_path_factory.mktemp("v3")
+    path = directory / "store.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs["title"] = "v3 test"
+    rng = np.random.default_rng(2)
+    arrays = {
+        "t2m": (250 + 40 * rng.random((3, 8, 10))).astype("f4"),
+        "count": np.arange(12, dtype="i8"),
+        "group/inner/depth": rng.random((6, 5)),
+        "grid": np.arange(20, dtype="i2").reshape(4, 5),
+        "blob": rng.integers(0, 1000, (9,)).astype("u4"),
+    }
+    t2m = root.create_array("t2m", shape=(3, 8, 10), chunks=(1, 8, 10), dtype="f4", fill_value=-1.0,
+                            serializer=BytesCodec(endian="big"), compressors=GzipCodec(level=3),
+                            dimension_names=["time", "y", "x"])
+    t2m[:] = arrays["t2m"]
+    t2m.attrs["units"] = "K"
+    root.create_array("count", shape=(12,), chunks=(5,), dtype="i8", compressors=None,
+                      dimension_names=["n"])[:] = arrays["count"]
+    inner = root.create_group("group").create_group("inner")
+    inner.attrs["level"] = 2
+    inner.create_array("depth", shape=(6, 5), chunks=(3, 5), dtype="f8", compressors=ZstdCodec(level=1),
+                       chunk_key_encoding={"name": "v2", "separator": "."}, dimension_names=["a", "b"])[:] = arrays["group/inner/depth"]
+    root.create_array("grid", shape=(4, 5), chunks=(2, 5), dtype="i2", filters=[TransposeCodec(order=(1, 0))],
+                      compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=2),
+                      dimension_names=["r", "c"])[:] = arrays["grid"]
+    root.create_array("blob", shape=(9,), chunks=(3,), shards=(9,), dtype="u4")[:] = arrays["blob"]
+    refs = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            key = os.path.relpath(full, path)
+            refs[key] = open(full).read() if name == "zarr.json" else [full, 0, os.path.getsize(full)]
+    refs_path = directory / "refs.json"
+    refs_path.write_text(json.dumps({"version": 1, "refs": refs}))
+    return refs_path, arrays
+
+
+def test_v2_view_reads_as_zarr_v2(store, mount, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    refs, arrays = store
+    with mount(str(refs), view="v2") as root:
+        assert sorted(os.listdir(root)) == [".zattrs", ".zgroup", ".zmetadata", "count", "grid", "group", "t2m"]  # blob: sharded
+        assert sorted(os.listdir(os.path.join(root, "t2m"))) == [".zarray", ".zattrs", "0.0.0", "1.0.0", "2.0.0"]
+        assert sorted(os.listdir(os.path.join(root, "group", "inner", "depth"))) == [".zarray", ".zattrs", "0.0", "1.0"]
+        meta = json.loads(open(os.path.join(root, "t2m", ".zarray")).read())
+        assert meta["dtype"] == ">f4" and meta["compressor"] == {"id": "gzip", "level": 3} and meta["fill_value"] == -1.0
+        assert json.loads(open(os.path.join(root, "grid", ".zarray")).read())["order"] == "F"
+        group = zarr.open_group(root, mode="r", zarr_format=2)
+        for name, values in arrays.items():
+            if name != "blob":
+                np.testing.assert_array_equal(group[name][...], values)
+        assert dict(group["t2m"].attrs) == {"units": "K", "_ARRAY_DIMENSIONS": ["time", "y", "x"]}
+        assert group.attrs["title"] == "v3 test" and group["group/inner"].attrs["level"] == 2
+        assert not os.path.exists(os.path.join(root, "t2m", "c")) and not os.path.exists(os.path.join(root, "zarr.json"))
+    log = (tmp_path / "refmount.log").read_text()
+    assert log.count("v2 view: blob left out") == 1 and "sharding_indexed" in log
+
+
+def test_decoded_view_of_v3_reads_in_ncdump_and_gdal(store, mount, tmp_path):
+    _needs("ncdump")
+    _needs("gdal_translate")
+    refs, arrays = store
+    with mount(str(refs), view="decoded") as root:
+        assert np.allclose(_ncdump(root, "t2m"), arrays["t2m"].ravel(), rtol=1e-6, atol=0)
+        assert _ncdump(root, "count") == arrays["count"].tolist()
+        assert _ncdump(root, "grid") == arrays["grid"].ravel().tolist()
+        tif = tmp_path / "t2m1.tif"
+        subprocess.run(["gdal_translate", "-q", f'ZARR:"{root}":/t2m:1', str(tif)], check=True, timeout=120)
+        info = subprocess.run(["gdalinfo", "-stats", str(tif)], capture_output=True, text=True, check=True).stdout
+        mean = float(re.search(r"STATISTICS_MEAN=([-\d.eE+]+)", info).group(1))
+        assert abs(mean - arrays["t2m"][1].astype("f8").mean()) < 1e-4
+        consolidated = json.loads(open(os.path.join(root, ".zmetadata")).read())["metadata"]
+        assert consolidated["t2m/.zarray"]["dtype"] == "<f4" and consolidated["t2m/.zarray"]["compressor"] is None
+
+
+def test_chunk_key_encodings_map_both_ways():
+    def array(encoding, ndim=2):
+        return ArrayV3("a", {"shape": [4] * ndim, "data_type": "int32", "chunk_key_encoding": encoding,
+                             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2] * ndim}},
+                             "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]})
+
+    assert array({"name": "default"}).v3_key("1.0") == "c/1/0"
+    assert array({"name": "default", "configuration": {"separator": "."}}).v3_key("1.0") == "c.1.0"
+    assert array({"name": "v2"}).v3_key("1.0") == "1.0"
+    assert array({"name": "v2", "configuration": {"separator": "/"}}).v3_key("1.0") == "1/0"
+    assert array({"name": "default"}).v3_key("1.0.0") is None and array({"name": "default"}).v3_key("x") is None
+    scalar = array({"name": "default"}, ndim=0)
+    assert scalar.v3_key("0") == "c" and scalar.v3_key("1") is None
+    tree = build_index([("a/zarr.json", Inline(json.dumps({"zarr_format": 3, "node_type": "array", "shape": [],
+                        "data_type": "int32", "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": []}},
+                        "codecs": [{"name": "bytes"}], "fill_value": 0}).encode())),
+                        ("a/c", Range("/x", 0, 4))])
+    view = V2View(tree)
+    assert sorted(n for n, _ in view.listdir("a")) == [".zarray", ".zattrs", "0"]
+    assert view.node("a/0") == Range("/x", 0, 4)
+
+
+def test_v2_view_synthesizes_consolidated_metadata(store, mount):
+    import xarray as xr
+
+    refs, arrays = store
+    with mount(str(refs), view="v2") as root:
+        meta = json.loads(open(os.path.join(root, ".zmetadata")).read())
+        assert meta["zarr_consolidated_format"] == 1
+        assert meta["metadata"]["t2m/.zarray"]["compressor"] == {"id": "gzip", "level": 3}
+        assert meta["metadata"]["group/inner/.zattrs"] == {"level": 2}
+        assert not any(key.startswith("blob/") for key in meta["metadata"])
+        ds = xr.open_zarr(root, consolidated=True, zarr_format=2, mask_and_scale=False)
+        np.testing.assert_array_equal(ds["t2m"].values, arrays["t2m"])
+        np.testing.assert_array_equal(ds["count"].values, arrays["count"])
