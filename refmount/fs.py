@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from typing import Callable
 
 from .errors import FetchError
@@ -162,6 +163,7 @@ def fuse_class(mfusepy):
 
 FUSE_FILL_DIR_PLUS = 2
 FUSE_ROOT_ID = 1
+SETTLE_SECONDS = 0.5
 XATTR = "user.refmount."
 XATTR_BYTES = XATTR.encode()
 
@@ -224,7 +226,12 @@ class RefFS:
         if sources is not None:
             self.sources = sources
         if self.invalidate is not None:
-            self.invalidate({name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")})
+            names = {name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")}
+            self.invalidate(names)
+            # a lookup answered from the old tree just before the swap can reach the kernel
+            # after the first invalidation: a second one, once those have drained, clears it
+            time.sleep(SETTLE_SECONDS)
+            self.invalidate(names)
 
     def _attrs(self, tree: Index, mode: int, size: int, nlink: int) -> dict:
         t = tree.mtime_ns
@@ -244,8 +251,9 @@ class RefFS:
     @_errors_to_eio
     def getattr(self, path: str, fh: int | None = None) -> dict:
         handle = self._open.get(fh) if fh is not None else None
-        if handle is not None:
-            return self._attrs(handle.tree, stat.S_IFREG | 0o444, handle.size, 1)
+        if handle is not None:  # a handle open across a reload must not tell the kernel the old
+            # mtime: the inode's attributes would then stay old for later opens
+            return self._attrs(self.tree if handle.stale else handle.tree, stat.S_IFREG | 0o444, handle.size, 1)
         tree = self.tree
         node = tree.node(path.lstrip("/"))
         if node is None:

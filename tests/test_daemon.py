@@ -149,7 +149,8 @@ def test_sighup_swaps_the_tree_while_a_reader_loops(tmp_path, mountpoint, versio
         # every file opened after the reload has the new bytes; the new key is there
         for key in KEYS:
             with open(os.path.join(mountpoint, key), "rb") as f:
-                assert f.read() == b"2" * SIZE
+                data = f.read()
+                assert data == b"2" * SIZE, (key, os.fstat(f.fileno()).st_mtime_ns, os.stat(refs).st_mtime_ns, seen[-30:])
         assert "added" in os.listdir(mountpoint)
         with open(os.path.join(mountpoint, "added"), "rb") as f:
             assert f.read() == b"new key"

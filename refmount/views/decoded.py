@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import FetchError
 from ..index import Decoded, Dir, Index, Inline, Ref
-from .consolidated import consolidate
+from .common import consolidate, within
 
 log = logging.getLogger("refmount.views")
 
@@ -142,14 +142,7 @@ class DecodedView(Index):
         self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k.rpartition("/")[0])])
 
     def _is_hidden(self, path: str) -> bool:
-        if not self.hidden:
-            return False
-        while True:
-            if path in self.hidden:
-                return True
-            if not path:
-                return False
-            path = path.rpartition("/")[0]
+        return within(path, self.hidden)
 
     def node(self, path: str) -> Ref | Dir | None:
         if path == ".zmetadata":

@@ -18,7 +18,7 @@ import re
 from typing import Iterator
 
 from ..index import Dir, Index, Inline, Ref
-from .consolidated import consolidate
+from .common import consolidate, within
 
 log = logging.getLogger("refmount.views")
 
@@ -173,14 +173,7 @@ class V2View(Index):
         return None
 
     def _is_hidden(self, path: str) -> bool:
-        if not self.hidden:
-            return False
-        while True:
-            if path in self.hidden:
-                return True
-            if not path:
-                return False
-            path = path.rpartition("/")[0]
+        return within(path, self.hidden)
 
     def node(self, path: str) -> Ref | Dir | None:
         if path == ".zmetadata":

@@ -1,4 +1,4 @@
-"""Consolidated metadata (``.zmetadata``) for the v2 views: one read opens the whole tree."""
+"""Shared by the views: consolidated metadata, and hiding left-out subtrees."""
 
 from __future__ import annotations
 
@@ -11,8 +11,20 @@ from ..index import Index, Inline
 log = logging.getLogger("refmount.views")
 
 
+def within(path: str, roots: set[str]) -> bool:
+    """``path`` is one of ``roots`` or below one (``""`` is the whole tree)."""
+    if not roots:
+        return False
+    while True:
+        if path in roots:
+            return True
+        if not path:
+            return False
+        path = path.rpartition("/")[0]
+
+
 def consolidate(view: Index, keys: Iterable[str]) -> bytes:
-    """``.zmetadata`` holding each of ``keys`` as ``view`` serves it (inline JSON only)."""
+    """Consolidated metadata (``.zmetadata``, one read opens the tree) holding each of ``keys`` as ``view`` serves it (inline JSON only)."""
     metadata = {}
     for key in sorted(set(keys)):
         node = view.node(key)
