@@ -58,8 +58,9 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prefetch", dest="prefetch", action="store_const", const=False, help="fetch only what is read")
     p.add_argument("--no-xattrs", dest="xattrs", action="store_const", const=False,
                    help="no extended attributes (faster 'ls -l' of huge directories; 'refmount stats' needs them)")
-    p.add_argument("--view", choices=VIEWS, help="raw (default): the references as they are; decoded: every "
-                   "chunk decoded, for netCDF-C, GDAL and other readers with fixed codec support")
+    p.add_argument("--view", choices=VIEWS, help="raw (default): the references as they are; v2: Zarr v3 parts "
+                   "shown as Zarr v2; decoded: v2 with every chunk decoded, for netCDF-C, GDAL and other "
+                   "readers with fixed codec support")
     p.add_argument("--max-gap", help="merge ranges of one original this close into one request (default 64KiB)")
     p.add_argument("--max-request", help="largest merged request (default 4MiB)")
     p.add_argument("--attr-timeout", type=float, help="seconds the kernel may cache names and attributes (default 3600)")

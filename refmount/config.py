@@ -195,7 +195,7 @@ def load(path: str) -> tuple[dict[str, Any], list[str]]:
         except RefmountError as exc:
             problems.append(f"{key}: {exc}")
             continue
-        values[field] = _local(value, base) if is_path else value
+        values[field] = _local(value, base) if is_path and value != "auto" else value  # cache-dir = "auto"
     storage = {p: dict(v) for p, v in values.get("storage_options", {}).items()}
     views: dict[str, str] = {}
     if "sources" in data:

@@ -108,3 +108,12 @@ def test_unreadable_config_is_one_line(tmp_path):
         result = run_cli(*args)
         assert result.returncode == 1
         assert len(result.stderr.strip().splitlines()) == 1 and str(args[-1]) in result.stderr, result.stderr
+
+
+def test_cache_dir_auto_is_kept_as_a_word(tmp_path):
+    from refmount.config import load
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('cache-dir = "auto"\nlog-file = "log"\n')
+    values, problems = load(str(conf))
+    assert not problems and values["cache_dir"] == "auto" and values["log_file"] == str(tmp_path / "log")
