@@ -81,6 +81,16 @@ def build(opts: MountOptions) -> tuple[Index, OriginPolicy]:
     return tree, policy
 
 
+def _check_decoded_fits(tree: Index, cache_size: int) -> None:
+    """A decoded chunk is served from the memory cache: one that cannot stay there would be
+    fetched and decoded again for every 128 KiB the kernel reads."""
+    members = tree.members.values() if isinstance(tree, Union) else [tree]
+    largest = max((getattr(m, "largest_chunk", 0) for m in members), default=0)
+    if largest * 4 > cache_size:
+        log.warning("decoded chunks of up to %d MiB need a larger --cache-size than %d MiB (at least four "
+                    "chunks' worth), or reads will decode each chunk many times", largest >> 20, cache_size >> 20)
+
+
 def _disk_cache(opts: MountOptions, mountpoint: str, stats: Stats) -> DiskCache | None:
     if not opts.cache_dir:
         return None
@@ -123,6 +133,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats, policy=policy)
         origins.probe(tree.urls())
         disk_cache = _disk_cache(opts, mountpoint, stats)
+        _check_decoded_fits(tree, opts.cache_size)
         reader = Reader(
             origins,
             MemoryCache(opts.cache_size, stats),
