@@ -162,7 +162,7 @@ class DiskCache:
 
     def put(self, url: str, start: int, length: int, data: bytes, version: str | None = None) -> None:
         """Store in the background; silently skipped when the writer is behind."""
-        if len(data) != length or _HEADER.size + len(data) > self.max_bytes:
+        if len(data) != length:
             return
         try:
             self._queue.put_nowait((_identity(url, start, length, version), data))
@@ -185,6 +185,8 @@ class DiskCache:
     def _write(self, identity: bytes, data: bytes) -> None:
         name = self._name(identity)
         size = _HEADER.size + len(identity) + len(data)
+        if size > self.max_bytes:  # never evict everything for one entry that cannot fit anyway
+            return
         with self._lock:
             if name in self._entries:
                 return

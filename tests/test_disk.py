@@ -145,3 +145,14 @@ def test_disk_bound_holds_while_reading_more_than_it(tmp_path, http_origin, moun
         assert stats["disk_cache_bytes"] <= bound
     assert sum(os.path.getsize(p) for p in _entries(cache_dir)) <= bound
     assert stats["disk_evictions"] >= 12 - 3
+
+
+def test_an_entry_larger_than_the_bound_evicts_nothing(tmp_path):
+    cache = DiskCache(str(tmp_path / "c"), 4096)
+    cache.put(URL, 0, 100, b"a" * 100)
+    cache.flush()
+    cache.put(URL, 100, 5000, b"b" * 5000)
+    cache.flush()
+    assert cache.get(URL, 0, 100) == b"a" * 100 and cache.get(URL, 100, 5000) is None
+    assert cache.current_bytes <= 4096
+    cache.close()
