@@ -75,11 +75,13 @@ class MemoryCache:
             self._inflight[key] = Future()
             return True
 
-    def fulfil(self, key: Hashable, data: bytes) -> None:
+    def fulfil(self, key: Hashable, data: bytes, ahead: bool = True) -> None:
+        """Store a claimed key's bytes (counted as fetched ahead unless ``ahead`` is False)."""
         with self._lock:
             if len(data) <= self.max_bytes:
                 self._lru[key] = data
-                self._ahead.add(key)
+                if ahead:
+                    self._ahead.add(key)
             future = self._inflight.pop(key)
         future.set_result(data)
 
@@ -111,9 +113,5 @@ class MemoryCache:
         except BaseException as exc:
             self.fail(key, exc)
             raise
-        with self._lock:
-            if len(data) <= self.max_bytes:
-                self._lru[key] = data
-            future = self._inflight.pop(key)
-        future.set_result(data)
+        self.fulfil(key, data, ahead=False)
         return data

@@ -90,11 +90,12 @@ class Reader:
     def _on_disk(self, seg: Segment) -> bool:
         return self.disk is not None and self.disk.has(seg[0], seg[1], seg[2], self.origins.version(seg[0]))
 
-    def _load(self, seg: Segment) -> None:
+    def _into_cache(self, key, produce) -> None:
+        """Fulfil a claimed cache key with ``produce()`` (on the pool), or fail it."""
         try:
-            self.cache.fulfil(seg, self._fetch(seg))
+            self.cache.fulfil(key, produce())
         except Exception as exc:
-            self.cache.fail(seg, exc)
+            self.cache.fail(key, exc)
 
     def read(self, ref: Ref, offset: int, length: int, size: int | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of the file, clamped to its size."""
@@ -143,13 +144,7 @@ class Reader:
         for ref in refs:
             key = (ref.codec, ref.source)
             if self.cache.claim(key):
-                self._pool.submit(self._decode_into_cache, key, ref)
-
-    def _decode_into_cache(self, key, ref: Decoded) -> None:
-        try:
-            self.cache.fulfil(key, self._decode(ref))
-        except Exception as exc:
-            self.cache.fail(key, exc)
+                self._pool.submit(self._into_cache, key, lambda ref=ref: self._decode(ref))
 
     # -- fetching ahead ---------------------------------------------------------------
     def _plan(self, segments: list[Segment]) -> list[list[Segment]]:
@@ -171,11 +166,14 @@ class Reader:
         wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache]
         started = 0
         if self.disk is not None:  # what the disk holds is loaded from there, one by one
-            for seg in [s for s in wanted if self._on_disk(s)]:
-                wanted.remove(seg)
+            on_disk = [s for s in wanted if self._on_disk(s)]
+            if on_disk:
+                skip = set(on_disk)
+                wanted = [s for s in wanted if s not in skip]
+            for seg in on_disk:
                 if self.cache.claim(seg):
                     started += 1
-                    self._pool.submit(self._load, seg)
+                    self._pool.submit(self._into_cache, seg, lambda seg=seg: self._fetch(seg))
         for run in self._plan(wanted):
             nbytes = sum(n for _, _, n in run)
             with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from typing import Iterator
 
 from ..index import Dir, Index, Inline, Ref
@@ -162,6 +163,7 @@ class V2View(Index):
             except (NoV2Form, ValueError, KeyError, TypeError) as exc:
                 log.warning("v2 view: %s left out: %s", parent or "/", exc)
                 self.hidden.add(parent)
+        self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
         self.zmetadata = consolidate(self, self.metadata_keys())
 
     def _synthesized(self, path: str) -> bytes | None:
@@ -196,8 +198,8 @@ class V2View(Index):
         if name == "zarr.json" or self._inside_array(parent):
             return None
         node = self.tree.node(path)
-        if isinstance(node, Dir) and path in self.groups:
-            hidden = sum(1 for n, is_dir in self.tree.listdir(path) if is_dir and self._join(path, n) in self.hidden)
+        if isinstance(node, Dir):
+            hidden = self._hidden_children.get(path)
             return Dir(node.nlink - hidden) if hidden else node
         return node
 
