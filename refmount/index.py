@@ -4,7 +4,12 @@ A tree of read-only files. Each file is a reference:
 
 * ``Inline(data)``          -- bytes held in the index;
 * ``Range(url, offset, length)`` -- ``length`` bytes of the object at ``url`` from ``offset``;
-* ``Whole(url)``            -- the whole object at ``url`` (size learned once, from the origin).
+* ``Whole(url)``            -- the whole object at ``url`` (size learned once, from the origin);
+* ``Unreadable(length, reason)`` -- a file whose size is known but whose bytes must not be read
+  (an unauthorised Icechunk virtual chunk): every read fails with ``reason``.
+
+A ``Range`` may carry ``check``: ``"etag:VALUE"`` or ``"mtime:SECONDS"``, the identity the
+original had when the reference was written; a read of a changed original fails.
 
 Directories are implicit (the ``/``-separated prefixes of keys). The FUSE layer only sees the
 ``Index`` interface, so compact in-memory sets, lazy Parquet sets and Icechunk manifests are all
@@ -32,6 +37,7 @@ class Range:
     url: str
     offset: int
     length: int
+    check: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +46,21 @@ class Whole:
 
 
 @dataclass(frozen=True, slots=True)
+class Unreadable:
+    length: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
     """The chunk at ``source`` as a view serves it: decoded by ``codec`` (an object with
     ``nbytes`` and ``decode(raw) -> bytes``, one per array, compared by identity)."""
 
-    source: "Inline | Range | Whole"
+    source: "Inline | Range | Whole | Unreadable"
     codec: object
 
 
-Ref = Inline | Range | Whole | Decoded
+Ref = Inline | Range | Whole | Unreadable | Decoded
 METADATA_NAMES = (".zgroup", ".zattrs", ".zarray", "zarr.json")
 
 
@@ -95,6 +107,16 @@ class Index:
             if url is not None and url not in seen:
                 seen.add(url)
                 yield url
+
+    def own_urls(self) -> Iterator[str]:
+        """URL prefixes of objects that belong to the source the user named (an Icechunk
+        repository's chunk files): the origin policy lets them through."""
+        return iter(())
+
+    def moved(self) -> str | None:
+        """What changed, when the source has moved on since this tree was built (a followed
+        branch has a new head); asks the source, so it may do I/O."""
+        return None
 
 
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|\x00")
@@ -354,6 +376,13 @@ class Union(Index):
         for name, member in self.members.items():
             for key in member.metadata_keys():
                 yield f"{name}/{key}"
+
+    def own_urls(self) -> Iterator[str]:
+        for member in self.members.values():
+            yield from member.own_urls()
+
+    def moved(self) -> str | None:
+        return "; ".join(f"{name}: {m}" for name, m in ((n, x.moved()) for n, x in self.members.items()) if m) or None
 
 
 def build_index(entries: Iterable[tuple[str, Ref]], mtime_ns: int = 0) -> CompactIndex:

@@ -1,8 +1,9 @@
 """A small HTTP origin on 127.0.0.1 with Range support and request counting.
 
 For the demo, the tests and the benchmarks: serves one directory, answers ``HEAD`` and
-``GET`` (single byte ranges, ``206``/``416``), optionally sleeps per request (injected
-latency), and stops by itself after ``max_requests``.
+``GET`` (single byte ranges, ``206``/``416``; ``ETag`` and ``Last-Modified``, with
+``If-Match`` and ``If-Unmodified-Since`` answered ``412`` when the file changed), optionally
+sleeps per request (injected latency), and stops by itself after ``max_requests``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ import sys
 import threading
 import time
 from collections import Counter
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+
+
+def etag_of(path: str) -> str:
+    """The ``ETag`` served for a file: its size and modification time (changes on touch)."""
+    st = os.stat(path)
+    return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,7 +53,30 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path is None:
             self.send_error(404)
+            return None
+        if not self._preconditions_hold(path):
+            self.send_error(412)
+            return None
         return path
+
+    def _preconditions_hold(self, path: str) -> bool:
+        match = self.headers.get("If-Match")
+        if match and match.strip() != "*":  # compared without quotes: some clients drop them
+            if etag_of(path).strip('"') not in [m.strip().removeprefix("W/").strip('"') for m in match.split(",")]:
+                return False
+        since = self.headers.get("If-Unmodified-Since")
+        if since:
+            try:
+                limit = parsedate_to_datetime(since).timestamp()
+            except (TypeError, ValueError):
+                return True  # an invalid date is ignored (RFC 9110 13.1.4)
+            if int(os.stat(path).st_mtime) > limit:
+                return False
+        return True
+
+    def _validators(self, path: str) -> None:
+        self.send_header("ETag", etag_of(path))
+        self.send_header("Last-Modified", formatdate(os.stat(path).st_mtime, usegmt=True))
 
     def do_HEAD(self) -> None:
         path = self._begin("HEAD")
@@ -54,6 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(os.path.getsize(path)))
         self.send_header("Accept-Ranges", "bytes")
+        self._validators(path)
         self.end_headers()
 
     def do_GET(self) -> None:
@@ -97,6 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        self._validators(path)
         self.end_headers()
         self.wfile.write(body)
 

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ..index import Index, Inline
 
 log = logging.getLogger("refmount.views")
+
+
+class View(Index):
+    """A view of ``tree``: the same originals, the same source."""
+
+    def __init__(self, tree: Index):
+        self.tree = tree
+        self.mtime_ns = tree.mtime_ns
+
+    def urls(self) -> Iterator[str]:
+        return self.tree.urls()
+
+    def own_urls(self) -> Iterator[str]:
+        return self.tree.own_urls()
+
+    def moved(self) -> str | None:
+        return self.tree.moved()
 
 
 def within(path: str, roots: set[str]) -> bool:

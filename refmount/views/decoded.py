@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import FetchError
 from ..index import Decoded, Dir, Index, Inline, Ref
-from .common import consolidate, within
+from .common import View, consolidate, within
 
 log = logging.getLogger("refmount.views")
 
@@ -109,10 +109,9 @@ def _codec(numcodecs, spec):
         raise LeftOut(f"codec {spec['id']!r} cannot be decoded here ({exc})") from None
 
 
-class DecodedView(Index):
+class DecodedView(View):
     def __init__(self, tree: Index):
-        self.tree = tree
-        self.mtime_ns = tree.mtime_ns
+        super().__init__(tree)
         self.arrays: dict[str, ArrayCodec] = {}
         self.hidden: set[str] = set()
         keys = []
@@ -181,9 +180,6 @@ class DecodedView(Index):
             node = self.node(key)
             if node is not None and not isinstance(node, Dir):
                 yield key, node
-
-    def urls(self) -> Iterator[str]:
-        return self.tree.urls()
 
     def metadata_keys(self) -> Iterator[str]:
         return (key for key in self.tree.metadata_keys() if not self._is_hidden(key.rpartition("/")[0]))

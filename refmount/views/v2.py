@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Iterator
 
 from ..index import Dir, Index, Inline, Ref
-from .common import consolidate, within
+from .common import View, consolidate, within
 
 log = logging.getLogger("refmount.views")
 
@@ -140,10 +140,9 @@ class ArrayV3:
                 yield from self._walk(tree, f"{path}/{name}", depth - 1, parts + [name])
 
 
-class V2View(Index):
+class V2View(View):
     def __init__(self, tree: Index):
-        self.tree = tree
-        self.mtime_ns = tree.mtime_ns
+        super().__init__(tree)
         self.groups: dict[str, bytes] = {}  # path -> .zattrs
         self.arrays: dict[str, ArrayV3] = {}
         self.hidden: set[str] = set()
@@ -244,9 +243,6 @@ class V2View(Index):
                     node = self.node(path)
                     if node is not None:
                         yield path, node
-
-    def urls(self) -> Iterator[str]:
-        return self.tree.urls()
 
     def metadata_keys(self) -> Iterator[str]:
         for path in self.groups:

@@ -1,0 +1,79 @@
+"""Icechunk repositories (spec v1 and v2; 0.1.x refused) as a source.
+
+``load(source, settings)`` takes a repository path or URL, optionally in the pipeline form
+(``BASE|icechunk:@branch.dev/path``, see ``url.py``), and returns the snapshot's tree -- or,
+with ``all_refs``, every branch, tag and snapshot side by side (``refs.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from ...errors import RefmountError
+from ...index import Index
+from ...urls import location_of, split_protocol
+from . import url
+from .refs import AllRefsIndex
+from .repository import Repository
+from .tree import SnapshotIndex
+from .virtual import AUTHORIZE_HINT, VirtualAccess
+
+log = logging.getLogger("refmount.icechunk")
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_options: dict = field(default_factory=dict)
+    authorize_virtual: tuple[str, ...] = ()
+    relocate: tuple[tuple[str, str], ...] = ()
+    all_refs: bool = False
+
+
+_repositories: dict[str, Repository] = {}
+_lock = threading.Lock()
+
+
+def repository(base: str, storage_options: dict) -> Repository:
+    """One ``Repository`` per location for the daemon's life: snapshots and manifests are
+    immutable, so what one tree loaded serves the next (after a reload or a refresh)."""
+    key = f"{base}\x00{sorted(storage_options.items())!r}"
+    with _lock:
+        repo = _repositories.get(key)
+    if repo is None:
+        repo = Repository(base, storage_options)
+        with _lock:
+            _repositories[key] = repo
+    return repo
+
+
+def looks_like_repository(location: str, storage_options: dict) -> bool:
+    """A local directory laid out like a repository, or a remote location holding ``repo``
+    or ``refs/branch.main/ref.json`` (one or two small reads)."""
+    protocol, path = split_protocol(location)
+    if protocol == "file":
+        return os.path.isdir(path) and (os.path.isfile(os.path.join(path, "repo")) or os.path.isdir(os.path.join(path, "refs")))
+    if path.rsplit("/", 1)[-1].lower().endswith((".json", ".gz", ".zst", ".zstd", ".bz2", ".xz", ".parq", ".parquet")):
+        return False
+    try:
+        Repository(location, storage_options)
+        return True
+    except RefmountError:
+        return False
+
+
+def load(source: str, settings: Settings) -> Index:
+    target = url.parse(source) if url.is_pipeline(source) else url.Target(location_of(source))
+    repo = repository(target.base, settings.storage_options)
+    access = VirtualAccess(repo.containers(), settings.authorize_virtual, dict(settings.relocate))
+    for prefix in access.unauthorized():
+        log.warning("%s: virtual chunks under %s will not be read (authorise with %s %s)", target.base, prefix, AUTHORIZE_HINT, prefix)
+    if settings.all_refs:
+        return AllRefsIndex(repo, access, target.path)
+    snapshot = repo.snapshot(repo.resolve(target.kind, target.name, fresh=True))
+    return SnapshotIndex(repo, snapshot, access, target.path, follow=target.name if target.kind == "branch" else None)
+
+
+__all__ = ["Settings", "load", "looks_like_repository", "repository"]

@@ -1,0 +1,123 @@
+"""``--all-refs``: every branch, tag and snapshot of a repository side by side, each a
+complete read-only tree, like a filesystem's snapshot directory::
+
+    branches/NAME/...   tags/NAME/...   snapshots/ID/...
+
+Trees are built on first use; refs are read once per tree (a refresh builds a new one).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+from ...errors import FetchError, RefmountError
+from ...index import Dir, Index, Ref
+from .repository import Repository
+from .tree import SnapshotIndex
+from .virtual import VirtualAccess
+
+KINDS = ("branches", "tags", "snapshots")
+
+
+class AllRefsIndex(Index):
+    def __init__(self, repo: Repository, access: VirtualAccess, root: str = ""):
+        self.repo, self.access, self.root = repo, access, root
+        self.refs = repo.refs(fresh=True)
+        self._history: list[str] | None = None
+        self._trees: dict[tuple[str, str], SnapshotIndex | None] = {}
+        self._lock = threading.Lock()
+        self.mtime_ns = time.time_ns()
+
+    def _names(self, kind: str) -> list[str]:
+        if kind == "branches":
+            return sorted(n for n in self.refs.branches if n not in (".", ".."))
+        if kind == "tags":
+            return sorted(n for n in self.refs.tags if n not in (".", ".."))
+        if self._history is None:
+            try:
+                self._history = sorted(s.id for s in self.repo.history())
+            except RefmountError as exc:
+                raise FetchError(str(exc)) from None
+        return self._history
+
+    def _tree(self, kind: str, name: str) -> SnapshotIndex | None:
+        key = (kind, name)
+        with self._lock:
+            if key in self._trees:
+                return self._trees[key]
+        if kind == "branches":
+            sid = self.refs.branches.get(name)
+        elif kind == "tags":
+            sid = self.refs.tags.get(name)
+        else:
+            sid = name if name in self._names("snapshots") else None
+        tree = None
+        if sid is not None:
+            try:
+                snapshot = self.repo.snapshot(sid)
+                if not self.root or self.root in snapshot.nodes:
+                    tree = SnapshotIndex(self.repo, snapshot, self.access, self.root)
+            except RefmountError as exc:
+                raise FetchError(str(exc)) from None
+        with self._lock:
+            self._trees[key] = tree
+        return tree
+
+    def _split(self, path: str) -> tuple[str, str, str]:
+        kind, _, rest = path.partition("/")
+        name, _, rest = rest.partition("/")
+        return kind, name, rest
+
+    def node(self, path: str) -> Ref | Dir | None:
+        if path == "":
+            return Dir(2 + len(KINDS))
+        kind, name, rest = self._split(path)
+        if kind not in KINDS:
+            return None
+        if not name:
+            return Dir(2 + len(self._names(kind)))
+        tree = self._tree(kind, name)
+        return None if tree is None else tree.node(rest)
+
+    def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
+        if path == "":
+            return ((k, True) for k in KINDS)
+        kind, name, rest = self._split(path)
+        if kind not in KINDS:
+            return iter(())
+        if not name:
+            return ((n, True) for n in self._names(kind) if not self.root or self._tree(kind, n) is not None)
+        tree = self._tree(kind, name)
+        return iter(()) if tree is None else tree.listdir(rest)
+
+    def _each(self) -> Iterator[tuple[str, SnapshotIndex]]:
+        for kind in KINDS:
+            for name in self._names(kind):
+                tree = self._tree(kind, name)
+                if tree is not None:
+                    yield f"{kind}/{name}", tree
+
+    def items(self) -> Iterator[tuple[str, Ref]]:
+        for prefix, tree in self._each():
+            for key, ref in tree.items():
+                yield f"{prefix}/{key}", ref
+
+    def metadata_keys(self) -> Iterator[str]:
+        for prefix, tree in self._each():
+            for key in tree.metadata_keys():
+                yield f"{prefix}/{key}"
+
+    def urls(self) -> Iterator[str]:
+        return (prefix for prefix in self.access.declared if prefix not in self.access.unauthorized())
+
+    def own_urls(self) -> Iterator[str]:
+        yield self.repo.chunk_url("")
+
+    def moved(self) -> str | None:
+        try:
+            now = self.repo.refs(fresh=True)
+        except RefmountError:
+            return None
+        return None if now == self.refs else "the repository's refs changed"

@@ -1,0 +1,215 @@
+"""An Icechunk repository: version detection, refs, and immutable objects cached by id
+(``icechunk-format.md`` §3, §4, §9, §11, §14).
+
+Only the ref (``repo`` in spec v2, ``refs/*/ref.json`` in v1) is ever re-read; snapshots and
+manifests are immutable, so one ``Repository`` object keeps them across refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+
+import yaml
+from cachetools import LRUCache
+
+from ...errors import RefmountError
+from .binary import REPO_INFO, Table, encode_id, flexbuffer, open_object
+from .objects import Manifest, Snapshot, parse_snapshot
+from .storage import Storage
+
+SNAPSHOT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{20}\Z")
+_LEGACY_BRANCH_FILE = re.compile(r"[0-9A-HJKMNP-TV-Z]{8}\.json\Z")
+MANIFEST_CACHE_BYTES = 512 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    id: str
+    parent: str | None
+    flushed_at: int  # microseconds since the epoch
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    branches: dict[str, str]
+    tags: dict[str, str]
+    deleted_tags: frozenset[str]
+
+
+class _AnyTagLoader(yaml.SafeLoader):
+    """``config.yaml`` tags stores (``!local_file_system /path``); their values are not needed."""
+
+
+_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+class Repository:
+    def __init__(self, base: str, storage_options: dict | None = None, manifest_cache_bytes: int = MANIFEST_CACHE_BYTES):
+        self.base = base
+        self.storage = Storage(base, storage_options)
+        self._lock = threading.Lock()
+        self._snapshots: LRUCache = LRUCache(maxsize=64)
+        self._manifests: LRUCache = LRUCache(maxsize=manifest_cache_bytes, getsizeof=lambda m: m.nbytes)
+        self._repo_info: tuple[bytes, Table] | None = None
+        self.spec = self._detect()
+
+    # -- detection (§11) --------------------------------------------------------------
+    def _detect(self) -> int:
+        for attempt in range(2):
+            data = self.storage.get("repo")
+            if data is not None:
+                self._repo_info = self._parse_repo(data)
+                return 2
+            if self.storage.get("refs/branch.main/ref.json") is not None:
+                return 1
+            if any(_LEGACY_BRANCH_FILE.match(n) for n in self.storage.names("refs/branch.main")):
+                raise RefmountError(f"{self.base}: written by icechunk 0.1.x, a format no current icechunk release reads; "
+                                    "the repository must be re-ingested with icechunk >= 0.2")
+            if self.storage.names("refs") and self.storage.names("snapshots"):
+                return 1  # a v1 repository without branch main: ref resolution reports it
+            if attempt or self.storage.protocol not in ("s3", "s3a") or "/" in self.storage.path.partition("://")[2].strip("/"):
+                break
+            self.storage.rooted = True  # empty-prefix S3 repositories before 2.1: keys start with '/'
+        self.storage.rooted = False
+        raise RefmountError(f"{self.base}: not an Icechunk repository (no 'repo' file and no refs/branch.main/ref.json)")
+
+    def _parse_repo(self, data: bytes) -> tuple[bytes, Table]:
+        _, payload = open_object(data, REPO_INFO, f"{self.base}/repo")
+        return payload, Table.root(payload)
+
+    def _info(self, fresh: bool = False) -> Table:
+        if fresh or self._repo_info is None:
+            data = self.storage.get("repo")
+            if data is None:
+                raise RefmountError(f"{self.base}/repo: missing")
+            self._repo_info = self._parse_repo(data)
+        return self._repo_info[1]
+
+    # -- refs ---------------------------------------------------------------------------
+    def refs(self, fresh: bool = False) -> Refs:
+        if self.spec == 2:
+            info = self._info(fresh)
+            ids = [encode_id(t.struct(0, 12) or b"") for t in info.tables(4)]
+            pick = lambda slot: {t.string(0): ids[t.u32(1)] for t in info.tables(slot)}  # noqa: E731
+            return Refs(pick(2), pick(1), frozenset(info.strings(3)))
+        branches, tags, deleted = {}, {}, set()
+        for entry in self.storage.names("refs"):
+            kind, _, name = entry.partition(".")
+            if kind == "branch":
+                branches[name] = self._ref_file(entry)
+            elif kind == "tag":
+                if self.storage.get(f"refs/{entry}/ref.json.deleted") is not None:
+                    deleted.add(name)
+                else:
+                    tags[name] = self._ref_file(entry)
+        return Refs({k: v for k, v in branches.items() if v}, {k: v for k, v in tags.items() if v}, frozenset(deleted))
+
+    def _ref_file(self, entry: str) -> str | None:
+        data = self.storage.get(f"refs/{entry}/ref.json")
+        if data is None:
+            return None
+        try:
+            snapshot = json.loads(data)["snapshot"]
+        except (ValueError, KeyError, TypeError):
+            raise RefmountError(f"{self.base}/refs/{entry}/ref.json: malformed ref") from None
+        if not isinstance(snapshot, str) or not SNAPSHOT_ID.match(snapshot):
+            raise RefmountError(f"{self.base}/refs/{entry}/ref.json: malformed snapshot id {snapshot!r}")
+        return snapshot
+
+    def resolve(self, kind: str, name: str, fresh: bool = False) -> str:
+        """The snapshot id a branch, tag or snapshot id names; errors say what is missing."""
+        if kind == "snapshot":
+            if not SNAPSHOT_ID.match(name):
+                raise RefmountError(f"{name!r} is not a snapshot id (20 characters of Crockford base32)")
+            if self.spec == 2 and name in {s.id for s in self.history()}:
+                return name
+            if self.storage.get(f"snapshots/{name}") is None:
+                raise RefmountError(f"{self.base}: no snapshot {name}")
+            return name
+        if self.spec == 1:
+            if kind == "tag" and self.storage.get(f"refs/tag.{name}/ref.json.deleted") is not None:
+                raise RefmountError(f"{self.base}: tag {name!r} was deleted")
+            found = self._ref_file(f"{kind}.{name}")
+            if found is not None:
+                return found
+            known = sorted(getattr(self.refs(), kind + "es" if kind == "branch" else "tags"))
+        else:
+            refs = self.refs(fresh)
+            table = refs.branches if kind == "branch" else refs.tags
+            if name in table:
+                return table[name]
+            if kind == "tag" and name in refs.deleted_tags:
+                raise RefmountError(f"{self.base}: tag {name!r} was deleted")
+            known = sorted(table)
+        raise RefmountError(f"{self.base}: no {kind} {name!r} (known: {', '.join(known) or 'none'})")
+
+    def history(self) -> list[SnapshotInfo]:
+        """Every snapshot the repository knows (v2: its list; v1: the ancestry of every ref)."""
+        if self.spec == 2:
+            info = self._info()
+            entries = info.tables(4)
+            ids = [encode_id(t.struct(0, 12) or b"") for t in entries]
+            parents = [t.i32(1) for t in entries]  # an index into the list; -1: none (absent: 0)
+            return [SnapshotInfo(ids[i], ids[p] if 0 <= p < len(ids) and p != i else None, t.u64(2), t.string(3) or "")
+                    for i, (t, p) in enumerate(zip(entries, parents))]
+        refs = self.refs()
+        seen: dict[str, SnapshotInfo] = {}
+        for head in list(refs.branches.values()) + list(refs.tags.values()):
+            sid = head
+            while sid and sid not in seen:
+                snap = self.snapshot(sid)
+                seen[sid] = SnapshotInfo(sid, snap.parent, snap.flushed_at, snap.message)
+                sid = snap.parent
+        return sorted(seen.values(), key=lambda s: s.id)
+
+    # -- immutable objects --------------------------------------------------------------
+    def snapshot(self, sid: str) -> Snapshot:
+        with self._lock:
+            snap = self._snapshots.get(sid)
+        if snap is None:
+            data = self.storage.get(f"snapshots/{sid}")
+            if data is None:
+                raise RefmountError(f"{self.base}: snapshot {sid} is missing (expired or garbage-collected?)")
+            snap = parse_snapshot(data, f"{self.base}/snapshots/{sid}")
+            with self._lock:
+                self._snapshots[sid] = snap
+        return snap
+
+    def manifest(self, mid: str) -> Manifest:
+        with self._lock:
+            manifest = self._manifests.get(mid)
+        if manifest is None:
+            data = self.storage.get(f"manifests/{mid}")
+            if data is None:
+                raise RefmountError(f"{self.base}: manifest {mid} is missing (expired or garbage-collected?)")
+            manifest = Manifest(data, f"{self.base}/manifests/{mid}")
+            with self._lock:
+                if manifest.nbytes <= self._manifests.maxsize:
+                    self._manifests[mid] = manifest
+        return manifest
+
+    def chunk_url(self, chunk_id: str) -> str:
+        return self.storage.url(f"chunks/{chunk_id}")
+
+    # -- configuration (§9) ---------------------------------------------------------------
+    def containers(self) -> dict[str, str | None]:
+        """Virtual chunk containers the repository declares: ``url_prefix -> name``."""
+        if self.spec == 2:
+            config = flexbuffer(self._info().bytes(9)) or {}
+        else:
+            data = self.storage.get("config.yaml")
+            try:
+                config = yaml.load(data, Loader=_AnyTagLoader) if data else {}
+            except yaml.YAMLError as exc:
+                raise RefmountError(f"{self.base}/config.yaml: {str(exc).splitlines()[0]}") from None
+        found = {}
+        for key, value in ((config or {}).get("virtual_chunk_containers") or {}).items():
+            value = value if isinstance(value, dict) else {}
+            prefix = value.get("url_prefix") or key
+            if isinstance(prefix, str):
+                found[prefix] = value.get("name") if isinstance(value.get("name"), str) else None
+        return found
