@@ -51,6 +51,15 @@ def _mount_parser() -> argparse.ArgumentParser:
         help="read originals only under this URL or directory prefix (repeatable; needed for local "
         "files and private addresses when run as root or with --allow-other)",
     )
+    p.add_argument("--authorize-virtual", action="append", metavar="PREFIX",
+                   help="Icechunk: read virtual chunks from this container prefix (repeatable; none are read otherwise)")
+    p.add_argument("--relocate", action="append", metavar="OLD=NEW",
+                   help="Icechunk: read virtual chunks declared under prefix OLD from prefix NEW instead (data that "
+                   "moved; authorises OLD; repeatable)")
+    p.add_argument("--all-refs", action="store_const", const=True,
+                   help="Icechunk: show every branch, tag and snapshot side by side (branches/NAME/, tags/NAME/, snapshots/ID/)")
+    p.add_argument("--refresh", type=float, metavar="SECONDS",
+                   help="Icechunk: poll the branch head this often and show new commits (default: pinned at mount)")
     p.add_argument("--allow-other", action="store_const", const=True, help="let other users read the mount (needs user_allow_other)")
     p.add_argument("--timeout", type=float, help="seconds before an origin request fails (default 30)")
     p.add_argument("--retries", type=int, help="attempts per origin request on transient errors (default 3)")
@@ -92,7 +101,7 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         if problems is not None:
             problems.extend(found)
     for name in ("cache_size", "cache_dir", "disk_cache_size", "allow_other", "timeout", "retries", "parallel",
-                 "prefetch", "xattrs", "view", "max_gap", "max_request", "attr_timeout", "log_level"):
+                 "prefetch", "xattrs", "view", "max_gap", "max_request", "attr_timeout", "log_level", "all_refs", "refresh"):
         value = getattr(args, name)
         if value is not None:
             values[name] = _CONVERT.get(name, lambda v: v)(value)
@@ -104,8 +113,9 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         values["storage_options"] = merged
     if args.view:
         values["views"] = {}  # the command line's view is every source's
-    if args.allow_origin:
-        values["allow_origin"] = values.get("allow_origin", []) + args.allow_origin
+    for name in ("allow_origin", "authorize_virtual", "relocate"):
+        if getattr(args, name):
+            values[name] = values.get(name, []) + getattr(args, name)
     if args.log_file:
         values["log_file"] = os.path.abspath(args.log_file)
     if args.verbose and not args.log_level:
@@ -131,7 +141,11 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
     values["log_level"] = level
     if values.get("timeout", 1) <= 0 or values.get("retries", 1) < 1 or values.get("parallel", 1) < 1:
         raise RefmountError("--timeout must be positive, --retries and --parallel at least 1")
-    return MountOptions(**values)
+    if values.get("refresh", 0) < 0:
+        raise RefmountError("--refresh must be 0 (pinned) or a number of seconds")
+    opts = MountOptions(**values)
+    opts.source_settings()  # relocations are checked here, not in the daemon
+    return opts
 
 
 def child_args(args: argparse.Namespace) -> list[str]:
@@ -178,8 +192,12 @@ def to_args(opts: MountOptions) -> list[str]:
             args += ["--storage-option", f"{protocol}.{key}={json.dumps(value)}"]
     if opts.allow_other:
         args.append("--allow-other")
-    for prefix in opts.allow_origin:
-        args += ["--allow-origin", prefix]
+    for flag, values in (("--allow-origin", opts.allow_origin), ("--authorize-virtual", opts.authorize_virtual),
+                         ("--relocate", opts.relocate)):
+        for value in values:
+            args += [flag, value]
+    args += ["--all-refs"] if opts.all_refs else []
+    args += ["--refresh", str(opts.refresh)] if opts.refresh else []
     if opts.cache_dir:
         args += ["--cache-dir", opts.cache_dir if opts.cache_dir == "auto" else os.path.abspath(opts.cache_dir)]
     if opts.disk_cache_size is not None:
@@ -230,11 +248,17 @@ def cmd_inspect(argv: list[str]) -> int:
     p.add_argument("source")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--storage-option", "-o", action="append", default=[], metavar="PROTOCOL.KEY=VALUE")
+    p.add_argument("--all-refs", action="store_true", help="Icechunk: every branch, tag and snapshot")
+    p.add_argument("--authorize-virtual", action="append", default=[], metavar="PREFIX", help="Icechunk: as for mounting")
+    p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW", help="Icechunk: as for mounting")
     args = p.parse_args(argv)
+    from .options import parse_relocation
     from .sources import open_source
     from .summary import render, summarize
 
-    summary = summarize(open_source(args.source, parse_storage_options(args.storage_option)))
+    tree = open_source(location_of(args.source), parse_storage_options(args.storage_option), tuple(args.authorize_virtual),
+                       tuple(parse_relocation(r) for r in args.relocate), args.all_refs)
+    summary = summarize(tree)
     print(json.dumps(summary, indent=2) if args.json else render(summary, args.source))
     return 0
 
@@ -285,10 +309,11 @@ def _check_mount(opts: MountOptions) -> list[str]:
     policy = OriginPolicy(opts.allow_origin, shared=is_shared(bool(opts.allow_other)))
     for name, source in opts.sources:
         try:
-            tree = open_source(source, opts.storage_options)
+            tree = open_source(source, **opts.source_settings())
         except RefmountError as exc:
             problems.append(f"source {name}: {exc}")
             continue
+        policy.trust(tree.own_urls())
         refused = {url: policy.problem(url) for url in tree.urls()} if policy.active else {}
         problems += [f"source {name}: origin {url}: {why}" for url, why in refused.items() if why]
     if opts.cache_dir and opts.cache_dir != "auto":

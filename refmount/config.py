@@ -105,6 +105,10 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "log-file": ("log_file", _text, True),
     "log-level": ("log_level", _level, False),
     "storage-options": ("storage_options", _table, False),
+    "authorize-virtual": ("authorize_virtual", _texts, False),
+    "relocate": ("relocate", _texts, False),
+    "all-refs": ("all_refs", _bool, False),
+    "refresh": ("refresh", _number(0), False),
 }
 
 

@@ -60,10 +60,8 @@ class ReadyPipe:
 
 
 def load_tree(opts: MountOptions) -> Index:
-    indexes = {
-        name: apply_view(open_source(src, opts.storage_options), opts.views.get(name, opts.view))
-        for name, src in opts.sources
-    }
+    settings = opts.source_settings()
+    indexes = {name: apply_view(open_source(src, **settings), opts.views.get(name, opts.view)) for name, src in opts.sources}
     if len(indexes) == 1:
         return next(iter(indexes.values()))
     return Union(indexes)
@@ -73,6 +71,7 @@ def build(opts: MountOptions) -> tuple[Index, OriginPolicy]:
     """Load the tree and check its originals against the origin policy."""
     policy = OriginPolicy(opts.allow_origin, shared=is_shared(opts.allow_other))
     tree = load_tree(opts)
+    policy.trust(tree.own_urls())
     if policy.active:
         for url in tree.urls():
             problem = policy.problem(url)
@@ -170,15 +169,16 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         ready.send("READY")
         sd_notify("READY=1", f"STATUS={status()}", f"MAINPID={os.getpid()}")
 
+    timeout = min(opts.attr_timeout, opts.refresh) if opts.refresh else opts.attr_timeout  # new commits show in time
     options = {
         "foreground": True,
         "nothreads": False,
         "ro": True,
         "fsname": opts.sources[0][1].replace(",", "_")[:200],
         "subtype": "refmount",
-        "attr_timeout": opts.attr_timeout,
-        "entry_timeout": opts.attr_timeout,
-        "negative_timeout": opts.attr_timeout,
+        "attr_timeout": timeout,
+        "entry_timeout": timeout,
+        "negative_timeout": timeout,
     }
     if opts.allow_other:
         options.update(allow_other=True, default_permissions=True)
@@ -188,6 +188,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
                    xattrs=opts.xattrs)
         reloader = Reloader(opts, fs, origins, read_options or (lambda: opts), build, status)
         reloader.install()
+        if opts.refresh:
+            reloader.follow(opts.refresh)
         FUSE = fuse_class(mfusepy) if mfusepy.fuse_version_major == 3 else mfusepy.FUSE
         FUSE(fs, mountpoint, **options)
     except RuntimeError:

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import fsspec
@@ -53,6 +54,54 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 
 KEPT_FDS = 256
+
+
+def _bare(etag: str) -> str:
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def changed(url: str, check: str, etag: str | None, modified: float | None) -> FetchError | None:
+    """The error for an original whose identity no longer matches ``check`` (``Range.check``):
+    ``etag:VALUE`` must equal the object's ETag; ``mtime:SECONDS`` must not be older than
+    its modification time. An identity the origin cannot report fails too."""
+    kind, _, expected = check.partition(":")
+    if kind == "etag":
+        if etag is None:
+            return FetchError(f"{url}: cannot verify the reference's ETag checksum: the origin reports no ETag")
+        if _bare(etag) != _bare(expected):
+            return FetchError(f"{url}: the original changed since the reference was written (ETag {expected}, now {etag})")
+        return None
+    if kind == "mtime" and expected.isdigit():
+        if modified is None:
+            return FetchError(f"{url}: cannot verify the reference's last-modified checksum: the origin reports no time")
+        if int(modified) > int(expected):
+            return FetchError(f"{url}: the original changed since the reference was written "
+                              f"(modified {_when(modified)}, after {_when(int(expected))})")
+        return None
+    return FetchError(f"{url}: unknown checksum {check!r}")
+
+
+def _modified(info: dict) -> float | None:
+    value = next((info[k] for k in ("LastModified", "last_modified", "Last-Modified", "mtime", "updated") if info.get(k)), None)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    try:
+        return parsedate_to_datetime(str(value)).timestamp()
+    except (TypeError, ValueError):
+        try:
+            from datetime import datetime
+
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
 
 
 class Origins:
@@ -121,6 +170,9 @@ class Origins:
         for attempt in range(1, self.retries + 1):
             try:
                 return self._timed(func)
+            except FetchError:  # already says what failed (a changed original)
+                self.stats.add("origin_errors")
+                raise
             except Exception as exc:  # classify, then retry or give up
                 if attempt == self.retries or not _is_transient(exc):
                     self.stats.add("origin_errors")
@@ -134,27 +186,33 @@ class Origins:
     def is_local(url: str) -> bool:
         return split_protocol(url)[0] == "file"
 
-    def _pread(self, url: str, path: str, start: int, end: int) -> bytes:
+    def _pread(self, url: str, path: str, start: int, end: int, check: str = "") -> bytes:
         """One ``pread``. The first ``KEPT_FDS`` files keep their descriptor for the life of
         the daemon (never closed, so never reused under a concurrent reader); others are
-        opened per read."""
+        opened per read. With a ``check``, the file's identity is verified before and after."""
         self.check(url)
         self.stats.add("origin_requests")
         try:
             fd = self._fds.get(path)
-            if fd is not None:
-                data = os.pread(fd, end - start, start)
-            else:
+            keep = True
+            if fd is None:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 with self._lock:
                     keep = path not in self._fds and len(self._fds) < KEPT_FDS
                     if keep:
                         self._fds[path] = fd
-                try:
-                    data = os.pread(fd, end - start, start)
-                finally:
-                    if not keep:
-                        os.close(fd)
+            try:
+                if check:
+                    self._verify_local(url, path, fd, check)
+                data = os.pread(fd, end - start, start)
+                if check:
+                    self._verify_local(url, path, fd, check)
+            finally:
+                if not keep:
+                    os.close(fd)
+        except FetchError:
+            self.stats.add("origin_errors")
+            raise
         except OSError as exc:
             self.stats.add("origin_errors")
             raise FetchError(f"read {url}: {exc.strerror}") from exc
@@ -164,18 +222,49 @@ class Origins:
             raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
 
-    def read(self, url: str, start: int, end: int) -> bytes:
-        """Exactly the bytes ``[start, end)`` of ``url``; ``FetchError`` otherwise."""
+    def _verify_local(self, url: str, path: str, fd: int, check: str) -> None:
+        st = os.fstat(fd)
+        now = os.stat(path)
+        if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+            raise FetchError(f"{url}: the original was replaced since the reference was written")
+        problem = changed(url, check, None, st.st_mtime)
+        if problem is not None:
+            raise problem
+
+    def read(self, url: str, start: int, end: int, check: str = "") -> bytes:
+        """Exactly the bytes ``[start, end)`` of ``url``; ``FetchError`` otherwise. With a
+        ``check`` (``Range.check``), bytes of a changed original are never returned."""
         if end <= start:
             return b""
         protocol, path = split_protocol(url)
         if protocol == "file":  # local originals: one pread on a kept descriptor
-            return self._pread(url, path, start, end)
+            return self._pread(url, path, start, end, check)
         fs = self.filesystem(protocol)
+        kwargs = {}
+        if check and protocol in ("http", "https"):  # the origin enforces it: no extra request
+            kind, _, expected = check.partition(":")
+            header = {"etag": ("If-Match", lambda v: f'"{_bare(v)}"'), "mtime": ("If-Unmodified-Since", lambda v: formatdate(int(v), usegmt=True))}
+            if kind in header and (kind != "mtime" or expected.isdigit()):
+                name, form = header[kind]
+                kwargs["headers"] = {name: form(expected)}
+            else:
+                raise FetchError(f"{url}: unknown checksum {check!r}")
+        elif check:  # other object stores: compare what ``info`` reports first
+            info = self._with_retries("stat", url, lambda: self._call(fs, "info", path))
+            etag = next((info[k] for k in ("ETag", "etag") if info.get(k)), None)
+            problem = changed(url, check, etag, _modified(info))
+            if problem is not None:
+                self.stats.add("origin_errors")
+                raise problem
 
         def attempt() -> bytes:
             self.stats.add("origin_requests")
-            return self._call(fs, "cat_file", path, start=start, end=end)
+            try:
+                return self._call(fs, "cat_file", path, start=start, end=end, **kwargs)
+            except Exception as exc:
+                if getattr(exc, "status", None) == 412:
+                    raise FetchError(f"{url}: the original changed since the reference was written ({check}; the origin answered 412)") from None
+                raise
 
         data = self._with_retries("read", url, attempt)
         self.stats.add("origin_bytes", len(data))

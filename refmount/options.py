@@ -141,3 +141,20 @@ class MountOptions:
     xattrs: bool = True
     view: str = "raw"
     views: dict[str, str] = field(default_factory=dict)  # per source name, over ``view``
+    authorize_virtual: list[str] = field(default_factory=list)  # Icechunk virtual chunk containers
+    relocate: list[str] = field(default_factory=list)  # OLDPREFIX=NEWPREFIX
+    all_refs: bool = False
+    refresh: float = 0.0  # seconds between polls of a followed branch; 0: pinned
+
+    def source_settings(self) -> dict:
+        """What sources need besides their location (``sources.open_source`` keywords)."""
+        return {"storage_options": self.storage_options, "authorize_virtual": tuple(self.authorize_virtual),
+                "relocate": tuple(parse_relocation(r) for r in self.relocate), "all_refs": self.all_refs}
+
+
+def parse_relocation(text: str) -> tuple[str, str]:
+    """``OLDPREFIX=NEWPREFIX`` -> both prefixes."""
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise RefmountError(f"invalid relocation {text!r} (expected OLDPREFIX=NEWPREFIX)")
+    return old, new if "://" in new else "file://" + os.path.abspath(new)

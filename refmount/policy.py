@@ -42,6 +42,7 @@ class OriginPolicy:
                 self._files.append(os.path.realpath(path))
             else:
                 self._urls.append(prefix)
+        self._trusted: list[str] = []
         self._decided: dict[str, str | None] = {}
         self._hosts: dict[str, str | None] = {}
         self._lock = threading.Lock()
@@ -49,6 +50,14 @@ class OriginPolicy:
     @property
     def active(self) -> bool:
         return self.shared or bool(self._files or self._urls)
+
+    def trust(self, prefixes) -> None:
+        """Let URLs under ``prefixes`` through whatever the rules: objects of the source the
+        user named (an Icechunk repository's own chunk files)."""
+        for prefix in prefixes:
+            protocol, path = split_protocol(prefix)
+            self._trusted.append(os.path.realpath(path) if protocol == "file" else prefix)
+        self._decided.clear()
 
     def problem(self, url: str) -> str | None:
         """Why ``url`` may not be read, or None. Decisions are remembered per URL."""
@@ -64,6 +73,10 @@ class OriginPolicy:
 
     def _decide(self, url: str) -> str | None:
         protocol, path = split_protocol(url)
+        if self._trusted:
+            real = os.path.realpath(path) if protocol == "file" else url
+            if any(_under(real, p) if protocol == "file" else _url_under(url, p) for p in self._trusted):
+                return None
         if self._files or self._urls:
             if protocol == "file":
                 if any(_under(os.path.realpath(path), p) for p in self._files):

@@ -21,11 +21,11 @@ from .cache import MemoryCache
 from .disk import DiskCache
 from .fetch import Origins
 from .errors import FetchError
-from .index import Decoded, Inline, Range, Ref
+from .index import Decoded, Inline, Range, Ref, Unreadable
 
 log = logging.getLogger("refmount.reader")
 
-Segment = tuple[str, int, int]  # url, start, length: also the cache key
+Segment = tuple[str, int, int, str]  # url, start, length, check (``Range.check``): also the cache key
 
 
 class Reader:
@@ -63,32 +63,40 @@ class Reader:
             return ref.length
         if isinstance(ref, Decoded):
             return ref.codec.nbytes
+        if isinstance(ref, Unreadable):
+            return ref.length
         return self.origins.size(ref.url)
 
     def block_of(self, ref: Ref, size: int) -> int:
         return size if size <= self.whole_limit else self.block_size
 
     def segment(self, ref: Ref, size: int, index: int) -> Segment:
-        """Block ``index`` of a reference as ``(url, start, length)``."""
+        """Block ``index`` of a reference as a ``Segment``."""
         block = self.block_of(ref, size)
-        start = (ref.offset if isinstance(ref, Range) else 0) + index * block
-        return ref.url, start, min(block, size - index * block)
+        if isinstance(ref, Range):
+            return ref.url, ref.offset + index * block, min(block, size - index * block), ref.check
+        return ref.url, index * block, min(block, size - index * block), ""
 
     def _fetch(self, seg: Segment) -> bytes:
         """One segment from the disk cache, else from its origin (then kept on disk)."""
-        url, start, length = seg
+        url, start, length, check = seg
         if self.disk is None:
-            return self.origins.read(url, start, start + length)
+            return self.origins.read(url, start, start + length, check)
         self.origins.check(url)  # a policy reloaded since the entry was written still applies
-        version = self.origins.version(url)
+        version = self._version(seg)
         data = self.disk.get(url, start, length, version)
         if data is None:
-            data = self.origins.read(url, start, start + length)
+            data = self.origins.read(url, start, start + length, check)
             self.disk.put(url, start, length, data, version)
         return data
 
+    def _version(self, seg: Segment) -> str | None:
+        """What names the original's state in the disk cache: the reference's own check,
+        else the etag or mtime the origin reported."""
+        return seg[3] or self.origins.version(seg[0])
+
     def _on_disk(self, seg: Segment) -> bool:
-        return self.disk is not None and self.disk.has(seg[0], seg[1], seg[2], self.origins.version(seg[0]))
+        return self.disk is not None and self.disk.has(seg[0], seg[1], seg[2], self._version(seg))
 
     def _into_cache(self, key, produce) -> None:
         """Fulfil a claimed cache key with ``produce()`` (on the pool), or fail it."""
@@ -101,6 +109,8 @@ class Reader:
         """Bytes ``[offset, offset+length)`` of the file, clamped to its size."""
         if isinstance(ref, Inline):
             return ref.data[offset : offset + length]
+        if isinstance(ref, Unreadable):
+            raise FetchError(ref.reason)
         if isinstance(ref, Decoded):  # the whole chunk, decoded once and cached decoded
             data = self.cache.get((ref.codec, ref.source), lambda: self._decode(ref))
             return data[offset : offset + length]
@@ -110,8 +120,9 @@ class Reader:
         if offset >= end:
             return b""
         if self.origins.is_local(ref.url):  # the kernel's page cache is the cache for local files
-            base = ref.offset if isinstance(ref, Range) else 0
-            return self.origins.read(ref.url, base + offset, base + end)
+            if isinstance(ref, Range):
+                return self.origins.read(ref.url, ref.offset + offset, ref.offset + end, ref.check)
+            return self.origins.read(ref.url, offset, end)
         block = self.block_of(ref, size)
         first, last = offset // block, (end - 1) // block
         blocks = (size + block - 1) // block
@@ -148,14 +159,14 @@ class Reader:
 
     # -- fetching ahead ---------------------------------------------------------------
     def _plan(self, segments: list[Segment]) -> list[list[Segment]]:
-        """Group segments into requests: same URL, sorted, gaps <= max_gap, size <= max_request."""
+        """Group segments into requests: same URL and check, sorted, gaps <= max_gap, size <= max_request."""
         runs: list[list[Segment]] = []
         for seg in sorted(set(segments)):
             if runs:
                 run = runs[-1]
-                url, start, _ = run[0]
-                end = max(s + n for _, s, n in run)
-                if seg[0] == url and 0 <= seg[1] - end <= self.max_gap and seg[1] + seg[2] - start <= self.max_request:
+                url, start, _, check = run[0]
+                end = max(s + n for _, s, n, _ in run)
+                if seg[0] == url and seg[3] == check and 0 <= seg[1] - end <= self.max_gap and seg[1] + seg[2] - start <= self.max_request:
                     run.append(seg)
                     continue
             runs.append([seg])
@@ -175,7 +186,7 @@ class Reader:
                     started += 1
                     self._pool.submit(self._into_cache, seg, lambda seg=seg: self._fetch(seg))
         for run in self._plan(wanted):
-            nbytes = sum(n for _, _, n in run)
+            nbytes = sum(n for _, _, n, _ in run)
             with self._lock:
                 if self._ahead_bytes + nbytes > self.ahead_budget:
                     break
@@ -195,12 +206,11 @@ class Reader:
             self._ahead_bytes -= nbytes
 
     def _fetch_run(self, run: list[Segment], reserved: int) -> None:
-        url = run[0][0]
-        start = run[0][1]
-        end = max(s + n for _, s, n in run)
+        url, start, _, check = run[0]
+        end = max(s + n for _, s, n, _ in run)
         try:
             try:
-                data = self.origins.read(url, start, end)
+                data = self.origins.read(url, start, end, check)
             except Exception as exc:
                 if len(run) == 1:
                     log.warning("prefetch %s [%d, %d) failed: %s", url, start, end, exc)
@@ -213,9 +223,9 @@ class Reader:
                     except Exception as one:
                         self.cache.fail(seg, one)
                 return
-            version = self.origins.version(url) if self.disk is not None else None
+            version = self._version(run[0]) if self.disk is not None else None
             for seg in run:
-                _, s, n = seg
+                _, s, n, _ = seg
                 piece = data[s - start : s - start + n]
                 if self.disk is not None:
                     self.disk.put(url, s, n, piece, version)

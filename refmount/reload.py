@@ -1,6 +1,9 @@
 """Live reload on SIGHUP: re-read the config and the reference sets, build the new tree aside,
 then swap it in at once. A reload that fails keeps the tree being served and logs why.
 
+``--refresh SECONDS`` uses the same path: a thread asks the tree whether its source moved (a
+followed Icechunk branch has a new head) and, when it did, rebuilds and swaps.
+
 libfuse installs its own handler (which unmounts) for SIGHUP only when the disposition is the
 default, so SIGHUP gets a Python handler here; the main thread is inside the FUSE loop, so the
 signal is taken from Python's wakeup fd by a thread of its own.
@@ -26,7 +29,7 @@ from .policy import OriginPolicy
 
 log = logging.getLogger("refmount")
 
-RELOADABLE = {"sources", "allow_origin", "view", "views"}
+RELOADABLE = {"sources", "allow_origin", "view", "views", "authorize_virtual", "relocate", "all_refs"}
 
 
 class Reloader:
@@ -64,11 +67,28 @@ class Reloader:
             if signal.SIGHUP in data:
                 self.reload()
 
-    def reload(self) -> bool:
+    def follow(self, interval: float) -> None:
+        """Poll the served tree's sources every ``interval`` seconds; rebuild when one moved."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval)
+                try:
+                    moved = self.fs.tree.moved()
+                except Exception as exc:  # an unreachable repository: keep serving, try again
+                    log.warning("refresh: cannot check the sources: %s", exc)
+                    continue
+                if moved:
+                    log.info("refresh: %s", moved)
+                    self.reload(fresh_options=False)
+
+        threading.Thread(target=loop, name="refmount-refresh", daemon=True).start()
+
+    def reload(self, fresh_options: bool = True) -> bool:
         reloading()
         began = time.monotonic()
         try:
-            new = self.read_options()
+            new = self.read_options() if fresh_options else self.opts
             fixed = sorted(f.name for f in fields(MountOptions) if f.name not in RELOADABLE
                            and f.name != "log_file" and getattr(new, f.name) != getattr(self.opts, f.name))
             if fixed:

@@ -6,8 +6,9 @@ import json
 import math
 from collections import Counter
 
-from .index import Index, Inline, Range, Whole
+from .index import Index, Inline, Range, Unreadable, Whole
 from .order import grid_of
+from .urls import split_protocol
 
 
 def _json(ref) -> dict | None:
@@ -28,42 +29,72 @@ def _codecs(meta: dict) -> list[str]:
     return codecs
 
 
+def _v3(meta: dict) -> tuple[str | None, dict]:
+    """A ``zarr.json``'s node type and its array fields in the ``.zarray`` vocabulary."""
+    if meta.get("node_type") != "array":
+        return meta.get("node_type"), {}
+    grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
+    codecs = [c.get("name", "?") for c in meta.get("codecs") or [] if isinstance(c, dict)]
+    return "array", {"shape": meta.get("shape", []), "chunks": grid.get("chunk_shape", []), "dtype": meta.get("data_type"), "codecs": codecs}
+
+
+def _own(url: str, prefixes: list[str]) -> bool:
+    return any(url.startswith(p) for p in prefixes)
+
+
+def _owner(parent: str, arrays: dict) -> dict | None:
+    """The array a chunk file belongs to: its directory (v2) or the nearest array above (v3)."""
+    while True:
+        if parent in arrays:
+            return arrays[parent]
+        if not parent:
+            return None
+        parent = parent.rpartition("/")[0]
+
+
 def summarize(tree: Index) -> dict:
-    """Arrays and groups, reference kinds, origins and referenced bytes."""
+    """Arrays and groups, reference kinds, origins and referenced bytes (and, for an Icechunk
+    repository, its refs, history and virtual chunk containers)."""
     groups, arrays = [], {}
     kinds: Counter[str] = Counter()
     urls: set[str] = set()
     ranged_bytes = 0
-    for key, ref in tree.items():
+    own = [p if "://" in p else split_protocol(p)[1] for p in tree.own_urls()]
+    entries = list(tree.items())
+    for key, ref in entries:  # metadata first: v3 chunk files sort before their array's zarr.json
         parent, _, name = key.rpartition("/")
+        fields = None
         if name == ".zgroup":
             groups.append(parent or "/")
         elif name == ".zarray":
             meta = _json(ref) or {}
-            shape, chunks = meta.get("shape", []), meta.get("chunks", [])
-            grid = math.prod(grid_of(shape, chunks))
-            arrays[parent] = {
-                "path": parent or "/",
-                "shape": shape,
-                "chunks": chunks,
-                "dtype": meta.get("dtype"),
-                "codecs": _codecs(meta),
-                "grid_chunks": grid,
-                "refs": Counter(),
-            }
+            fields = {"shape": meta.get("shape", []), "chunks": meta.get("chunks", []), "dtype": meta.get("dtype"), "codecs": _codecs(meta)}
+        elif name == "zarr.json":
+            node_type, fields = _v3(_json(ref) or {})
+            if node_type == "group":
+                groups.append(parent or "/")
+            fields = fields or None
+        if fields is not None:
+            arrays[parent] = {"path": parent or "/", **fields, "grid_chunks": math.prod(grid_of(fields["shape"], fields["chunks"])),
+                              "refs": Counter()}
+    for key, ref in entries:
+        parent, _, name = key.rpartition("/")
         if isinstance(ref, Inline):
             kind = "inline"
+        elif isinstance(ref, Unreadable):
+            kind = "unreadable"
         elif isinstance(ref, Range):
-            kind = "ranged"
+            kind = "native" if own and _own(ref.url, own) else "ranged"
             ranged_bytes += ref.length
-            urls.add(ref.url)
+            if kind == "ranged":
+                urls.add(ref.url)
         else:
             assert isinstance(ref, Whole)
             kind = "whole_file"
             urls.add(ref.url)
         kinds[kind] += 1
-        array = arrays.get(parent)
-        if array is not None and not name.startswith("."):
+        array = _owner(parent, arrays) if not name.startswith(".") and name != "zarr.json" else None
+        if array is not None:
             array["refs"][kind] += 1
     for array in arrays.values():
         present = sum(array["refs"].values())
@@ -71,24 +102,30 @@ def summarize(tree: Index) -> dict:
     return {
         "groups": sorted(groups),
         "arrays": [arrays[k] for k in sorted(arrays)],
-        "references": {"inline": kinds["inline"], "ranged": kinds["ranged"], "whole_file": kinds["whole_file"]},
+        "references": {"inline": kinds["inline"], "ranged": kinds["ranged"], "whole_file": kinds["whole_file"],
+                       **{k: kinds[k] for k in ("native", "unreadable") if kinds[k]}},
         "missing_chunks": sum(a["refs"]["missing"] for a in arrays.values()),
         "origin_files": len(urls),
         "referenced_bytes": ranged_bytes,
+        **({"repository": tree.describe()} if hasattr(tree, "describe") else {}),
     }
 
 
 def render(summary: dict, title: str) -> str:
     lines = [title, ""]
+    lines += _render_repository(summary["repository"]) if "repository" in summary else []
     refs = summary["references"]
+    extra = "".join(f", {refs[k]} {k}" for k in ("native", "unreadable") if refs.get(k))
     lines.append(
-        f"references: {refs['inline']} inline, {refs['ranged']} ranged, {refs['whole_file']} whole-file, "
+        f"references: {refs['inline']} inline, {refs['ranged']} ranged, {refs['whole_file']} whole-file{extra}, "
         f"{summary['missing_chunks']} missing chunks"
     )
     lines.append(f"origin files: {summary['origin_files']}, referenced bytes: {summary['referenced_bytes']:,}")
     lines.append(f"groups: {', '.join(summary['groups']) or '-'}")
     lines.append("")
-    header = ("array", "shape", "chunks", "dtype", "codecs", "inline", "ranged", "whole", "missing")
+    columns = ["inline", "ranged", "whole_file", "missing"]
+    columns[1:1] = [k for k in ("native", "unreadable") if refs.get(k)]
+    header = ("array", "shape", "chunks", "dtype", "codecs", *(c.replace("whole_file", "whole").replace("ranged", "virtual" if "repository" in summary else "ranged") for c in columns))
     rows = [
         (
             a["path"],
@@ -96,7 +133,7 @@ def render(summary: dict, title: str) -> str:
             "x".join(map(str, a["chunks"])) or "()",
             str(a["dtype"]),
             ",".join(a["codecs"]) or "-",
-            *(str(a["refs"].get(k, 0)) for k in ("inline", "ranged", "whole_file", "missing")),
+            *(str(a["refs"].get(k, 0)) for k in columns),
         )
         for a in summary["arrays"]
     ]
@@ -104,6 +141,20 @@ def render(summary: dict, title: str) -> str:
     for row in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
+
+
+def _render_repository(repo: dict) -> list[str]:
+    lines = [f"icechunk repository (spec v{repo['spec']}), showing {repo['showing']}"]
+    for kind in ("branches", "tags"):
+        lines.append(f"{kind}: " + (", ".join(f"{n} -> {s}" for n, s in repo[kind].items()) or "-"))
+    if repo["deleted_tags"]:
+        lines.append(f"deleted tags: {', '.join(repo['deleted_tags'])}")
+    lines.append("snapshots:")
+    for snap in repo["history"]:
+        lines.append(f"  {snap['id']}  {snap['time']}  parent {snap['parent'] or '-':20}  {snap['message']}")
+    lines.append("virtual chunk containers: " + (", ".join(
+        f"{c['prefix']} ({'authorised' if c['authorised'] else 'not authorised'})" for c in repo["virtual_containers"]) or "-"))
+    return lines + [""]
 
 
 __all__ = ["summarize", "render"]

@@ -24,7 +24,11 @@ def split_protocol(url: str) -> tuple[str, str]:
 
 
 def location_of(source: str) -> str:
-    """Normalise a reference-file location: absolute local path or URL."""
+    """Normalise a source location: absolute local path or URL. In a URL pipeline
+    (``BASE|icechunk:...``) only the base is a location."""
+    if "|icechunk" in source:
+        base, _, rest = source.partition("|")
+        return f"{location_of(base)}|{rest}"
     if "://" in source:
         scheme, path = split_protocol(source)
         return path if scheme == "file" else source

@@ -146,8 +146,8 @@ def test_a_bad_range_in_a_merged_request_does_not_fail_its_neighbours(http_origi
     cache = MemoryCache(64 << 20)
     reader = Reader(Origins(retries=1), cache)
     try:
-        good = [(url, 0, CHUNK), (url, CHUNK, CHUNK)]
-        bad = (url, 2 * CHUNK, 2 * CHUNK)  # runs past the end of the original
+        good = [(url, 0, CHUNK, ""), (url, CHUNK, CHUNK, "")]
+        bad = (url, 2 * CHUNK, 2 * CHUNK, "")  # runs past the end of the original
         assert reader.fetch_ahead([*good, bad]) == 3
         for seg in good:
             assert reader.read(Range(*seg), 0, CHUNK) == data[seg[1] : seg[1] + CHUNK]

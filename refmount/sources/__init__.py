@@ -1,4 +1,4 @@
-"""Sources: one module per reference format, each producing an ``index.Index``.
+"""Sources: one module (or package) per reference format, each producing an ``index.Index``.
 
 ``open_source(location)`` detects the format and loads it.
 """
@@ -7,13 +7,23 @@ from __future__ import annotations
 
 from ..index import Index
 from ..urls import location_of
-from . import kerchunk_json, kerchunk_parquet
+from . import icechunk, kerchunk_json, kerchunk_parquet
 
 
-def open_source(source: str, storage_options: dict | None = None) -> Index:
-    """Load the reference set at ``source`` (a path or URL) into an index."""
+def open_source(source: str, storage_options: dict | None = None, authorize_virtual: tuple[str, ...] = (),
+                relocate: tuple[tuple[str, str], ...] = (), all_refs: bool = False) -> Index:
+    """Load the reference set or repository at ``source`` (a path or URL) into an index.
+
+    The other arguments concern Icechunk repositories (``icechunk.Settings``)."""
     location = location_of(source)
     storage_options = storage_options or {}
+    settings = icechunk.Settings(storage_options, tuple(authorize_virtual), tuple(relocate), all_refs)
+    if icechunk.url.is_pipeline(location):
+        return icechunk.load(location, settings)
+    if location.rstrip("/").endswith((".parq", ".parquet")):
+        return kerchunk_parquet.load(location, storage_options)
+    if icechunk.looks_like_repository(location, storage_options):  # before a remote "dir/" is taken for Parquet
+        return icechunk.load(location, settings)
     if kerchunk_parquet.is_parquet_set(location, storage_options):
         return kerchunk_parquet.load(location, storage_options)
     return kerchunk_json.load(location, storage_options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 from dataclasses import dataclass, field
 
 import zstandard
@@ -121,6 +122,7 @@ class Manifest:
         except (IndexError, ValueError, TypeError, struct.error) as exc:
             raise RefmountError(f"{name}: malformed manifest: {exc}") from None
         self._decompressor = None
+        self._lock = threading.Lock()  # a zstandard decompressor serves one thread at a time
 
     def count(self, node_id: bytes) -> int:
         return self._arrays.get(node_id, (0, 0))[1]
@@ -196,7 +198,7 @@ class Manifest:
                 raise RefmountError(f"{self.name}: compressed locations but no location dictionary")
             self._decompressor = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(self._dictionary))
         try:
-            with self._decompressor.stream_reader(io.BytesIO(compressed)) as reader:
+            with self._lock, self._decompressor.stream_reader(io.BytesIO(compressed)) as reader:
                 return reader.read().decode("utf-8", "surrogateescape")
         except zstandard.ZstdError as exc:
             raise RefmountError(f"{self.name}: cannot decompress a location: {exc}") from None

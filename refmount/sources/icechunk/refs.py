@@ -110,10 +110,13 @@ class AllRefsIndex(Index):
                 yield f"{prefix}/{key}"
 
     def urls(self) -> Iterator[str]:
-        return (prefix for prefix in self.access.declared if prefix not in self.access.unauthorized())
+        return iter(self.access.origins())
 
     def own_urls(self) -> Iterator[str]:
         yield self.repo.chunk_url("")
+
+    def describe(self) -> dict:
+        return self.repo.describe("every branch, tag and snapshot", lambda p: p not in self.access.unauthorized())
 
     def moved(self) -> str | None:
         try:

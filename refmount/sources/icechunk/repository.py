@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 import yaml
@@ -194,6 +195,19 @@ class Repository:
 
     def chunk_url(self, chunk_id: str) -> str:
         return self.storage.url(f"chunks/{chunk_id}")
+
+    def describe(self, showing: str, authorised) -> dict:
+        """For ``refmount inspect``: refs, every snapshot, virtual chunk containers."""
+        refs = self.refs()
+        stamp = lambda us: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us / 1e6))  # noqa: E731
+        history = sorted(self.history(), key=lambda s: s.flushed_at, reverse=True)
+        return {
+            "repository": self.base, "spec": self.spec, "showing": showing,
+            "branches": dict(sorted(refs.branches.items())), "tags": dict(sorted(refs.tags.items())),
+            "deleted_tags": sorted(refs.deleted_tags),
+            "history": [{"id": s.id, "parent": s.parent, "time": stamp(s.flushed_at), "message": s.message} for s in history],
+            "virtual_containers": [{"prefix": p, "authorised": authorised(p)} for p in sorted(self.containers())],
+        }
 
     # -- configuration (§9) ---------------------------------------------------------------
     def containers(self) -> dict[str, str | None]:

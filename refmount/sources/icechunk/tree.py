@@ -106,7 +106,7 @@ class SnapshotIndex(Index):
                 yield f"{rel}/zarr.json" if rel else "zarr.json"
 
     def urls(self) -> Iterator[str]:
-        return (prefix for prefix in self.access.declared if prefix not in self.access.unauthorized())
+        return iter(self.access.origins())
 
     def own_urls(self) -> Iterator[str]:
         yield self.repo.chunk_url("")
@@ -119,6 +119,11 @@ class SnapshotIndex(Index):
         except RefmountError as exc:
             return None if "no branch" not in str(exc) else f"branch {self.follow!r} is gone"
         return None if head == self.snapshot.id else f"branch {self.follow!r} moved to {head}"
+
+    def describe(self) -> dict:
+        where = f"branch {self.follow} at " if self.follow else ""
+        showing = f"{where}snapshot {self.snapshot.id}" + (f", node {self.root}" if self.root else "")
+        return self.repo.describe(showing, lambda p: p not in self.access.unauthorized())
 
     # -- helpers -----------------------------------------------------------------------
     def _inside(self, path: str) -> bool:
@@ -145,18 +150,24 @@ class SnapshotIndex(Index):
                 yield self._manifest(mid)
 
     def _find(self, array: Node, coords: tuple[int, ...]) -> ChunkRef | None:
-        for manifest in self._covering(array, coords):
-            found = manifest.find(array.id, coords)
-            if found is not None:
-                return found
+        try:
+            for manifest in self._covering(array, coords):
+                found = manifest.find(array.id, coords)
+                if found is not None:
+                    return found
+        except RefmountError as exc:  # a malformed manifest: that read fails, the mount lives
+            raise FetchError(str(exc)) from None
         return None
 
     def _next(self, array: Node, prefix: tuple[int, ...], limit: int | None = None) -> list[int]:
         values: set[int] = set()
-        for manifest in self._covering(array, prefix):
-            values.update(manifest.next_values(array.id, prefix, limit))
-            if limit and values:
-                break
+        try:
+            for manifest in self._covering(array, prefix):
+                values.update(manifest.next_values(array.id, prefix, limit))
+                if limit and values:
+                    break
+        except RefmountError as exc:
+            raise FetchError(str(exc)) from None
         return sorted(values)
 
     def _ref(self, chunk: ChunkRef) -> Ref:

@@ -37,6 +37,11 @@ class VirtualAccess:
         """Declared containers the user did not authorise."""
         return sorted(p for p in self.declared if not any(_covers(a, p) for a in self.authorized))
 
+    def origins(self) -> list[str]:
+        """Where authorised containers are read from (relocations applied)."""
+        found = (self.resolve(prefix)[0] for prefix in self.declared if prefix not in self.unauthorized())
+        return sorted({url for url in found if url})
+
     def resolve(self, location: str) -> tuple[str | None, str | None]:
         """``(url, None)`` to read, or ``(None, why not)``."""
         with self._lock:
