@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from .errors import FetchError
-from .index import Decoded, Dir, Index, Inline, Range, Ref, Whole
+from .index import Decoded, Dir, Index, Inline, Range, Ref, Unreadable, Whole
 from .prefetch import Prefetcher
 from .reader import Reader
 
@@ -335,6 +335,10 @@ class RefFS:
             values.update(kind="inline", length=str(len(node.data)))
         elif isinstance(node, Range):
             values.update(kind="range", url=node.url, offset=str(node.offset), length=str(node.length))
+            if node.check:
+                values["check"] = node.check
+        elif isinstance(node, Unreadable):
+            values.update(kind="unreadable", length=str(node.length), reason=node.reason)
         elif isinstance(node, Whole):
             values.update(kind="whole", url=node.url, offset="0")
             if self.reader.origins.size_known(node.url):

@@ -92,7 +92,7 @@ def test_memory_cache_holds_its_bound_while_reading_more(tmp_path, http_origin):
         for i in range(N):
             ref = Range(url, i * CHUNK, CHUNK)
             assert reader.read(ref, 0, CHUNK) == data[i * CHUNK : (i + 1) * CHUNK]
-            reader.fetch_ahead([(url, j * CHUNK, CHUNK) for j in range(i + 1, min(i + 6, N))])
+            reader.fetch_ahead([(url, j * CHUNK, CHUNK, "") for j in range(i + 1, min(i + 6, N))])
             assert cache.current_bytes <= 5 * CHUNK
     finally:
         reader.close()
