@@ -117,6 +117,9 @@ def _local(path: str, base: str) -> str:
 
 
 def _source_location(source: str, base: str) -> str:
+    if "|icechunk" in source:  # a URL pipeline: only its base is a location
+        location, _, rest = source.partition("|")
+        return f"{_source_location(location, base)}|{rest}"
     return source if "://" in source else _local(source, base)
 
 

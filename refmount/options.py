@@ -49,6 +49,8 @@ def parse_storage_options(items: list[str]) -> dict[str, dict]:
 
 
 def source_name(source: str) -> str:
+    if "|icechunk" in source:  # a URL pipeline: named after its repository
+        source = source.partition("|")[0]
     base = source.rstrip("/").rpartition("/")[2]
     changed = True
     while changed:

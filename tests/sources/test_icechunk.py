@@ -336,3 +336,39 @@ def test_v2_and_decoded_views_for_netcdf_c_and_gdal(originals, mount, tmp_path):
     with mount(f"{DATA / 'v2'}|icechunk:grp/sub", relocate=originals.relocate, view="decoded") as root:
         temp = _expected_array(arrays["grp/sub/temp"])  # zstd in the repository
         assert np.allclose(_ncdump(root, "temp"), temp.ravel(), rtol=1e-6, atol=0)  # ncdump prints 7 digits
+
+
+def test_virtual_locations_resolve_only_through_authorised_containers():
+    from refmount.sources.icechunk.virtual import VirtualAccess
+
+    access = VirtualAccess({"s3://bucket/": None, "s3://bucket/deep/": "deep", "file:///data/ext/": None, "https://h/x/": None},
+                           authorized=["s3://bucket/deep/", "file:///data/ext/"], relocate={"https://h/x/": "/srv/x"})
+    assert access.resolve("s3://bucket/deep/a%20b//c") == ("s3://bucket/deep/a b//c", None)  # keys verbatim, decoded
+    assert access.resolve("vcc://deep/k") == ("s3://bucket/deep/k", None)
+    assert "s3://bucket/ is not authorised" in access.resolve("s3://bucket/other")[1]  # the longest prefix decides
+    assert access.resolve("file:///data/ext/a/../b.nc") == ("/data/ext/b.nc", None)
+    assert "escapes its container" in access.resolve("file:///data/ext/../../etc/passwd")[1]
+    assert access.resolve("https://h/x/y.nc") == ("/srv/x/y.nc", None)  # relocated to a local directory
+    assert "no virtual chunk container covers" in access.resolve("gs://elsewhere/k")[1]
+    assert "no virtual chunk container named 'nope'" in access.resolve("vcc://nope/k")[1]
+    assert access.unauthorized() == ["s3://bucket/"]
+
+
+def test_a_config_file_names_a_repository_relative_to_itself(tmp_path, originals):
+    config = tmp_path / "era5.toml"
+    shutil.copytree(DATA / "v2", tmp_path / "repos" / "v2")
+    (tmp_path / "mnt").mkdir()
+    config.write_text(f"""
+mountpoint = "mnt"
+relocate = {json.dumps(originals.relocate)}
+allow-origin = ["/", "http://127.0.0.1"]
+[sources.dev]
+url = "repos/v2|icechunk:@branch.dev/grp"
+view = "v2"
+""")
+    result = run_cli("check", "--config", config)
+    assert result.returncode == 0, result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('mountpoint = "mnt"\nsources = ["repos/v2|icechunk:@branch.gone"]\n')
+    result = run_cli("check", "--config", bad)
+    assert result.returncode == 1 and "no branch 'gone' (known: dev, main)" in result.stderr

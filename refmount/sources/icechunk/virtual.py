@@ -24,7 +24,7 @@ def _covers(prefix: str, url: str) -> bool:
 
 class VirtualAccess:
     def __init__(self, declared: dict[str, str | None], authorized: list[str] | tuple = (), relocate: dict[str, str] | None = None):
-        self.relocate = {_dir(k): _dir(v) for k, v in (relocate or {}).items()}
+        self.relocate = {_dir(k): _dir(v if "://" in v else "file://" + v) for k, v in (relocate or {}).items()}
         self.authorized = [_dir(p) for p in authorized] + list(self.relocate)
         self.declared = dict(declared)
         for prefix in self.authorized:
