@@ -64,14 +64,44 @@ class ChunkOrder:
             self._grids[directory] = grid
         return grid
 
+    def _grid_v3(self, directory: str) -> list[int] | None:
+        """The chunk grid of the Zarr v3 array whose ``c/i/j`` files are under ``directory/c``."""
+        key = directory + "\x00v3"
+        with self._lock:
+            if key in self._grids:
+                return self._grids[key]
+        grid = None
+        meta = self.tree.node(f"{directory}/zarr.json" if directory else "zarr.json")
+        if isinstance(meta, Inline):
+            try:
+                v3 = json.loads(meta.data)
+                encoding = v3.get("chunk_key_encoding") or {}
+                chunk_grid = v3.get("chunk_grid") or {}
+                if (v3.get("node_type") == "array" and encoding.get("name") == "default"
+                        and (encoding.get("configuration") or {}).get("separator", "/") == "/" and chunk_grid.get("name") == "regular"):
+                    grid = grid_of(list(v3["shape"]), list(chunk_grid["configuration"]["chunk_shape"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                grid = None
+        with self._lock:
+            self._grids[key] = grid
+        return grid
+
     def position(self, path: str) -> tuple[str, int, list[int]] | None:
-        """``(array directory, chunk number, grid)`` of a chunk file, or None."""
+        """``(array directory, chunk number, grid)`` of a chunk file, or None. For a Zarr v3
+        array (``arr/c/i/j``) the directory is ``arr/c``."""
         directory, _, name = path.rpartition("/")
         grid = self._grid(directory)
-        if not grid or name.startswith("."):
-            return None
-        n = chunk_number(name, grid)
-        return None if n is None else (directory, n, grid)
+        if grid and not name.startswith("."):
+            n = chunk_number(name, grid)
+            return None if n is None else (directory, n, grid)
+        parts = path.split("/")
+        for i in range(len(parts) - 2, -1, -1):  # the nearest "c" that is an array's chunk prefix
+            if parts[i] == "c":
+                grid = self._grid_v3("/".join(parts[:i]))
+                if grid and len(parts) - i - 1 == len(grid):
+                    n = chunk_number(".".join(parts[i + 1 :]), grid)
+                    return None if n is None else ("/".join(parts[: i + 1]), n, grid)
+        return None
 
     def after(self, path: str, count: int) -> list[str]:
         pos = self.position(path)
@@ -80,4 +110,6 @@ class ChunkOrder:
         directory, n, grid = pos
         total = math.prod(grid)
         prefix = f"{directory}/" if directory else ""
-        return [prefix + chunk_name(m, grid) for m in range(n + 1, min(n + 1 + count, total))]
+        v3 = directory == "c" or directory.endswith("/c")
+        names = (chunk_name(m, grid) for m in range(n + 1, min(n + 1 + count, total)))
+        return [prefix + (name.replace(".", "/") if v3 else name) for name in names]

@@ -305,6 +305,10 @@ def test_a_repository_over_http_and_on_s3(originals, mount, s3_endpoint, http_or
     want = EXPECTED["repos"]["v2"]["snapshots"][EXPECTED["repos"]["v2"]["branches"]["main"]]["arrays"]
     with mount(f"{http_origin.url}/v2/", relocate=originals.relocate) as root:
         np.testing.assert_array_equal(zarr.open_group(root, mode="r")["native"][...], _expected_array(want["native"]))
+        web = b"".join(open(f"{root}/web/c/{i}", "rb").read() for i in range(6))  # in grid order: fetched ahead
+        assert np.frombuffer(web, "<i2").tolist() == list(range(48))
+        stats = json.loads(os.getxattr(root, "user.refmount.stats"))
+        assert stats["prefetch_chunks"] >= 1 and stats["prefetch_used"] >= 1
     import s3fs
 
     options = {"s3": {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}}
