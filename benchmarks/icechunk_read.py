@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import Mounted, row, ROWS  # noqa: E402
+from run import Mounted, print_summary, row  # noqa: E402
 
 WRITE = r"""
 import os, sys, json, numpy as np, icechunk, zarr
@@ -131,9 +131,7 @@ def main() -> None:
         row("zarr through the same mount again", f"{rate(warm):.0f} MB/s", f"ratio {rate(warm) / rate(peer):.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("\nsummary")
-    for name, value, note in ROWS:
-        print(f"| {name} | {value} | {note} |")
+    print_summary()
 
 
 if __name__ == "__main__":

@@ -442,6 +442,10 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    print_summary()
+
+
+def print_summary() -> None:
     print("\nsummary")
     for name, value, note in ROWS:
         print(f"| {name} | {value} | {note} |")

@@ -169,29 +169,24 @@ class Repository:
 
     # -- immutable objects --------------------------------------------------------------
     def snapshot(self, sid: str) -> Snapshot:
-        with self._lock:
-            snap = self._snapshots.get(sid)
-        if snap is None:
-            data = self.storage.get(f"snapshots/{sid}")
-            if data is None:
-                raise RefmountError(f"{self.base}: snapshot {sid} is missing (expired or garbage-collected?)")
-            snap = parse_snapshot(data, f"{self.base}/snapshots/{sid}")
-            with self._lock:
-                self._snapshots[sid] = snap
-        return snap
+        return self._immutable(self._snapshots, "snapshot", sid, parse_snapshot)
 
     def manifest(self, mid: str) -> Manifest:
+        return self._immutable(self._manifests, "manifest", mid, Manifest)
+
+    def _immutable(self, cache: LRUCache, kind: str, oid: str, parse):
+        """``snapshots/ID`` or ``manifests/ID``, parsed once and kept while the cache allows."""
         with self._lock:
-            manifest = self._manifests.get(mid)
-        if manifest is None:
-            data = self.storage.get(f"manifests/{mid}")
+            found = cache.get(oid)
+        if found is None:
+            data = self.storage.get(f"{kind}s/{oid}")
             if data is None:
-                raise RefmountError(f"{self.base}: manifest {mid} is missing (expired or garbage-collected?)")
-            manifest = Manifest(data, f"{self.base}/manifests/{mid}")
+                raise RefmountError(f"{self.base}: {kind} {oid} is missing (expired or garbage-collected?)")
+            found = parse(data, f"{self.base}/{kind}s/{oid}")
             with self._lock:
-                if manifest.nbytes <= self._manifests.maxsize:
-                    self._manifests[mid] = manifest
-        return manifest
+                if cache.getsizeof(found) <= cache.maxsize:
+                    cache[oid] = found
+        return found
 
     def chunk_url(self, chunk_id: str) -> str:
         return self.storage.url(f"chunks/{chunk_id}")
