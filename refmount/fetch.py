@@ -203,10 +203,15 @@ class Origins:
                         self._fds[path] = fd
             try:
                 if check:
-                    self._verify_local(url, path, fd, check)
+                    st, now = os.fstat(fd), os.stat(path)
+                    if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):  # replaced: check what is there now
+                        if not keep:
+                            os.close(fd)
+                        fd, keep = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                    self._verify_local(url, fd, check)
                 data = os.pread(fd, end - start, start)
                 if check:
-                    self._verify_local(url, path, fd, check)
+                    self._verify_local(url, fd, check)
             finally:
                 if not keep:
                     os.close(fd)
@@ -222,12 +227,9 @@ class Origins:
             raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
 
-    def _verify_local(self, url: str, path: str, fd: int, check: str) -> None:
-        st = os.fstat(fd)
-        now = os.stat(path)
-        if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
-            raise FetchError(f"{url}: the original was replaced since the reference was written")
-        problem = changed(url, check, None, st.st_mtime)
+    @staticmethod
+    def _verify_local(url: str, fd: int, check: str) -> None:
+        problem = changed(url, check, None, os.fstat(fd).st_mtime)
         if problem is not None:
             raise problem
 

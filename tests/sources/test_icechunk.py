@@ -194,6 +194,11 @@ def test_changed_originals_fail_and_are_never_served(own_originals, mount, tmp_p
             open(f"{root}/virt/c/0/1", "rb").read()
         assert err.value.errno == 5
         assert len(open(f"{root}/virt/c/1/1", "rb").read()) == 64  # no checksum: served
+        replacement = own_originals.dir / "a.new"  # put back as it was, as a new file (new inode)
+        replacement.write_bytes((DATA / "ext" / "a.bin").read_bytes())
+        os.utime(replacement, (EXPECTED["ext_mtime"], EXPECTED["ext_mtime"]))
+        os.rename(replacement, own_originals.dir / "a.bin")
+        assert open(f"{root}/virt/c/0/1", "rb").read() == (DATA / "ext" / "a.bin").read_bytes()[80:144]
         original = (own_originals.dir / "b.bin").read_bytes()
         (own_originals.dir / "b.bin").write_bytes(original[::-1])  # rewritten: new ETag
         with pytest.raises(OSError) as err:
