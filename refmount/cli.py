@@ -10,7 +10,8 @@ import sys
 from .errors import RefmountError
 from . import config
 from .views import VIEWS
-from .options import LOG_LEVELS, MountOptions, default_log_file, parse_size, parse_storage_options, split_name, split_sources
+from .options import (LOG_LEVELS, MountOptions, default_log_file, parse_relocation, parse_size, parse_storage_options, split_name,
+                      split_sources)
 from .urls import location_of
 
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
@@ -161,6 +162,8 @@ def child_args(args: argparse.Namespace) -> list[str]:
         flag = action.option_strings[-1]
         if name in ("config", "log_file") or (name == "cache_dir" and value != "auto"):
             value = os.path.abspath(value)
+        if name == "relocate":  # a NEW directory: absolute, the daemon's cwd is /
+            value = ["=".join(parse_relocation(item)) for item in value]
         if isinstance(value, list):
             for item in value:
                 out += [flag, item]
@@ -252,7 +255,6 @@ def cmd_inspect(argv: list[str]) -> int:
     p.add_argument("--authorize-virtual", action="append", default=[], metavar="PREFIX", help="Icechunk: as for mounting")
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW", help="Icechunk: as for mounting")
     args = p.parse_args(argv)
-    from .options import parse_relocation
     from .sources import open_source
     from .summary import render, summarize
 

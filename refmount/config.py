@@ -112,6 +112,11 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
 }
 
 
+def _relocation(item: str, base: str) -> str:
+    old, sep, new = item.partition("=")
+    return f"{old}={_local(new, base)}" if sep and new and "://" not in new else item
+
+
 def _local(path: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
@@ -203,6 +208,8 @@ def load(path: str) -> tuple[dict[str, Any], list[str]]:
             problems.append(f"{key}: {exc}")
             continue
         values[field] = _local(value, base) if is_path and value != "auto" else value  # cache-dir = "auto"
+        if field == "relocate":  # OLD=NEW: a NEW directory is relative to this file
+            values[field] = [_relocation(item, base) for item in value]
     storage = {p: dict(v) for p, v in values.get("storage_options", {}).items()}
     views: dict[str, str] = {}
     if "sources" in data:

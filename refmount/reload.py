@@ -46,6 +46,7 @@ class Reloader:
         self.read_options, self.build, self.status = read_options, build, status
         self.count = 0
         self._wakeup = -1
+        self._reloading = threading.Lock()
 
     def install(self) -> None:
         """Take SIGHUP away from libfuse. Call from the main thread, before the FUSE loop."""
@@ -85,6 +86,10 @@ class Reloader:
         threading.Thread(target=loop, name="refmount-refresh", daemon=True).start()
 
     def reload(self, fresh_options: bool = True) -> bool:
+        with self._reloading:  # SIGHUP and a refresh never swap at the same time
+            return self._reload(fresh_options)
+
+    def _reload(self, fresh_options: bool) -> bool:
         reloading()
         began = time.monotonic()
         try:
