@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .errors import RefmountError
+from .errors import FetchError, RefmountError
 from . import config
 from .views import VIEWS
 from .options import (LOG_LEVELS, MountOptions, default_log_file, parse_relocation, parse_size, parse_storage_options, split_name,
@@ -255,9 +255,12 @@ def cmd_inspect(argv: list[str]) -> int:
     p.add_argument("--authorize-virtual", action="append", default=[], metavar="PREFIX", help="Icechunk: as for mounting")
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW", help="Icechunk: as for mounting")
     args = p.parse_args(argv)
+    import logging
+
     from .sources import open_source
     from .summary import render, summarize
 
+    logging.getLogger("refmount.icechunk").setLevel(logging.ERROR)  # the summary lists unauthorised containers
     tree = open_source(location_of(args.source), parse_storage_options(args.storage_option), tuple(args.authorize_virtual),
                        tuple(parse_relocation(r) for r in args.relocate), args.all_refs)
     summary = summarize(tree)
@@ -352,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return cmd_mount(argv)
-    except RefmountError as exc:
+    except (RefmountError, FetchError) as exc:  # FetchError: an object missing under inspect
         print(f"refmount: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

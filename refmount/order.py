@@ -39,6 +39,21 @@ def chunk_name(n: int, grid: list[int]) -> str:
     return ".".join(reversed(parts))
 
 
+def _grid_v2(zarray: dict) -> list[int] | None:
+    if zarray.get("dimension_separator", ".") != ".":
+        return None
+    return grid_of(list(zarray["shape"]), list(zarray["chunks"]))
+
+
+def _grid_v3(meta: dict) -> list[int] | None:
+    encoding = meta.get("chunk_key_encoding") or {}
+    chunk_grid = meta.get("chunk_grid") or {}
+    if (meta.get("node_type") != "array" or encoding.get("name") != "default" or chunk_grid.get("name") != "regular"
+            or (encoding.get("configuration") or {}).get("separator", "/") != "/"):
+        return None
+    return grid_of(list(meta["shape"]), list(chunk_grid["configuration"]["chunk_shape"]))
+
+
 class ChunkOrder:
     """``after(path, n)``: the paths of the next ``n`` chunk files after ``path`` in grid order."""
 
@@ -48,38 +63,23 @@ class ChunkOrder:
         self._lock = threading.Lock()
 
     def _grid(self, directory: str) -> list[int] | None:
-        with self._lock:
-            if directory in self._grids:
-                return self._grids[directory]
-        grid = None
-        meta = self.tree.node(f"{directory}/.zarray" if directory else ".zarray")
-        if isinstance(meta, Inline):
-            try:
-                zarray = json.loads(meta.data)
-                if zarray.get("dimension_separator", ".") == ".":
-                    grid = grid_of(list(zarray["shape"]), list(zarray["chunks"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                grid = None
-        with self._lock:
-            self._grids[directory] = grid
-        return grid
+        """The chunk grid of the Zarr v2 array in ``directory`` (``.`` separator only)."""
+        return self._cached(directory, ".zarray", _grid_v2)
 
     def _grid_v3(self, directory: str) -> list[int] | None:
         """The chunk grid of the Zarr v3 array whose ``c/i/j`` files are under ``directory/c``."""
-        key = directory + "\x00v3"
+        return self._cached(directory, "zarr.json", _grid_v3)
+
+    def _cached(self, directory: str, name: str, parse) -> list[int] | None:
+        key = f"{directory}/{name}" if directory else name
         with self._lock:
             if key in self._grids:
                 return self._grids[key]
         grid = None
-        meta = self.tree.node(f"{directory}/zarr.json" if directory else "zarr.json")
+        meta = self.tree.node(key)
         if isinstance(meta, Inline):
             try:
-                v3 = json.loads(meta.data)
-                encoding = v3.get("chunk_key_encoding") or {}
-                chunk_grid = v3.get("chunk_grid") or {}
-                if (v3.get("node_type") == "array" and encoding.get("name") == "default"
-                        and (encoding.get("configuration") or {}).get("separator", "/") == "/" and chunk_grid.get("name") == "regular"):
-                    grid = grid_of(list(v3["shape"]), list(chunk_grid["configuration"]["chunk_shape"]))
+                grid = parse(json.loads(meta.data))
             except (ValueError, KeyError, TypeError, AttributeError):
                 grid = None
         with self._lock:

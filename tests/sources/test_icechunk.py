@@ -381,3 +381,22 @@ view = "v2"
     bad.write_text('mountpoint = "mnt"\nsources = ["repos/v2|icechunk:@branch.gone"]\n')
     result = run_cli("check", "--config", bad)
     assert result.returncode == 1 and "no branch 'gone' (known: dev, main)" in result.stderr
+
+
+def test_a_missing_manifest_is_a_one_line_error_and_eio(tmp_path, mount):
+    repo = tmp_path / "repo"
+    shutil.copytree(DATA / "v2", repo)
+    from refmount.sources.icechunk.repository import Repository
+
+    snapshot = Repository(str(repo)).snapshot(EXPECTED["repos"]["v2"]["branches"]["main"])
+    manifest = snapshot.nodes["native"].manifests[0][0]
+    (repo / "manifests" / manifest).unlink()  # as after garbage collection
+    result = run_cli("inspect", repo)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"refmount: {repo}: manifest {manifest} is missing (expired or garbage-collected?)"
+    with mount(str(repo)) as root:
+        assert sorted(os.listdir(f"{root}/native")) == ["c", "zarr.json"]
+        with pytest.raises(OSError) as err:
+            os.stat(f"{root}/native/c/0/0")
+        assert err.value.errno == 5
+        assert len(open(f"{root}/small/c/0", "rb").read()) == 4  # other arrays still read
