@@ -22,8 +22,9 @@ def open_source(source: str, storage_options: dict | None = None, authorize_virt
         return icechunk.load(location, settings)
     if location.rstrip("/").endswith((".parq", ".parquet")):
         return kerchunk_parquet.load(location, storage_options)
-    if icechunk.looks_like_repository(location, storage_options):  # before a remote "dir/" is taken for Parquet
-        return icechunk.load(location, settings)
+    repo = icechunk.detect(location, storage_options)  # before a remote "dir/" is taken for Parquet
+    if repo is not None:
+        return icechunk.load(location, settings, repo)
     if kerchunk_parquet.is_parquet_set(location, storage_options):
         return kerchunk_parquet.load(location, storage_options)
     return kerchunk_json.load(location, storage_options)

@@ -38,42 +38,48 @@ _lock = threading.Lock()
 
 def repository(base: str, storage_options: dict) -> Repository:
     """One ``Repository`` per location for the daemon's life: snapshots and manifests are
-    immutable, so what one tree loaded serves the next (after a reload or a refresh)."""
+    immutable, so what one tree loaded serves the next (after a reload or a refresh). A
+    repository opened before has its ref re-read."""
     key = f"{base}\x00{sorted(storage_options.items())!r}"
     with _lock:
         repo = _repositories.get(key)
-    if repo is None:
-        repo = Repository(base, storage_options)
-        with _lock:
-            _repositories[key] = repo
+    if repo is not None:
+        repo.refresh()
+        return repo
+    repo = Repository(base, storage_options)
+    with _lock:
+        _repositories[key] = repo
     return repo
 
 
-def looks_like_repository(location: str, storage_options: dict) -> bool:
-    """A local directory laid out like a repository, or a remote location holding ``repo``
-    or ``refs/branch.main/ref.json`` (one or two small reads)."""
+def detect(location: str, storage_options: dict) -> Repository | None:
+    """The repository at ``location``, or None when it is not one: a local directory laid out
+    like a repository (a bad one is an error), or a remote location holding ``repo`` or
+    ``refs/branch.main/ref.json`` (one or two small reads)."""
     protocol, path = split_protocol(location)
     if protocol == "file":
-        return os.path.isdir(path) and (os.path.isfile(os.path.join(path, "repo")) or os.path.isdir(os.path.join(path, "refs")))
+        if os.path.isdir(path) and (os.path.isfile(os.path.join(path, "repo")) or os.path.isdir(os.path.join(path, "refs"))):
+            return repository(location, storage_options)
+        return None
     if path.rsplit("/", 1)[-1].lower().endswith((".json", ".gz", ".zst", ".zstd", ".bz2", ".xz", ".parq", ".parquet")):
-        return False
+        return None
     try:
-        Repository(location, storage_options)
-        return True
+        return repository(location, storage_options)
     except RefmountError:
-        return False
+        return None
 
 
-def load(source: str, settings: Settings) -> Index:
+def load(source: str, settings: Settings, repo: Repository | None = None) -> Index:
+    """The tree ``source`` names; ``repo`` is the repository ``detect`` found there."""
     target = url.parse(source) if url.is_pipeline(source) else url.Target(location_of(source))
-    repo = repository(target.base, settings.storage_options)
+    repo = repo or repository(target.base, settings.storage_options)
     access = VirtualAccess(repo.containers(), settings.authorize_virtual, dict(settings.relocate))
     for prefix in access.unauthorized():
         log.warning("%s: virtual chunks under %s will not be read (authorise with %s %s)", target.base, prefix, AUTHORIZE_HINT, prefix)
     if settings.all_refs:
         return AllRefsIndex(repo, access, target.path)
-    snapshot = repo.snapshot(repo.resolve(target.kind, target.name, fresh=True))
+    snapshot = repo.snapshot(repo.resolve(target.kind, target.name))
     return SnapshotIndex(repo, snapshot, access, target.path, follow=target.name if target.kind == "branch" else None)
 
 
-__all__ = ["Settings", "load", "looks_like_repository", "repository"]
+__all__ = ["Settings", "detect", "load", "repository"]

@@ -17,11 +17,10 @@ from ...errors import RefmountError
 
 MAGIC = "ICE🧊CHUNK".encode()
 HEADER = 39
-SNAPSHOT, MANIFEST, TRANSACTION_LOG, REPO_INFO = 1, 2, 4, 6
+SNAPSHOT, MANIFEST, REPO_INFO = 1, 2, 6
 FILE_TYPES = {1: "snapshot", 2: "manifest", 3: "attributes", 4: "transaction log", 5: "chunk", 6: "repository info"}
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_VALUES = {c: i for i, c in enumerate(_ALPHABET)}
 
 _u8 = struct.Struct("<B").unpack_from
 _u16 = struct.Struct("<H").unpack_from
@@ -37,13 +36,6 @@ def encode_id(raw: bytes) -> str:
     value = int.from_bytes(raw, "big") << pad
     n = (bits + pad) // 5
     return "".join(_ALPHABET[(value >> (5 * (n - 1 - i))) & 31] for i in range(n))
-
-
-def decode_id(text: str, size: int = 12) -> bytes:
-    value = 0
-    for c in text:
-        value = value * 32 + _VALUES[c]
-    return (value >> (len(text) * 5 - size * 8)).to_bytes(size, "big")
 
 
 def open_object(data: bytes, expected: int, name: str) -> tuple[int, bytes]:

@@ -51,7 +51,6 @@ class Snapshot:
     message: str
     nodes: dict[str, Node]
     children: dict[str, list[str]]  # node path -> names of child nodes
-    manifest_sizes: dict[str, int]
 
 
 def _path(raw: str) -> str:
@@ -76,15 +75,8 @@ def parse_snapshot(data: bytes, name: str) -> Snapshot:
                                      int.from_bytes(buf[start + 8 * i + 4 : start + 8 * i + 8], "little")) for i in range(n))
                     node.manifests.append((encode_id(m.struct(0, 12) or b""), extents))
             nodes[path] = node
-        sizes: dict[str, int] = {}
-        start, n = root.vector(6)  # v1: 32-byte structs
-        for i in range(n):
-            p = start + 32 * i
-            sizes[encode_id(bytes(payload[p : p + 12]))] = int.from_bytes(payload[p + 16 : p + 24], "little")
-        for t in root.tables(7):  # v2
-            sizes[encode_id(t.struct(0, 12) or b"")] = t.u64(1)
         snapshot = Snapshot(encode_id(root.struct(0, 12) or b""), spec, encode_id(parent) if parent else None,
-                            root.u64(3), root.string(4) or "", nodes, {}, sizes)
+                            root.u64(3), root.string(4) or "", nodes, {})
     except (IndexError, ValueError, UnicodeError, TypeError, struct.error) as exc:
         raise RefmountError(f"{name}: malformed snapshot: {exc}") from None
     for path in nodes:
@@ -103,15 +95,11 @@ class ChunkRef:
         self.kind, self.data, self.chunk_id, self.location = kind, data, chunk_id, location
         self.offset, self.length, self.etag, self.last_modified = offset, length, etag, last_modified
 
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.kind == "inline" else self.length
-
 
 class Manifest:
     def __init__(self, data: bytes, name: str):
         self.name = name
-        self.spec, self.payload = open_object(data, MANIFEST, name)
+        _, self.payload = open_object(data, MANIFEST, name)
         self.nbytes = len(self.payload)
         try:
             root = Table.root(self.payload)
@@ -123,9 +111,6 @@ class Manifest:
             raise RefmountError(f"{name}: malformed manifest: {exc}") from None
         self._decompressor = None
         self._lock = threading.Lock()  # a zstandard decompressor serves one thread at a time
-
-    def count(self, node_id: bytes) -> int:
-        return self._arrays.get(node_id, (0, 0))[1]
 
     def _ref_table(self, start: int, i: int) -> Table:
         p = start + 4 * i

@@ -13,18 +13,18 @@ import time
 from typing import Iterator
 
 from ...errors import FetchError, RefmountError
-from ...index import Dir, Index, Ref
+from ...index import Dir, Ref
 from .repository import Repository
-from .tree import SnapshotIndex
+from .tree import RepositoryIndex, SnapshotIndex
 from .virtual import VirtualAccess
 
 KINDS = ("branches", "tags", "snapshots")
 
 
-class AllRefsIndex(Index):
+class AllRefsIndex(RepositoryIndex):
     def __init__(self, repo: Repository, access: VirtualAccess, root: str = ""):
         self.repo, self.access, self.root = repo, access, root
-        self.refs = repo.refs(fresh=True)
+        self.refs = repo.refs()
         self._history: list[str] | None = None
         self._trees: dict[tuple[str, str], SnapshotIndex | None] = {}
         self._lock = threading.Lock()
@@ -109,14 +109,8 @@ class AllRefsIndex(Index):
             for key in tree.metadata_keys():
                 yield f"{prefix}/{key}"
 
-    def urls(self) -> Iterator[str]:
-        return iter(self.access.origins())
-
-    def own_urls(self) -> Iterator[str]:
-        yield self.repo.chunk_url("")
-
     def describe(self) -> dict:
-        return self.repo.describe("every branch, tag and snapshot", lambda p: p not in self.access.unauthorized())
+        return self._describe("every branch, tag and snapshot")
 
     def moved(self) -> str | None:
         try:

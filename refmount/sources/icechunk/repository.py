@@ -82,6 +82,11 @@ class Repository:
         _, payload = open_object(data, REPO_INFO, f"{self.base}/repo")
         return payload, Table.root(payload)
 
+    def refresh(self) -> None:
+        """Read the mutable ref again (spec v2: the ``repo`` file; v1 reads ``ref.json`` each time)."""
+        if self.spec == 2:
+            self._info(fresh=True)
+
     def _info(self, fresh: bool = False) -> Table:
         if fresh or self._repo_info is None:
             data = self.storage.get("repo")
@@ -126,26 +131,22 @@ class Repository:
         if kind == "snapshot":
             if not SNAPSHOT_ID.match(name):
                 raise RefmountError(f"{name!r} is not a snapshot id (20 characters of Crockford base32)")
-            if self.spec == 2 and name in {s.id for s in self.history()}:
-                return name
-            if self.storage.get(f"snapshots/{name}") is None:
-                raise RefmountError(f"{self.base}: no snapshot {name}")
+            if not (self.spec == 2 and name in {s.id for s in self.history()}):
+                self._immutable(self._snapshots, "snapshot", name, parse_snapshot, missing=f"{self.base}: no snapshot {name}")
             return name
-        if self.spec == 1:
+        if self.spec == 1:  # one read, no listing, unless the name is unknown
             if kind == "tag" and self.storage.get(f"refs/tag.{name}/ref.json.deleted") is not None:
                 raise RefmountError(f"{self.base}: tag {name!r} was deleted")
             found = self._ref_file(f"{kind}.{name}")
             if found is not None:
                 return found
-            known = sorted(getattr(self.refs(), kind + "es" if kind == "branch" else "tags"))
-        else:
-            refs = self.refs(fresh)
-            table = refs.branches if kind == "branch" else refs.tags
-            if name in table:
-                return table[name]
-            if kind == "tag" and name in refs.deleted_tags:
-                raise RefmountError(f"{self.base}: tag {name!r} was deleted")
-            known = sorted(table)
+        refs = self.refs(fresh)
+        table = refs.branches if kind == "branch" else refs.tags
+        if name in table:
+            return table[name]
+        if kind == "tag" and name in refs.deleted_tags:
+            raise RefmountError(f"{self.base}: tag {name!r} was deleted")
+        known = sorted(table)
         raise RefmountError(f"{self.base}: no {kind} {name!r} (known: {', '.join(known) or 'none'})")
 
     def history(self) -> list[SnapshotInfo]:
@@ -174,14 +175,14 @@ class Repository:
     def manifest(self, mid: str) -> Manifest:
         return self._immutable(self._manifests, "manifest", mid, Manifest)
 
-    def _immutable(self, cache: LRUCache, kind: str, oid: str, parse):
+    def _immutable(self, cache: LRUCache, kind: str, oid: str, parse, missing: str | None = None):
         """``snapshots/ID`` or ``manifests/ID``, parsed once and kept while the cache allows."""
         with self._lock:
             found = cache.get(oid)
         if found is None:
             data = self.storage.get(f"{kind}s/{oid}")
             if data is None:
-                raise RefmountError(f"{self.base}: {kind} {oid} is missing (expired or garbage-collected?)")
+                raise RefmountError(missing or f"{self.base}: {kind} {oid} is missing (expired or garbage-collected?)")
             found = parse(data, f"{self.base}/{kind}s/{oid}")
             with self._lock:
                 if cache.getsizeof(found) <= cache.maxsize:

@@ -25,7 +25,24 @@ def _coords(parts: list[str]) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-class SnapshotIndex(Index):
+class RepositoryIndex(Index):
+    """What every tree of a repository shares: its origins and its description."""
+
+    repo: Repository
+    access: VirtualAccess
+
+    def urls(self) -> Iterator[str]:
+        return iter(self.access.origins())
+
+    def own_urls(self) -> Iterator[str]:
+        yield self.repo.chunk_url("")
+
+    def _describe(self, showing: str) -> dict:
+        unauthorized = self.access.unauthorized()
+        return self.repo.describe(showing, lambda prefix: prefix not in unauthorized)
+
+
+class SnapshotIndex(RepositoryIndex):
     def __init__(self, repo: Repository, snapshot: Snapshot, access: VirtualAccess, root: str = "",
                  follow: str | None = None):
         self.repo, self.snapshot, self.access, self.root = repo, snapshot, access, root
@@ -96,7 +113,7 @@ class SnapshotIndex(Index):
             yield prefix + "zarr.json", Inline(node.user_data)
             if node.is_array:
                 for mid, _ in node.manifests:
-                    for coords, chunk in self._manifest(mid).refs(node.id):
+                    for coords, chunk in self.repo.manifest(mid).refs(node.id):
                         yield prefix + "/".join(("c", *map(str, coords))), self._ref(chunk)
 
     def metadata_keys(self) -> Iterator[str]:
@@ -104,12 +121,6 @@ class SnapshotIndex(Index):
             if self._inside(path):
                 rel = path[len(self.root) :].lstrip("/") if self.root else path
                 yield f"{rel}/zarr.json" if rel else "zarr.json"
-
-    def urls(self) -> Iterator[str]:
-        return iter(self.access.origins())
-
-    def own_urls(self) -> Iterator[str]:
-        yield self.repo.chunk_url("")
 
     def moved(self) -> str | None:
         if self.follow is None:
@@ -123,7 +134,7 @@ class SnapshotIndex(Index):
     def describe(self) -> dict:
         where = f"branch {self.follow} at " if self.follow else ""
         showing = f"{where}snapshot {self.snapshot.id}" + (f", node {self.root}" if self.root else "")
-        return self.repo.describe(showing, lambda p: p not in self.access.unauthorized())
+        return self._describe(showing)
 
     # -- helpers -----------------------------------------------------------------------
     def _inside(self, path: str) -> bool:
@@ -138,16 +149,10 @@ class SnapshotIndex(Index):
                 return (node if node.is_array else None), parts[i:]
         return None, parts
 
-    def _manifest(self, mid: str):
-        try:
-            return self.repo.manifest(mid)
-        except RefmountError as exc:
-            raise FetchError(str(exc)) from None
-
     def _covering(self, array: Node, coords: tuple[int, ...]):
         for mid, extents in array.manifests:
             if all(lo <= c < hi for c, (lo, hi) in zip(coords, extents)):
-                yield self._manifest(mid)
+                yield self.repo.manifest(mid)
 
     def _find(self, array: Node, coords: tuple[int, ...]) -> ChunkRef | None:
         try:
@@ -155,7 +160,7 @@ class SnapshotIndex(Index):
                 found = manifest.find(array.id, coords)
                 if found is not None:
                     return found
-        except RefmountError as exc:  # a malformed manifest: that read fails, the mount lives
+        except RefmountError as exc:  # a missing or malformed manifest: that read fails, the mount lives
             raise FetchError(str(exc)) from None
         return None
 
