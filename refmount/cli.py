@@ -205,7 +205,7 @@ def to_args(opts: MountOptions) -> list[str]:
         args += ["--cache-dir", opts.cache_dir if opts.cache_dir == "auto" else os.path.abspath(opts.cache_dir)]
     if opts.disk_cache_size is not None:
         args += ["--disk-cache-size", str(opts.disk_cache_size)]
-    args += ["--log-file", os.path.abspath(opts.log_file or default_log_file())]
+    args += ["--log-file", os.path.abspath(opts.log_file or default_log_file(opts.mountpoint))]
     sources = [location_of(src) for _, src in opts.sources]
     if len(sources) > 1:
         sources = [f"{name}={src}" for (name, _), src in zip(opts.sources, sources)]
@@ -220,7 +220,7 @@ def cmd_mount(argv: list[str]) -> int:
         from .daemon import serve
 
         if args.ready_fd is not None and opts.log_file is None:
-            opts.log_file = default_log_file()
+            opts.log_file = default_log_file(opts.mountpoint)
 
         again = child_args(args)  # with absolute paths: libfuse moves the daemon to /
 
@@ -232,7 +232,10 @@ def cmd_mount(argv: list[str]) -> int:
         return serve(opts, args.ready_fd, reload)
     from .daemon import spawn
 
+    args.log_file = opts.log_file or default_log_file(opts.mountpoint)
     spawn(child_args(args))
+    names = ", ".join(src for _, src in opts.sources)
+    print(f"refmount: serving {names} at {opts.mountpoint} (log: {args.log_file}; stop with 'refmount umount {opts.mountpoint}')")
     return 0
 
 

@@ -8,6 +8,7 @@ Background mode never lets libfuse fork: the parent starts a fresh interpreter w
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import selectors
 import subprocess
@@ -98,20 +99,52 @@ def _disk_cache(opts: MountOptions, mountpoint: str, stats: Stats) -> DiskCache 
     return DiskCache(directory, size, stats)
 
 
+LOG_BYTES = 8 << 20  # a log file is rotated at this size, keeping LOG_BACKUPS old ones
+LOG_BACKUPS = 3
+REPEAT_SECONDS = 10.0
+
+
+class _Once(logging.Filter):
+    """Each event once: the same warning or error within ``REPEAT_SECONDS`` (the kernel retries
+    a failed read; several readers hit the same dead chunk) is logged once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from cachetools import TTLCache
+
+        self._seen: TTLCache = TTLCache(maxsize=4096, ttl=REPEAT_SECONDS)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.levelno, record.name, record.getMessage())
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = True
+        return True
+
+
 def _setup_logging(opts: MountOptions) -> None:
     handler: logging.Handler
     if opts.log_file:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(opts.log_file)), exist_ok=True)
-            handler = logging.FileHandler(opts.log_file)
+            handler = logging.handlers.RotatingFileHandler(opts.log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
         except OSError as exc:
             raise RefmountError(f"log file {opts.log_file}: {exc.strerror}") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s refmount[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Once())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(opts.log_level.upper())
+    # the FUSE binding logs its callback registration and every ENOENT at DEBUG: not a user's concern
+    logging.getLogger("fuse").setLevel(max(logging.INFO, root.level))
+    for noisy in ("asyncio", "botocore", "aiobotocore", "s3fs", "urllib3", "fsspec"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
 
 
 def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callable[[], MountOptions] | None = None) -> int:

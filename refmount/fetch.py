@@ -164,23 +164,36 @@ class Origins:
             self.stats.add("origin_refused")
             raise FetchError(f"{url}: {problem}")
 
-    def _with_retries(self, what: str, url: str, func):
+    def _with_retries(self, what: str, url: str, func, span: str = ""):
+        """``func()`` with retries on transient failures. Each attempt is a debug line (what,
+        URL, byte range, outcome, milliseconds); the final failure says all of that and why."""
         self.check(url)
         delay = 0.2
+        began = time.monotonic()
         for attempt in range(1, self.retries + 1):
+            t0 = time.monotonic()
             try:
-                return self._timed(func)
-            except FetchError:  # already says what failed (a changed original)
+                result = self._timed(func)
+            except FetchError as exc:  # already says what failed (a changed original)
                 self.stats.add("origin_errors")
+                log.debug("%s %s%s -> %s (%.1f ms)", what, url, span, exc, (time.monotonic() - t0) * 1000)
                 raise
             except Exception as exc:  # classify, then retry or give up
+                cause = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                log.debug("%s %s%s -> %s (%.1f ms)", what, url, span, cause, (time.monotonic() - t0) * 1000)
                 if attempt == self.retries or not _is_transient(exc):
                     self.stats.add("origin_errors")
-                    raise FetchError(f"{what} {url}: {type(exc).__name__}: {exc}") from exc
+                    raise FetchError(f"{what} {url}{span}: {cause} ({attempt} attempt{'s' if attempt > 1 else ''}, "
+                                     f"{time.monotonic() - began:.2f} s)") from exc
                 self.stats.add("origin_retries")
-                log.info("retrying %s %s after %s: %s", what, url, type(exc).__name__, exc)
+                log.info("retrying %s %s%s after %s", what, url, span, cause)
                 time.sleep(delay)
                 delay *= 2
+            else:
+                if log.isEnabledFor(logging.DEBUG):
+                    size = f"{len(result)} bytes" if isinstance(result, bytes) else "ok"
+                    log.debug("%s %s%s -> %s (%.1f ms)", what, url, span, size, (time.monotonic() - t0) * 1000)
+                return result
 
     @staticmethod
     def is_local(url: str) -> bool:
@@ -268,7 +281,7 @@ class Origins:
                     raise FetchError(f"{url}: the original changed since the reference was written ({check}; the origin answered 412)") from None
                 raise
 
-        data = self._with_retries("read", url, attempt)
+        data = self._with_retries("read", url, attempt, f" [{start}, {end})")
         self.stats.add("origin_bytes", len(data))
         if len(data) != end - start:
             self.stats.add("origin_errors")

@@ -115,10 +115,18 @@ def default_cache_size() -> int:
     return max(64 << 20, min(1 << 30, memory_limit() // 8))
 
 
-def default_log_file() -> str:
-    """Where a background daemon logs unless told otherwise."""
+def state_directory() -> str:
+    """Where refmount keeps logs: ``$XDG_STATE_HOME/refmount`` (``~/.local/state/refmount``)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "refmount", "refmount.log")
+    return os.path.join(state, "refmount")
+
+
+def default_log_file(mountpoint: str) -> str:
+    """Where a background daemon logs unless told otherwise: one file per mountpoint, named as
+    ``systemd-escape --path`` would name it (``/mnt/era5`` -> ``mnt-era5.log``)."""
+    path = os.path.abspath(mountpoint).strip("/")
+    name = "".join(c if c.isalnum() or c in "_." else f"\\x{ord(c):02x}" if c != "/" else "-" for c in path)
+    return os.path.join(state_directory(), (name or "-") + ".log")
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Origin policy: which URLs a reference set may make the daemon read.
 
-Reference files are untrusted input (``fuse-and-operations.md`` §9). With ``--allow-origin``
-prefixes, every original must lie under one of them. Without, a *shared* daemon (running as
-root, or with ``allow_other``) refuses local files, protocols outside a fixed set, and HTTP
+Reference files are untrusted input. With ``--allow-origin`` prefixes, every original must lie
+under one of them. Without, a *shared* daemon (``allow_other``, or a system service run as
+root) refuses local files, protocols outside a fixed set, and HTTP
 targets on loopback, link-local, private or unspecified addresses -- otherwise a reference set
 could publish ``/etc/shadow`` or a cloud metadata endpoint to every user.
 """
@@ -85,9 +85,9 @@ class OriginPolicy:
                 return None
             return "not under any allowed origin (--allow-origin)"
         if protocol == "file":
-            return "local files are refused when running as root or with allow_other (allow a directory with --allow-origin)"
+            return "local files are refused when other users can read the mount (--allow-other or a system service); allow a directory with --allow-origin"
         if protocol not in SHARED_PROTOCOLS:
-            return f"protocol {protocol!r} is refused when running as root or with allow_other"
+            return f"protocol {protocol!r} is refused when other users can read the mount (--allow-other or a system service)"
         if protocol in ("http", "https"):
             return self._host_problem(urlsplit(url).hostname or "")
         return None
@@ -106,7 +106,7 @@ class OriginPolicy:
             if ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_unspecified or ip.is_multicast:
                 answer = (
                     f"host {host} is a loopback, link-local or private address ({ip}); "
-                    "refused when running as root or with allow_other unless allowed with --allow-origin"
+                    "refused when other users can read the mount (--allow-other or a system service) unless allowed with --allow-origin"
                 )
                 break
         with self._lock:
@@ -115,5 +115,7 @@ class OriginPolicy:
 
 
 def is_shared(allow_other: bool) -> bool:
-    """A daemon whose mount others can read, or that reads with root's rights."""
-    return allow_other or os.geteuid() == 0
+    """A daemon whose mount other users can read: with ``allow_other``, or a system service
+    (root under systemd, whose mounts serve a machine). Root mounting for itself alone is not:
+    only root can read such a mount, and root can read the originals anyway."""
+    return allow_other or (os.geteuid() == 0 and "INVOCATION_ID" in os.environ)

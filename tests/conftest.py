@@ -23,7 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 TRUSTED = ["/", "http://127.0.0.1", "s3://"]
 TRUSTED_ARGS = [arg for prefix in TRUSTED for arg in ("--allow-origin", prefix)]
 SUBCOMMANDS = {"umount", "inspect", "demo", "check", "stats"}
-CONFORMANCE = ROOT.parent / "shared" / "conformance"
+CONFORMANCE = ROOT / "tests" / "data" / "conformance"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_state_directory(tmp_path_factory):
+    """Daemons started by the suite log under a temporary state directory, never the user's."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+
+
+def _no_shared_reads(event: str, args: tuple) -> None:
+    """Tests carry their own data: opening anything in the workplace's ``../shared`` fails."""
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.fsdecode(args[0])
+        if path.startswith(SHARED_PREFIX):
+            raise RuntimeError(f"a test read {path}: tests must use tests/data/, not ../shared")
+
+
+SHARED_PREFIX = str(ROOT.parent / "shared") + os.sep
+sys.addaudithook(_no_shared_reads)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from refmount.mountpoint import is_mounted, lazy_unmount
+from refmount.options import default_log_file
 from tests.conftest import TRUSTED_ARGS, run_cli
 
 
@@ -28,8 +29,20 @@ def refs(tmp_path):
 def _mounted(args, mountpoint):
     result = run_cli(*args, mountpoint)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "" and result.stderr == ""
+    assert result.stderr == ""
+    # one line: where it is mounted and where its log is (by default one file per mountpoint,
+    # under the suite's own state directory, never the user's)
+    if "--log-file" in args:
+        log = str(args[args.index("--log-file") + 1])
+    else:
+        log = default_log_file(str(mountpoint))
+        assert log.startswith(os.environ["XDG_STATE_HOME"]) and log.endswith("-mnt.log")
+    where = os.path.abspath(mountpoint)
+    line, = result.stdout.splitlines()
+    assert line.startswith("refmount: serving ") and line.endswith(
+        f" at {where} (log: {log}; stop with 'refmount umount {where}')"), line
     assert is_mounted(mountpoint)
+    assert os.path.exists(log)
     return result
 
 
@@ -44,7 +57,7 @@ def _one_line_error(result, *fragments):
 
 
 def test_mount_read_and_umount(refs, mountpoint, tmp_path):
-    _mounted([refs, "--log-file", tmp_path / "log"], mountpoint)
+    _mounted([refs], mountpoint)  # the default log: one file per mountpoint
     try:
         root = mountpoint
         assert sorted(os.listdir(root)) == [".zgroup", "a", "c", "t"]

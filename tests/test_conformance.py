@@ -17,6 +17,7 @@ from tests.conftest import CONFORMANCE
 FIXTURES = sorted(
     p.name for p in CONFORMANCE.glob("*") if (CONFORMANCE / "expected" / f"{p.name}.expected.json").exists()
 )
+assert len(FIXTURES) >= 10, f"conformance fixtures missing under {CONFORMANCE}"
 
 
 def _expected(name: str) -> dict:

@@ -80,12 +80,13 @@ def _refs(tmp_path, refs) -> str:
 def test_root_with_allow_other_refuses_a_reference_to_etc(tmp_path, mountpoint):
     assert os.geteuid() == 0, "the suite runs as root (as CI does)"
     refs = _refs(tmp_path, {".zgroup": '{"zarr_format": 2}', "pw": ["file:///etc/passwd", 0, 64]})
-    for extra in (["--allow-other"], []):  # root alone is enough
-        result = run_cli(*extra, refs, mountpoint, trusted=False)
+    service = dict(os.environ, INVOCATION_ID="0123456789abcdef")  # as systemd starts a system unit
+    for extra, env in ((["--allow-other"], None), ([], service)):
+        result = run_cli(*extra, refs, mountpoint, trusted=False, env=env)
         assert result.returncode == 1
         assert result.stderr.strip() == (
-            "refmount: origin /etc/passwd: local files are refused when running as root or with "
-            "allow_other (allow a directory with --allow-origin)"
+            "refmount: origin /etc/passwd: local files are refused when other users can read the mount "
+            "(--allow-other or a system service); allow a directory with --allow-origin"
         )
         assert not is_mounted(mountpoint)
     # an explicit prefix that does not cover it changes nothing; one that does, mounts
@@ -100,13 +101,29 @@ def test_root_with_allow_other_refuses_a_reference_to_etc(tmp_path, mountpoint):
         run_cli("umount", mountpoint)
 
 
+def test_root_alone_reads_local_originals_without_allowing_them(tmp_path, mountpoint):
+    """Without --allow-other only root can read root's mount, and root reads the originals
+    anyway: nothing to protect, so the first try of a newcomer in a container just works."""
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"0123456789")
+    refs = _refs(tmp_path, {".zgroup": '{"zarr_format": 2}', "k": [str(data), 2, 4]})
+    env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
+    result = run_cli(refs, mountpoint, trusted=False, env=env)
+    assert result.returncode == 0, result.stderr
+    try:
+        with open(os.path.join(mountpoint, "k"), "rb") as f:
+            assert f.read() == b"2345"
+    finally:
+        run_cli("umount", mountpoint)
+
+
 def test_loopback_http_needs_allowing_when_shared(tmp_path, mountpoint, http_origin):
     (http_origin.dir / "f.bin").write_bytes(b"0123456789")
     refs = _refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 2, 4]})
-    result = run_cli(refs, mountpoint, trusted=False)
+    result = run_cli("--allow-other", refs, mountpoint, trusted=False)
     assert result.returncode == 1 and "loopback, link-local or private address (127.0.0.1)" in result.stderr
     assert http_origin.counts["GET"] == 0  # refused before any request
-    result = run_cli("--allow-origin", http_origin.url, refs, mountpoint, trusted=False)
+    result = run_cli("--allow-other", "--allow-origin", http_origin.url, refs, mountpoint, trusted=False)
     assert result.returncode == 0, result.stderr
     try:
         with open(os.path.join(mountpoint, "k"), "rb") as f:
