@@ -18,12 +18,14 @@ __version__ = "0.1.0"
 
 
 @contextlib.contextmanager
-def mounted(source: str | list[str] | dict[str, str], mountpoint: str, **options) -> Iterator[str]:
+def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach: bool = False,
+            **options) -> Iterator[str]:
     """Mount ``source`` (one path/URL, a list, or ``{name: source}``) at ``mountpoint``.
 
     Keyword options are those of ``refmount.options.MountOptions`` (``cache_size`` may be
     given as text such as ``"2GiB"``). The daemon runs in its own process; the mount is
-    removed and the daemon waited for on exit.
+    removed and the daemon waited for on exit. The daemon is tied to this process: if it dies
+    (a killed notebook kernel), the daemon unmounts and exits too -- unless ``detach=True``.
     """
     from .cli import to_args
     from .daemon import spawn
@@ -37,7 +39,7 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, **options
     if isinstance(options.get("cache_size"), str):
         options["cache_size"] = parse_size(options["cache_size"])
     opts = MountOptions(sources=sources, mountpoint=mountpoint, **options)
-    proc = spawn(to_args(opts))
+    proc = spawn(to_args(opts), tied=not detach)
     try:
         yield os.path.abspath(mountpoint)
     finally:
@@ -49,6 +51,8 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, **options
             except Exception:
                 proc.kill()
                 proc.wait()
+            if proc.tie is not None:
+                os.close(proc.tie)
 
 
 __all__ = ["mounted", "RefmountError", "FetchError", "__version__"]

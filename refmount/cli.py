@@ -14,24 +14,47 @@ from .options import (LOG_LEVELS, MountOptions, default_log_file, parse_relocati
                       split_sources)
 from .urls import location_of
 
+from . import __version__
+
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
        refmount --config FILE [OPTIONS] [[SOURCE...] MOUNTPOINT]
-       refmount check --config FILE
-       refmount stats [--json] MOUNTPOINT
-       refmount umount MOUNTPOINT
-       refmount inspect [--json] SOURCE
-       refmount demo"""
+       refmount COMMAND [ARGS]   (check, inspect, stats, umount, demo; COMMAND --help for each)"""
+
+# (command, one-line summary) for the top-level help
+COMMANDS = (
+    ("(none)", "mount: serve reference sets or Icechunk repositories at MOUNTPOINT (in the background; -f to stay attached)"),
+    ("check", "validate a config file or command line and its sources without mounting"),
+    ("inspect", "summarise a reference set or repository without mounting: arrays, chunks, origins, missing files"),
+    ("stats", "counters of a running mount (--json for scripts)"),
+    ("umount", "unmount (lazily when busy or when its daemon died)"),
+    ("demo", "make a small NetCDF4 archive, mount it over loopback HTTP, read it with xarray"),
+)
+
+SOURCES = ("SOURCE is a kerchunk reference set (JSON v0/v1, optionally .gz/.zst, or a Parquet directory) or an "
+           "Icechunk repository (a path or URL, optionally REPO|icechunk:@branch.NAME/path or @tag.NAME, "
+           "@SNAPSHOTID), local or remote (s3://, http(s)://, anything fsspec reads); NAME=SOURCE names it. "
+           "One source is the mount's root; several appear as sub-directories named after them. Options given "
+           "here override the config file's.")
 
 
-def _mount_parser() -> argparse.ArgumentParser:
+def _epilog() -> str:
+    width = max(len(name) for name, _ in COMMANDS)
+    lines = [SOURCES, "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, summary in COMMANDS]
+    return "\n".join(lines)
+
+
+def _mount_parser(prog: str = "refmount", usage: str = USAGE, description: str | None = None,
+                  epilog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="refmount",
-        usage=USAGE,
-        description="Mount kerchunk reference sets as a read-only directory tree (a Zarr store).",
-        epilog="SOURCE is a reference file (path or URL), optionally NAME=SOURCE. One source is the "
-        "mount's root; several appear as sub-directories named after them. Options given here "
-        "override the config file's.",
+        prog=prog,
+        usage=usage,
+        description=description or "Mount kerchunk reference sets and Icechunk repositories as a read-only "
+        "directory tree (a Zarr store) that every program can read.",
+        epilog=_epilog() if epilog is None else epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"refmount {__version__}")
     p.add_argument("paths", nargs="*", metavar="SOURCE... MOUNTPOINT")
     p.add_argument("-c", "--config", help="TOML config file (sources, mountpoint, any option below)")
     p.add_argument("-f", "--foreground", action="store_true", help="stay attached (systemd, debugging)")
@@ -61,6 +84,8 @@ def _mount_parser() -> argparse.ArgumentParser:
                    help="Icechunk: show every branch, tag and snapshot side by side (branches/NAME/, tags/NAME/, snapshots/ID/)")
     p.add_argument("--refresh", type=float, metavar="SECONDS",
                    help="Icechunk: poll the branch head this often and show new commits (default: pinned at mount)")
+    p.add_argument("--allow-missing", action="store_const", const=True,
+                   help="mount even when local originals are missing or unreadable (their chunks fail with EIO)")
     p.add_argument("--allow-other", action="store_const", const=True, help="let other users read the mount (needs user_allow_other)")
     p.add_argument("--timeout", type=float, help="seconds before an origin request fails (default 30)")
     p.add_argument("--retries", type=int, help="attempts per origin request on transient errors (default 3)")
@@ -78,6 +103,7 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)  # unmount when this pipe closes
     return p
 
 
@@ -102,7 +128,8 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         if problems is not None:
             problems.extend(found)
     for name in ("cache_size", "cache_dir", "disk_cache_size", "allow_other", "timeout", "retries", "parallel",
-                 "prefetch", "xattrs", "view", "max_gap", "max_request", "attr_timeout", "log_level", "all_refs", "refresh"):
+                 "prefetch", "xattrs", "view", "max_gap", "max_request", "attr_timeout", "log_level", "all_refs", "refresh",
+                 "allow_missing"):
         value = getattr(args, name)
         if value is not None:
             values[name] = _CONVERT.get(name, lambda v: v)(value)
@@ -155,7 +182,7 @@ def child_args(args: argparse.Namespace) -> list[str]:
     for action in _mount_parser()._actions:
         name = action.dest
         value = getattr(args, name, None)
-        if name in ("paths", "help", "foreground", "ready_fd") or value in (None, []):
+        if name in ("paths", "help", "foreground", "ready_fd", "parent_fd") or value in (None, []):
             continue
         if name == "verbose" and not value:
             continue
@@ -200,6 +227,7 @@ def to_args(opts: MountOptions) -> list[str]:
         for value in values:
             args += [flag, value]
     args += ["--all-refs"] if opts.all_refs else []
+    args += ["--allow-missing"] if opts.allow_missing else []
     args += ["--refresh", str(opts.refresh)] if opts.refresh else []
     if opts.cache_dir:
         args += ["--cache-dir", opts.cache_dir if opts.cache_dir == "auto" else os.path.abspath(opts.cache_dir)]
@@ -229,7 +257,7 @@ def cmd_mount(argv: list[str]) -> int:
             new.log_file = opts.log_file
             return new
 
-        return serve(opts, args.ready_fd, reload)
+        return serve(opts, args.ready_fd, reload, args.parent_fd)
     from .daemon import spawn
 
     args.log_file = opts.log_file or default_log_file(opts.mountpoint)
@@ -257,9 +285,11 @@ def cmd_inspect(argv: list[str]) -> int:
     p.add_argument("--all-refs", action="store_true", help="Icechunk: every branch, tag and snapshot")
     p.add_argument("--authorize-virtual", action="append", default=[], metavar="PREFIX", help="Icechunk: as for mounting")
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW", help="Icechunk: as for mounting")
+    p.add_argument("--probe", action="store_true", help="also ask every remote original for its size")
     args = p.parse_args(argv)
     import logging
 
+    from .fetch import Origins, unreadable_local
     from .sources import open_source
     from .summary import render, summarize
 
@@ -267,6 +297,11 @@ def cmd_inspect(argv: list[str]) -> int:
     tree = open_source(location_of(args.source), parse_storage_options(args.storage_option), tuple(args.authorize_virtual),
                        tuple(parse_relocation(r) for r in args.relocate), args.all_refs)
     summary = summarize(tree)
+    urls = [url for url in tree.urls() if not url.endswith("/")]
+    unreadable = unreadable_local(urls)
+    if args.probe:
+        unreadable.update(Origins(parse_storage_options(args.storage_option)).unreachable(urls))
+    summary["unreadable_originals"] = unreadable
     print(json.dumps(summary, indent=2) if args.json else render(summary, args.source))
     return 0
 
@@ -288,8 +323,11 @@ def cmd_demo(argv: list[str]) -> int:
 
 def cmd_check(argv: list[str]) -> int:
     """Validate a config (and command line) without mounting; list every problem."""
-    parser = _mount_parser()
-    parser.prog, parser.usage = "refmount check", "refmount check [--config FILE] [OPTIONS] [SOURCE... MOUNTPOINT]"
+    parser = _mount_parser("refmount check", "refmount check [--config FILE] [OPTIONS] [SOURCE... MOUNTPOINT]",
+                           "Validate a config file (and any command-line options) without mounting: every "
+                           "problem is listed, including local originals that are missing or unreadable "
+                           "(--probe also asks remote ones). Exit status 1 when there is any.", SOURCES)
+    parser.add_argument("--probe", action="store_true", help="also ask every remote original for its size")
     args = parser.parse_intermixed_args(argv)
     problems: list[str] = []
     try:
@@ -298,16 +336,17 @@ def cmd_check(argv: list[str]) -> int:
         problems.append(str(exc))
         opts = None
     if opts is not None:
-        problems += _check_mount(opts)
+        problems += _check_mount(opts, args.probe)
     for problem in problems:
         print(f"refmount: {problem}", file=sys.stderr)
-    if problems:
+    if any(not problem.startswith("warning: ") for problem in problems):
         return 1
     print(f"ok: {len(opts.sources)} source(s), mountpoint {opts.mountpoint}")
     return 0
 
 
-def _check_mount(opts: MountOptions) -> list[str]:
+def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
+    from .fetch import Origins, unreadable_local
     from .policy import OriginPolicy, is_shared
     from .sources import open_source
 
@@ -322,8 +361,22 @@ def _check_mount(opts: MountOptions) -> list[str]:
             problems.append(f"source {name}: {exc}")
             continue
         policy.trust(tree.own_urls())
-        refused = {url: policy.problem(url) for url in tree.urls()} if policy.active else {}
+        urls = list(tree.urls())
+        refused = {url: policy.problem(url) for url in urls} if policy.active else {}
         problems += [f"source {name}: origin {url}: {why}" for url, why in refused.items() if why]
+        readable = [url for url in urls if not refused.get(url)]
+        missing = unreadable_local(readable)
+        if missing:  # with --allow-missing, warnings (the mount starts)
+            advice = "mounted anyway (--allow-missing)" if opts.allow_missing else "the mount refuses to start (--allow-missing mounts anyway)"
+            tag = "warning: " if opts.allow_missing else ""
+            problems.append(f"{tag}source {name}: {len(missing)} local original(s) missing or unreadable; {advice}")
+            problems += [f"{tag}source {name}: original {url}: {why}" for url, why in missing.items()]
+        if probe:
+            origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, policy=policy)
+            unreachable = origins.unreachable(readable)
+            if unreachable:
+                problems.append(f"source {name}: {len(unreachable)} remote original(s) did not answer")
+                problems += [f"source {name}: {why}" for why in unreachable.values()]
     if opts.cache_dir and opts.cache_dir != "auto":
         parent = opts.cache_dir
         while not os.path.exists(parent):
@@ -338,11 +391,14 @@ def cmd_stats(argv: list[str]) -> int:
     p.add_argument("mountpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
-    from .mountpoint import filesystem_type, is_mounted
+    from .mountpoint import filesystem_type, is_dead, is_mounted
     from .summary import render_stats
 
     if not is_mounted(args.mountpoint) or filesystem_type(args.mountpoint) != "fuse.refmount":
         raise RefmountError(f"{args.mountpoint}: not a refmount mount")
+    if is_dead(args.mountpoint):
+        raise RefmountError(f"{args.mountpoint}: its daemon is gone (it was killed or crashed); clear the mount "
+                            f"with 'refmount umount {args.mountpoint}', then mount again")
     try:
         data = json.loads(os.getxattr(args.mountpoint, "user.refmount.stats"))
     except OSError as exc:
@@ -354,6 +410,9 @@ def cmd_stats(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"umount": cmd_umount, "inspect": cmd_inspect, "demo": cmd_demo, "check": cmd_check, "stats": cmd_stats}
+    if not argv:
+        print(f"usage: {USAGE}\n\n{_epilog()}\n\nrefmount --help lists the mount options.", file=sys.stderr)
+        return 2
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

@@ -108,6 +108,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "authorize-virtual": ("authorize_virtual", _texts, False),
     "relocate": ("relocate", _texts, False),
     "all-refs": ("all_refs", _bool, False),
+    "allow-missing": ("allow_missing", _bool, False),
     "refresh": ("refresh", _number(0), False),
 }
 

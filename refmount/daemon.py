@@ -21,10 +21,10 @@ from . import disk
 from .cache import MemoryCache
 from .disk import DiskCache
 from .errors import RefmountError
-from .fetch import Origins
+from .fetch import Origins, missing_message, unreadable_local
 from .fs import RefFS, fuse_class
 from .index import Index, Union
-from .mountpoint import check_mountpoint, load_libfuse
+from .mountpoint import check_mountpoint, lazy_unmount, load_libfuse
 from .notify import sd_notify
 from .options import MountOptions
 from .policy import OriginPolicy, is_shared
@@ -73,11 +73,18 @@ def build(opts: MountOptions) -> tuple[Index, OriginPolicy]:
     policy = OriginPolicy(opts.allow_origin, shared=is_shared(opts.allow_other))
     tree = load_tree(opts)
     policy.trust(tree.own_urls())
+    urls = list(tree.urls())
     if policy.active:
-        for url in tree.urls():
+        for url in urls:
             problem = policy.problem(url)
             if problem is not None:
                 raise RefmountError(f"origin {url}: {problem}")
+    missing = unreadable_local(urls)
+    if missing and not opts.allow_missing:
+        raise RefmountError(f"{missing_message(missing)} (references made on another machine? --allow-missing "
+                            "mounts anyway, their chunks failing with EIO)")
+    if missing:
+        log.warning("%s; their chunks fail with EIO (--allow-missing)", missing_message(missing))
     return tree, policy
 
 
@@ -147,10 +154,13 @@ def _setup_logging(opts: MountOptions) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
 
 
-def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callable[[], MountOptions] | None = None) -> int:
+def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callable[[], MountOptions] | None = None,
+          parent_fd: int | None = None) -> int:
     """Mount and serve until unmounted or signalled. Returns the exit status.
 
-    ``read_options`` gives fresh options on SIGHUP (re-reading the config file).
+    ``read_options`` gives fresh options on SIGHUP (re-reading the config file). When
+    ``parent_fd`` (the read end of a pipe its parent holds) reaches end of file -- the parent
+    exited or was killed -- the mount is removed and the daemon ends.
     """
     ready = ReadyPipe(ready_fd)
     mountpoint = os.path.abspath(opts.mountpoint)
@@ -197,6 +207,9 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
             ready.send(f"ERROR mountpoint {mountpoint}: mount did not become ready")
             return
         log.info("mounted %s at %s", ", ".join(src for _, src in opts.sources), mountpoint)
+        if parent_fd is not None:
+            threading.Thread(target=_unmount_with_parent, args=(parent_fd, mountpoint), daemon=True,
+                             name="refmount-parent").start()
         if ready.fd is not None:  # the parent stops listening: send stderr to the log from now on
             _detach_stderr(opts.log_file)
         ready.send("READY")
@@ -212,6 +225,9 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         "attr_timeout": timeout,
         "entry_timeout": timeout,
         "negative_timeout": timeout,
+        # libfuse 3.14 passes its "unlimited" idle-thread default through a setter that rejects
+        # it, with a warning on every start; libfuse's old default (10) is a valid value
+        "max_idle_threads": 10,
     }
     if opts.allow_other:
         options.update(allow_other=True, default_permissions=True)
@@ -250,35 +266,66 @@ def _fail(ready: ReadyPipe, message: str) -> int:
     return 1
 
 
+def _unmount_with_parent(fd: int, mountpoint: str) -> None:
+    """Wait for the parent's end of the pipe to close, then unmount (the FUSE loop ends)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+    log.info("the process that mounted %s is gone: unmounting", mountpoint)
+    result = lazy_unmount(mountpoint)
+    if result.returncode != 0:
+        log.error("unmount of %s after its parent exited failed: %s", mountpoint, result.stderr.strip())
+
+
 def _detach_stderr(log_file: str | None) -> None:
     fd = os.open(log_file or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
 
 
-def spawn(args: list[str]) -> subprocess.Popen:
+def spawn(args: list[str], tied: bool = False) -> subprocess.Popen:
     """Start ``refmount --foreground ARGS`` detached; return once it is mounted.
 
+    ``tied``: the daemon unmounts and exits when this process ends (``proc.tie`` is the pipe's
+    end this process holds; closing it has the same effect).
     Raises ``RefmountError`` with the child's message when it fails before being ready.
     """
     r, w = os.pipe()
+    extra: list[str] = []
+    keep: tuple[int, ...] = (w,)
+    tie_r = tie_w = None
+    if tied:
+        tie_r, tie_w = os.pipe()
+        extra, keep = ["--parent-fd", str(tie_r)], (w, tie_r)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "refmount", "--foreground", "--ready-fd", str(w), *args],
-            pass_fds=(w,),
+            [sys.executable, "-m", "refmount", "--foreground", "--ready-fd", str(w), *extra, *args],
+            pass_fds=keep,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
             cwd="/",
         )
+    except BaseException:
+        for fd in (tie_r, tie_w):
+            if fd is not None:
+                os.close(fd)
+        raise
     finally:
         os.close(w)
+    if tie_r is not None:
+        os.close(tie_r)
+    proc.tie = tie_w
     status, err = _wait_status(r, proc.stderr)
     if status == "READY":
         proc.stderr.close()
         return proc
     proc.wait()
+    if tie_w is not None:
+        os.close(tie_w)
     detail = next((line for line in reversed(err.splitlines()) if line.strip()), "")
     if status.startswith("ERROR "):
         message = status[6:]

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 NT, NY, NX = 8, 90, 180
 FILES = 3
@@ -74,15 +73,37 @@ def make_references(paths: list[str]) -> dict:
     return combined.translate()
 
 
+def _refmount(*args: str) -> None:
+    """Run the ``refmount`` command line as a user would, showing the command."""
+    import shlex
+    import sys
+
+    print("$ refmount " + " ".join(shlex.quote(a) for a in args))
+    result = subprocess.run([sys.executable, "-m", "refmount", *args], capture_output=True, text=True, timeout=120)
+    out = (result.stdout + result.stderr).strip()
+    if out:
+        print(out)
+    if result.returncode:
+        raise SystemExit(result.returncode)
+
+
 def run(keep: str | None = None) -> int:
+    """The demo in a temporary directory (removed at the end unless ``keep``)."""
+    workdir = keep or tempfile.mkdtemp(prefix="refmount-demo-")
+    try:
+        return _run(workdir)
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(workdir: str) -> int:
     import h5py
     import numpy as np
     import xarray as xr
 
-    import refmount
     from refmount.rangeserver import RangeServer
 
-    workdir = keep or tempfile.mkdtemp(prefix="refmount-demo-")
     os.makedirs(workdir, exist_ok=True)
     data_dir = os.path.join(workdir, "originals")
     os.makedirs(data_dir, exist_ok=True)
@@ -102,43 +123,46 @@ def run(keep: str | None = None) -> int:
         with open(refs_path, "w") as f:
             json.dump(refs, f)
         print(f"reference set: {refs_path} ({len(refs['refs'])} keys), originals served at {server.url}")
+        print()
+        expected = np.concatenate([h5py.File(p, "r")["t2m"][:] for p in paths])
 
-        # run as root, refmount refuses loopback origins unless allowed (reference files are untrusted)
-        with refmount.mounted(refs_path, mountpoint, cache_size=256 << 20, allow_origin=[server.url]) as root:
-            print(f"mounted at {root}: {sorted(os.listdir(root))}")
-            t0 = time.perf_counter()
-            ds = xr.open_zarr(root, consolidated=False)
+        log = os.path.join(workdir, "refmount.log")  # removed with the demo directory
+        _refmount("--log-file", log, refs_path, mountpoint)
+        try:
+            print(f"$ ls {mountpoint}")
+            print("  ".join(sorted(os.listdir(mountpoint))))
+            print(f">>> xarray.open_zarr({mountpoint!r})")
+            ds = xr.open_zarr(mountpoint)
             t2m = ds["t2m"].load()
-            seconds = time.perf_counter() - t0
-            print()
             print(ds)
             print()
-            expected = np.concatenate([h5py.File(p, "r")["t2m"][:] for p in paths])
             if not np.array_equal(t2m.values, expected):
                 print("MISMATCH: values read through the mount differ from h5py on the originals")
                 return 1
             print(f"t2m {t2m.shape} read through the mount: mean {float(t2m.mean()):.3f} K, "
                   f"min {float(t2m.min()):.3f} K, max {float(t2m.max()):.3f} K")
-            print(f"every value equals h5py on the originals; {t2m.nbytes / seconds / 1e6:.1f} MB/s decoded")
+            print("every value equals h5py on the originals")
             print(f"origin requests: {server.counts['GET']} GET, {server.counts['HEAD']} HEAD, "
                   f"{server.counts['bytes']:,} bytes")
             ds.close()
-        print(f"unmounted {mountpoint}")
+        finally:
+            _refmount("umount", mountpoint)
         if shutil.which("ncdump"):
             print()
-            print("the same set in the decoded view (--view decoded), read by netCDF-C's ncdump, a C client")
-            print("that cannot decode shuffle+zlib itself:")
-            with refmount.mounted(refs_path, mountpoint, view="decoded", allow_origin=[server.url]) as root:
-                command = ["ncdump", "-v", "time", f"file://{root}#mode=zarr,file"]
-                print("$ " + " ".join(command[:3]) + f" 'file://{root}#mode=zarr,file'")
-                out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            print("the same set in the decoded view, read by netCDF-C's ncdump (a C client that cannot")
+            print("decode shuffle+zlib itself):")
+            _refmount("--view", "decoded", "--log-file", log, refs_path, mountpoint)
+            try:
+                url = f"file://{mountpoint}#mode=zarr,file"
+                print(f"$ ncdump -v time '{url}'")
+                out = subprocess.run(["ncdump", "-v", "time", url], capture_output=True, text=True, timeout=120)
                 print(out.stdout.split("data:", 1)[-1].strip())
-                values = subprocess.run(["ncdump", "-v", "t2m", command[-1]], capture_output=True, text=True,
-                                        timeout=300).stdout
+                values = subprocess.run(["ncdump", "-v", "t2m", url], capture_output=True, text=True, timeout=300).stdout
                 printed = np.array([float(v) for v in values.split("t2m =", 2)[-1].split(";")[0].split(",")])
                 if out.returncode or not np.allclose(printed, expected.ravel(), rtol=1e-6, atol=0):
                     print("MISMATCH: ncdump through the decoded view differs from h5py on the originals")
                     return 1
                 print(f"ncdump -v t2m printed {printed.size} values, each equal to h5py's on the originals")
-            print(f"unmounted {mountpoint}")
+            finally:
+                _refmount("umount", mountpoint)
     return 0

@@ -104,6 +104,28 @@ def _modified(info: dict) -> float | None:
             return None
 
 
+def unreadable_local(urls) -> dict[str, str]:
+    """Local originals among ``urls`` that cannot be opened for reading: URL -> why. Directory
+    prefixes (an Icechunk container, ending in ``/``) are not originals and are skipped."""
+    problems: dict[str, str] = {}
+    for url in urls:
+        protocol, path = split_protocol(url)
+        if protocol != "file" or url.endswith("/"):
+            continue
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            problems[url] = exc.strerror or type(exc).__name__
+    return problems
+
+
+def missing_message(problems: dict[str, str]) -> str:
+    """One line for ``unreadable_local``'s answer: how many, and the first one."""
+    url, why = next(iter(problems.items()))
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{len(problems)} local original{'s' if len(problems) > 1 else ''} missing or unreadable: {url}: {why}{more}"
+
+
 class Origins:
     """Where bytes come from. Thread-safe; one filesystem instance per protocol."""
 
@@ -205,6 +227,7 @@ class Origins:
         opened per read. With a ``check``, the file's identity is verified before and after."""
         self.check(url)
         self.stats.add("origin_requests")
+        began = time.monotonic()
         try:
             fd = self._fds.get(path)
             keep = True
@@ -233,8 +256,9 @@ class Origins:
             raise
         except OSError as exc:
             self.stats.add("origin_errors")
-            raise FetchError(f"read {url}: {exc.strerror}") from exc
+            raise FetchError(f"read {url} [{start}, {end}): {exc.strerror}") from exc
         self.stats.add("origin_bytes", len(data))
+        log.debug("pread %s [%d, %d) -> %d bytes (%.1f ms)", url, start, end, len(data), (time.monotonic() - began) * 1000)
         if len(data) != end - start:
             self.stats.add("origin_errors")
             raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
@@ -312,6 +336,19 @@ class Origins:
             self._versions[url] = str(version)
         self._sizes[url] = size
         return size
+
+    def unreachable(self, urls) -> dict[str, str]:
+        """Remote originals among ``urls`` whose size cannot be had (missing, refused,
+        unreachable): URL -> why. One ``info`` each (``--probe``)."""
+        problems: dict[str, str] = {}
+        for url in urls:
+            if self.is_local(url) or url.endswith("/"):
+                continue
+            try:
+                self.size(url)
+            except (FetchError, RefmountError) as exc:
+                problems[url] = str(exc)
+        return problems
 
     def version(self, url: str) -> str | None:
         """The object's etag or modification time, where an earlier ``info`` reported one."""

@@ -153,6 +153,7 @@ class MountOptions:
     views: dict[str, str] = field(default_factory=dict)  # per source name, over ``view``
     authorize_virtual: list[str] = field(default_factory=list)  # Icechunk virtual chunk containers
     relocate: list[str] = field(default_factory=list)  # OLDPREFIX=NEWPREFIX
+    allow_missing: bool = False  # mount although local originals are missing (their chunks: EIO)
     all_refs: bool = False
     refresh: float = 0.0  # seconds between polls of a followed branch; 0: pinned
 

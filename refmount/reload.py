@@ -29,7 +29,7 @@ from .policy import OriginPolicy
 
 log = logging.getLogger("refmount")
 
-RELOADABLE = {"sources", "allow_origin", "view", "views", "authorize_virtual", "relocate", "all_refs"}
+RELOADABLE = {"sources", "allow_origin", "view", "views", "authorize_virtual", "relocate", "all_refs", "allow_missing"}
 
 
 class Reloader:

@@ -9,6 +9,17 @@ from typing import Callable
 
 SAMPLES = 4096  # latencies kept per series (the most recent)
 
+# every counter a mount keeps: a snapshot has each of them, zero until counted, so monitoring
+# scripts see a stable set of names
+COUNTERS = (
+    "cache_hits", "cache_misses", "cache_inflight_waits", "memory_evictions", "decoded_chunks",
+    "disk_hits", "disk_misses", "disk_bytes_read", "disk_writes", "disk_writes_skipped", "disk_write_errors",
+    "disk_corrupt", "disk_evictions",
+    "origin_requests", "origin_info_requests", "origin_bytes", "origin_errors", "origin_retries", "origin_refused",
+    "origin_inflight", "prefetch_chunks", "prefetch_requests", "prefetch_used", "prefetch_wasted",
+)
+LATENCIES = ("origin_latency",)
+
 
 class Stats:
     def __init__(self) -> None:
@@ -35,13 +46,14 @@ class Stats:
 
     def snapshot(self) -> dict[str, int | float]:
         with self._lock:
-            data: dict[str, int | float] = dict(self._counts)
+            data: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
+            data.update(self._counts)
             samples = {name: sorted(series) for name, series in self._samples.items()}
-        for name, values in samples.items():
-            if values:
-                for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
-                    data[f"{name}_{label}_ms"] = round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 3)
-                data[f"{name}_max_ms"] = round(values[-1] * 1000, 3)
+        for name in sorted(set(LATENCIES) | set(samples)):
+            values = samples.get(name) or [0.0]
+            for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+                data[f"{name}_{label}_ms"] = round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 3)
+            data[f"{name}_max_ms"] = round(values[-1] * 1000, 3)
         for name, read in self._gauges.items():
             data[name] = read()
         data["uptime_s"] = int(time.time() - self.started)

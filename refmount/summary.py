@@ -121,6 +121,11 @@ def render(summary: dict, title: str) -> str:
         f"{summary['missing_chunks']} missing chunks"
     )
     lines.append(f"origin files: {summary['origin_files']}, referenced bytes: {summary['referenced_bytes']:,}")
+    unreadable = summary.get("unreadable_originals") or {}
+    if unreadable:
+        lines.append(f"originals missing or unreadable: {len(unreadable)} of {summary['origin_files']}")
+        lines += [f"  {url}: {why}" for url, why in list(unreadable.items())[:20]]
+        lines += [f"  ... and {len(unreadable) - 20} more"] if len(unreadable) > 20 else []
     lines.append(f"groups: {', '.join(summary['groups']) or '-'}")
     lines.append("")
     columns = ["inline", "ranged", "whole_file", "missing"]

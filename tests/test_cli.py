@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -60,7 +62,7 @@ def test_mount_read_and_umount(refs, mountpoint, tmp_path):
     _mounted([refs], mountpoint)  # the default log: one file per mountpoint
     try:
         root = mountpoint
-        assert sorted(os.listdir(root)) == [".zgroup", "a", "c", "t"]
+        assert sorted(os.listdir(root)) == [".zgroup", ".zmetadata", "a", "c", "t"]  # .zmetadata: consolidated
         assert open(os.path.join(root, "a", "b"), "rb").read() == b"34567"
         st = os.stat(os.path.join(root, "t"))
         assert st.st_size == 6 and open(os.path.join(root, "t"), "rb").read() == "héllo".encode()
@@ -156,8 +158,67 @@ def test_usage_errors(refs):
     _one_line_error(run_cli("umount", "/tmp"), "not mounted")
 
 
+def test_version_bare_call_and_per_command_help():
+    from refmount import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"refmount {__version__}"
+    bare = run_cli(trusted=False)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: refmount [OPTIONS] SOURCE")
+    for command in ("check", "inspect", "stats", "umount", "demo"):  # every command with its summary
+        assert any(line.split()[:1] == [command] and len(line.split()) > 3 for line in bare.stderr.splitlines()), command
+    assert "Icechunk" in bare.stderr
+    helped = run_cli("--help", trusted=False)
+    assert helped.returncode == 0 and "--allow-missing" in helped.stdout and "commands:" in helped.stdout
+    check = run_cli("check", "--help")
+    assert check.returncode == 0 and check.stdout.startswith("usage: refmount check")
+    assert "without mounting" in check.stdout and "--probe" in check.stdout
+    for command in ("inspect", "stats", "umount"):
+        out = run_cli(command, "--help")
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: refmount {command}"), command
+
+
+def test_missing_local_originals(tmp_path, mountpoint):
+    """References made on another machine: the mount refuses to start (one line naming the file
+    and the count), check and inspect say the same, --allow-missing mounts with EIO for them."""
+    (tmp_path / "here.bin").write_bytes(b"0123456789")
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"version": 1, "refs": {
+        ".zgroup": '{"zarr_format":2}', "a": ["here.bin", 0, 4], "b": ["/gone/one.nc", 0, 4],
+        "c": ["/gone/two.nc", 0, 4], "d": ["/gone/two.nc", 4, 4]}}))
+    _one_line_error(run_cli(refs, mountpoint), "2 local originals missing or unreadable: /gone/",
+                    "No such file or directory", "(and 1 more)", "--allow-missing")
+    assert not is_mounted(mountpoint)
+    check = run_cli("check", refs, mountpoint)
+    assert check.returncode == 1 and "2 local original(s) missing or unreadable" in check.stderr
+    assert "original /gone/one.nc: No such file or directory" in check.stderr and "ok:" not in check.stdout
+    allowed = run_cli("check", "--allow-missing", refs, mountpoint)
+    assert allowed.returncode == 0 and "warning: " in allowed.stderr and allowed.stdout.startswith("ok:")
+    inspect = run_cli("inspect", "--json", refs)
+    assert inspect.returncode == 0, inspect.stderr
+    summary = json.loads(inspect.stdout)
+    assert summary["origin_files"] == 3
+    assert summary["unreadable_originals"] == {"/gone/one.nc": "No such file or directory",
+                                               "/gone/two.nc": "No such file or directory"}
+    assert "originals missing or unreadable: 2 of 3" in run_cli("inspect", refs).stdout
+    result = run_cli("--allow-missing", "--log-file", tmp_path / "log", refs, mountpoint)
+    assert result.returncode == 0, result.stderr
+    try:
+        assert open(os.path.join(mountpoint, "a"), "rb").read() == b"0123"
+        with pytest.raises(OSError) as info:
+            open(os.path.join(mountpoint, "b"), "rb").read()
+        assert info.value.errno == errno.EIO
+    finally:
+        run_cli("umount", mountpoint)
+    log = (tmp_path / "log").read_text()
+    assert "2 local originals missing or unreadable" in log
+    eio = [line for line in log.splitlines() if "EIO /b:" in line]
+    assert len(eio) == 1, log  # the kernel's retry of the failed read is not logged again
+    assert "/gone/one.nc" in eio[0] and "[0, 4)" in eio[0] and "No such file or directory" in eio[0]
+
+
 def test_foreground_sigterm_unmounts_cleanly(refs, mountpoint):
-    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", *TRUSTED_ARGS, str(refs), mountpoint],
+    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", "-v", *TRUSTED_ARGS, str(refs), mountpoint],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -167,7 +228,11 @@ def test_foreground_sigterm_unmounts_cleanly(refs, mountpoint):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert not is_mounted(mountpoint)
-        assert "mounted" in proc.stderr.read()  # foreground logs go to stderr
+        err = proc.stderr.read()
+        assert "mounted" in err  # foreground logs go to stderr
+        # -v: one line per origin request with its range and time; no binding or libfuse noise
+        assert re.search(r"DEBUG refmount.fetch: pread \S+data.bin \[3, 8\) -> 5 bytes \([0-9.]+ ms\)", err), err
+        assert "Ignoring invalid max threads" not in err and "Set libFUSE" not in err and "libFUSE" not in err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -243,3 +308,9 @@ def test_demo_runs_end_to_end():
     assert "every value equals h5py on the originals" in result.stdout
     assert "0 HEAD" in result.stdout
     assert "unmounted" in result.stdout
+    # it shows the commands it ran, no throughput figure for a tiny archive, and cleans up
+    commands = [line for line in result.stdout.splitlines() if line.startswith("$ refmount ")]
+    assert len(commands) >= 2 and any(c.startswith("$ refmount umount ") for c in commands)
+    assert "MB/s" not in result.stdout
+    workdir = result.stdout.split("demo directory: ", 1)[1].split()[0]
+    assert workdir.startswith(tempfile.gettempdir()) and not os.path.exists(workdir)

@@ -59,6 +59,7 @@ mountpoint = "{tmp_path / 'absent'}"
 cache-size = "lots"
 retries = 0
 colour = "blue"
+allow-other = true
 
 [sources.good]
 url = "{refs}"

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from refmount.mountpoint import is_mounted
+import refmount
+from refmount.mountpoint import is_mounted, lazy_unmount
 from tests.conftest import TRUSTED_ARGS
 
 SIZE = 96 << 10
@@ -195,3 +196,51 @@ def test_sighup_rereads_the_config_file(tmp_path, mountpoint, versions):
         assert os.getxattr(os.path.join(mountpoint, "two", KEYS[0]), "user.refmount.source").decode() == str(other)
     finally:
         _stop(proc, mountpoint)
+
+
+PARENT = """
+import json, os, sys, time
+import refmount
+refs, mountpoint, log, detach = sys.argv[1:5]
+with refmount.mounted(refs, mountpoint, log_file=log, allow_origin=["/"], detach=detach == "1") as root:
+    print(os.listdir(root), flush=True)
+    time.sleep(600)  # killed here, as a notebook kernel would be
+"""
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_mounted_follows_its_parent_unless_detached(tmp_path, mountpoint, detach):
+    """A killed Python process (a notebook kernel) takes its mount with it: the daemon sees its
+    parent's pipe close, unmounts and exits; the next mounted() on that path works."""
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}', "k": "base64:AAEC"}}))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(refs), mountpoint, str(tmp_path / "log"),
+                               "1" if detach else "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "'k'" in parent.stdout.readline()
+        daemon = int(subprocess.run(["pgrep", "-f", f"refmount --foreground.*{mountpoint}"],
+                                    capture_output=True, text=True).stdout.split()[0])
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while is_mounted(mountpoint) and time.monotonic() < deadline and not detach:
+            time.sleep(0.05)
+        if detach:
+            time.sleep(0.5)
+            assert is_mounted(mountpoint)  # the old behaviour: the mount stays
+            assert sorted(os.listdir(mountpoint)) == [".zgroup", ".zmetadata", "k"]
+            return
+        assert not is_mounted(mountpoint)
+        for _ in range(100):  # the daemon exits too
+            if not os.path.exists(f"/proc/{daemon}") or open(f"/proc/{daemon}/stat").read().split()[2] == "Z":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the daemon outlived its parent")
+        assert "is gone: unmounting" in (tmp_path / "log").read_text()
+        with refmount.mounted(str(refs), mountpoint, log_file=str(tmp_path / "log2"), allow_origin=["/"]) as root:
+            assert open(os.path.join(root, "k"), "rb").read() == b"\x00\x01\x02"
+    finally:
+        parent.kill()
+        if is_mounted(mountpoint):
+            lazy_unmount(mountpoint)

@@ -23,7 +23,10 @@ def test_stats_count_what_was_read(tmp_path, http_origin, mount):
         text = run_cli("stats", root).stdout
     assert stats["origin_requests"] == http_origin.counts["GET"] == 3
     assert stats["origin_bytes"] == 3 * 300_000 and stats["cache_misses"] == 3
-    assert stats.get("origin_errors", 0) == 0 and stats["fetches_in_flight"] == 0
+    assert stats["origin_errors"] == 0 and stats["fetches_in_flight"] == 0
+    # every counter is there, zero or not: monitoring scripts see a stable set of names
+    from refmount.stats import COUNTERS
+    assert set(COUNTERS) <= set(stats) and stats["origin_retries"] == stats["disk_hits"] == 0
     assert stats["memory_cache_bytes"] == 3 * 300_000 and stats["memory_cache_entries"] == 3
     assert 0 < stats["origin_latency_p50_ms"] <= stats["origin_latency_p99_ms"] <= stats["origin_latency_max_ms"]
     assert stats["uptime_s"] >= 0
@@ -45,6 +48,20 @@ def test_stats_show_prefetch_effectiveness(tmp_path, http_origin, mount):
 def test_stats_of_something_else_is_one_line(tmp_path):
     result = run_cli("stats", tmp_path)
     assert result.returncode == 1 and result.stderr.strip() == f"refmount: {tmp_path}: not a refmount mount"
+
+
+def test_stats_of_a_dead_mount_says_how_to_clear_it(tmp_path, mountpoint):
+    from tests.test_cli import _kill_daemon
+
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}'}}))
+    assert run_cli(refs, mountpoint).returncode == 0
+    _kill_daemon(mountpoint)
+    result = run_cli("stats", mountpoint)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"refmount: {mountpoint}: its daemon is gone (it was killed or crashed); clear "
+                                     f"the mount with 'refmount umount {mountpoint}', then mount again")
+    assert run_cli("umount", mountpoint).returncode == 0
 
 
 def test_xattrs_say_where_bytes_come_from(tmp_path, http_origin, mount):

@@ -13,7 +13,9 @@ VIEWS = ("raw", "v2", "decoded")
 
 def apply_view(tree: Index, view: str) -> Index:
     if view == "raw":
-        return tree
+        from .common import consolidated
+
+        return consolidated(tree)
     if view in ("v2", "decoded"):
         from .v2 import V2View, has_v3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Iterable, Iterator
 
 from ..index import Index, Inline
@@ -52,3 +53,42 @@ def consolidate(view: Index, keys: Iterable[str]) -> bytes:
         except ValueError:
             log.warning("%s is not JSON; left out of .zmetadata", key)
     return json.dumps({"metadata": metadata, "zarr_consolidated_format": 1}, indent=1).encode()
+
+
+class Consolidated(View):
+    """The raw view of a Zarr v2 tree without ``.zmetadata``: the same tree with consolidated
+    metadata at its root (built at the first look), so xarray opens it in one read and without
+    a warning. Everything else is the tree's own."""
+
+    def __init__(self, tree: Index):
+        super().__init__(tree)
+        self._zmetadata: bytes | None = None
+        self._lock = threading.Lock()
+
+    def _metadata(self) -> Inline:
+        with self._lock:
+            if self._zmetadata is None:
+                self._zmetadata = consolidate(self.tree, self.tree.metadata_keys())
+            return Inline(self._zmetadata)
+
+    def node(self, path: str):
+        return self._metadata() if path == ".zmetadata" else self.tree.node(path)
+
+    def listdir(self, path: str):
+        if path == "":
+            yield ".zmetadata", False
+        yield from self.tree.listdir(path)
+
+    def items(self):
+        yield ".zmetadata", self._metadata()
+        yield from self.tree.items()
+
+    def metadata_keys(self):
+        return self.tree.metadata_keys()
+
+
+def consolidated(tree: Index) -> Index:
+    """``tree`` with a root ``.zmetadata`` where it is a Zarr v2 tree that has none."""
+    if isinstance(tree.node(".zgroup"), Inline) and tree.node(".zmetadata") is None:
+        return Consolidated(tree)
+    return tree
