@@ -24,7 +24,7 @@ from .errors import RefmountError
 from .fetch import Origins, missing_message, unreadable_local
 from .fs import RefFS, fuse_class
 from .index import Index, Union
-from .mountpoint import check_mountpoint, lazy_unmount, load_libfuse
+from .mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse
 from .notify import sd_notify
 from .options import MountOptions
 from .policy import OriginPolicy, is_shared
@@ -245,7 +245,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         # libfuse3 also returns non-zero after a clean stop by signal: only a failure before
         # the mount was ready is an error
         if not ready.sent:
-            return _fail(ready, f"mountpoint {mountpoint}: libfuse could not mount it")
+            return _fail(ready, f"mountpoint {mountpoint}: libfuse could not mount it"
+                               + ("" if ready.fd is not None else fuse_hint()))
     finally:
         sd_notify("STOPPING=1")
         reader.close()
@@ -258,7 +259,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
 
 
 def _fail(ready: ReadyPipe, message: str) -> int:
-    if ready.fd is None:
+    to_stderr = any(getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers)
+    if ready.fd is None and not to_stderr:  # in the foreground the log line below is on stderr already
         print(f"refmount: {message}", file=sys.stderr)
     else:
         ready.send(f"ERROR {message}")
@@ -330,7 +332,7 @@ def spawn(args: list[str], tied: bool = False) -> subprocess.Popen:
     if status.startswith("ERROR "):
         message = status[6:]
         if detail and "libfuse" in message:
-            message += f": {detail.strip()}"
+            message += f": {detail.strip()}{fuse_hint()}"
         raise RefmountError(message)
     raise RefmountError(f"daemon exited (status {proc.returncode}) before the mount was ready: {detail or 'no message'}")
 

@@ -111,6 +111,15 @@ def load_libfuse():
     return mfusepy
 
 
+def fuse_hint() -> str:
+    """Why an unprivileged mount may have failed, when ``/dev/fuse`` is the reason ("" otherwise)."""
+    if os.geteuid() == 0 or os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return ""
+    return (" (this user may not open /dev/fuse and the fusermount3 helper could not either: FUSE must be "
+            "allowed for users here -- /dev/fuse mode 0666 or a group that has it; ask the site, see the "
+            "README's 'HPC and containers')")
+
+
 def unmount(path: str) -> str:
     """Unmount ``path``; a busy or dead mount is detached lazily. Returns what was done."""
     path = os.path.abspath(path)

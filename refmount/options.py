@@ -122,10 +122,10 @@ def state_directory() -> str:
 
 
 def default_log_file(mountpoint: str) -> str:
-    """Where a background daemon logs unless told otherwise: one file per mountpoint, named as
-    ``systemd-escape --path`` would name it (``/mnt/era5`` -> ``mnt-era5.log``)."""
+    """Where a background daemon logs unless told otherwise: one file per mountpoint, named after
+    its path (``/mnt/era5`` -> ``mnt-era5.log``; characters a shell would need quoted become ``_``)."""
     path = os.path.abspath(mountpoint).strip("/")
-    name = "".join(c if c.isalnum() or c in "_." else f"\\x{ord(c):02x}" if c != "/" else "-" for c in path)
+    name = "".join(c if c.isalnum() or c in "_.-" else "-" if c == "/" else "_" for c in path)
     return os.path.join(state_directory(), (name or "-") + ".log")
 
 
