@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
-from refmount.demo import make_references, write_archive  # noqa: E402
-from refmount.mountpoint import is_mounted, lazy_unmount  # noqa: E402
+from refmount.cli.demo import make_references, write_archive  # noqa: E402
+from refmount.mount.mountpoint import is_mounted, lazy_unmount  # noqa: E402
 
 ROWS: list[tuple[str, str, str]] = []
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Iterator
 
-from .errors import FetchError, RefmountError
+from refmount.errors import FetchError, RefmountError
 
 __version__ = "0.1.0"
 
@@ -27,10 +27,10 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
     removed and the daemon waited for on exit. The daemon is tied to this process: if it dies
     (a killed notebook kernel), the daemon unmounts and exits too -- unless ``detach=True``.
     """
-    from .cli import to_args
-    from .daemon import spawn
-    from .mountpoint import unmount
-    from .options import MountOptions, parse_size, split_sources
+    from refmount.cli.commands import to_args
+    from refmount.mount.daemon import spawn
+    from refmount.mount.mountpoint import unmount
+    from refmount.options import MountOptions, parse_size, split_sources
 
     if isinstance(source, dict):
         sources = [(name, src) for name, src in source.items()]

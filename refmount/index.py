@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import RefmountError
+from refmount.errors import RefmountError
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .errors import RefmountError
+from refmount.errors import RefmountError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.I)

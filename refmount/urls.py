@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from .errors import RefmountError
+from refmount.errors import RefmountError
 
 
 def split_protocol(url: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import refmount
-from refmount.mountpoint import is_mounted, lazy_unmount
+from refmount.mount.mountpoint import is_mounted, lazy_unmount
 from refmount.rangeserver import RangeServer
 
 ROOT = Path(__file__).resolve().parent.parent

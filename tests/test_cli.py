@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from refmount.mountpoint import is_mounted, lazy_unmount
+from refmount.mount.mountpoint import is_mounted, lazy_unmount
 from refmount.options import default_log_file
 from tests.conftest import TRUSTED_ARGS, run_cli
 

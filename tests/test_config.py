@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from refmount.mountpoint import is_mounted
+from refmount.mount.mountpoint import is_mounted
 from tests.conftest import run_cli
 
 
@@ -112,7 +112,7 @@ def test_unreadable_config_is_one_line(tmp_path):
 
 
 def test_cache_dir_auto_is_kept_as_a_word(tmp_path):
-    from refmount.config import load
+    from refmount.cli.config import load
 
     conf = tmp_path / "c.toml"
     conf.write_text('cache-dir = "auto"\nlog-file = "log"\n')

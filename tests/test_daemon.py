@@ -14,7 +14,7 @@ import time
 import pytest
 
 import refmount
-from refmount.mountpoint import is_mounted, lazy_unmount
+from refmount.mount.mountpoint import is_mounted, lazy_unmount
 from tests.conftest import TRUSTED_ARGS
 
 SIZE = 96 << 10

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from refmount.disk import DiskCache
+from refmount.io.disk import DiskCache
 from refmount.errors import RefmountError
 from tests.conftest import in_threads, run_cli
 

@@ -100,7 +100,7 @@ def test_origin_down_at_mount_time_is_a_clear_error(tmp_path, mountpoint):
     import socket
 
     import refmount
-    from refmount.mountpoint import is_mounted
+    from refmount.mount.mountpoint import is_mounted
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from refmount.errors import FetchError
-from refmount.fetch import Origins
-from refmount.mountpoint import is_mounted
-from refmount.policy import OriginPolicy
+from refmount.io.origins import Origins
+from refmount.mount.mountpoint import is_mounted
+from refmount.io.policy import OriginPolicy
 from tests.conftest import run_cli
 
 

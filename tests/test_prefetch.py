@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
-from refmount.cache import MemoryCache
-from refmount.fetch import Origins
+from refmount.io.cache import MemoryCache
+from refmount.io.origins import Origins
 from refmount.index import Range, Whole
-from refmount.order import ChunkOrder
+from refmount.io.order import ChunkOrder
 from refmount.index import build_index, Inline
-from refmount.reader import Reader
+from refmount.io.reader import Reader
 from tests.conftest import in_threads
 
 CHUNK = 50_000

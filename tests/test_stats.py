@@ -25,7 +25,7 @@ def test_stats_count_what_was_read(tmp_path, http_origin, mount):
     assert stats["origin_bytes"] == 3 * 300_000 and stats["cache_misses"] == 3
     assert stats["origin_errors"] == 0 and stats["fetches_in_flight"] == 0
     # every counter is there, zero or not: monitoring scripts see a stable set of names
-    from refmount.stats import COUNTERS
+    from refmount.io.stats import COUNTERS
     assert set(COUNTERS) <= set(stats) and stats["origin_retries"] == stats["disk_hits"] == 0
     assert stats["memory_cache_bytes"] == 3 * 300_000 and stats["memory_cache_entries"] == 3
     assert 0 < stats["origin_latency_p50_ms"] <= stats["origin_latency_p99_ms"] <= stats["origin_latency_max_ms"]

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from ..index import Index
-from ..urls import location_of
-from . import icechunk, kerchunk_json, kerchunk_parquet
+from refmount.index import Index
+from refmount.urls import location_of
+from refmount.sources import icechunk, kerchunk_json, kerchunk_parquet
 
 
 def open_source(source: str, storage_options: dict | None = None, authorize_virtual: tuple[str, ...] = (),

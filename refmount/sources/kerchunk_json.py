@@ -12,11 +12,11 @@ import json
 
 import numpy as np
 
-from ..errors import RefmountError
-from ..index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
-from ..urls import parent_of, resolve
-from .reading import decompress, read_file
-from .templates import expand_gen, fill_url
+from refmount.errors import RefmountError
+from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
+from refmount.urls import parent_of, resolve
+from refmount.sources.reading import decompress, read_file
+from refmount.sources.templates import expand_gen, fill_url
 
 
 try:  # several times faster on large sets; the standard library otherwise

@@ -21,11 +21,11 @@ from typing import Iterator
 import numpy as np
 from cachetools import LRUCache
 
-from ..errors import RefmountError
-from ..index import CompactIndex, Dir, Index, Inline, Range, Ref, Whole
-from ..order import chunk_name, chunk_number, grid_of
-from ..urls import parent_of, resolve, split_protocol
-from .reading import read_file
+from refmount.errors import RefmountError
+from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Whole
+from refmount.grid import chunk_name, chunk_number, grid_of
+from refmount.urls import parent_of, resolve, split_protocol
+from refmount.sources.reading import read_file
 
 log = logging.getLogger("refmount.parquet")
 

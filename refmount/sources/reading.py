@@ -9,8 +9,8 @@ import lzma
 import os
 import time
 
-from ..errors import RefmountError
-from ..urls import split_protocol
+from refmount.errors import RefmountError
+from refmount.urls import split_protocol
 
 _MAGIC = (
     (b"\x1f\x8b", "gzip"),

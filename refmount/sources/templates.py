@@ -14,7 +14,7 @@ import operator
 import re
 from typing import Iterator
 
-from ..errors import RefmountError
+from refmount.errors import RefmountError
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -5,24 +5,24 @@ netCDF-C and GDAL)."""
 
 from __future__ import annotations
 
-from ..errors import RefmountError
-from ..index import Index
+from refmount.errors import RefmountError
+from refmount.index import Index
 
 VIEWS = ("raw", "v2", "decoded")
 
 
 def apply_view(tree: Index, view: str) -> Index:
     if view == "raw":
-        from .common import consolidated
+        from refmount.views.common import consolidated
 
         return consolidated(tree)
     if view in ("v2", "decoded"):
-        from .v2 import V2View, has_v3
+        from refmount.views.v2 import V2View, has_v3
 
         if has_v3(tree):
             tree = V2View(tree)
     if view == "decoded":
-        from .decoded import DecodedView
+        from refmount.views.decoded import DecodedView
 
         return DecodedView(tree)
     if view == "v2":

@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Iterable, Iterator
 
-from ..index import Index, Inline
+from refmount.index import Index, Inline
 
 log = logging.getLogger("refmount.views")
 

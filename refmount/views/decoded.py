@@ -22,9 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import FetchError
-from ..index import Decoded, Dir, Index, Inline, Ref
-from .common import View, consolidate, within
+from refmount.errors import FetchError
+from refmount.index import Decoded, Dir, Index, Inline, Ref
+from refmount.views.common import View, consolidate, within
 
 log = logging.getLogger("refmount.views")
 

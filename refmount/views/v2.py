@@ -18,8 +18,8 @@ import re
 from collections import Counter
 from typing import Iterator
 
-from ..index import Dir, Index, Inline, Ref
-from .common import View, consolidate, within
+from refmount.index import Dir, Index, Inline, Ref
+from refmount.views.common import View, consolidate, within
 
 log = logging.getLogger("refmount.views")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from refmount.errors import RefmountError
-from refmount.mountpoint import is_mounted
+from refmount.mount.mountpoint import is_mounted
 from refmount.rangeserver import RangeServer
 from refmount.sources.icechunk import url
 from tests.conftest import run_cli

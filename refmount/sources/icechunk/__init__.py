@@ -12,14 +12,14 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from ...errors import RefmountError
-from ...index import Index
-from ...urls import location_of, split_protocol
-from . import url
-from .refs import AllRefsIndex
-from .repository import Repository
-from .tree import SnapshotIndex
-from .virtual import AUTHORIZE_HINT, VirtualAccess
+from refmount.errors import RefmountError
+from refmount.index import Index
+from refmount.urls import location_of, split_protocol
+from refmount.sources.icechunk import url
+from refmount.sources.icechunk.refs import AllRefsIndex
+from refmount.sources.icechunk.repository import Repository
+from refmount.sources.icechunk.tree import SnapshotIndex
+from refmount.sources.icechunk.virtual import AUTHORIZE_HINT, VirtualAccess
 
 log = logging.getLogger("refmount.icechunk")
 

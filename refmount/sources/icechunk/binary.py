@@ -13,7 +13,7 @@ import struct
 
 import zstandard
 
-from ...errors import RefmountError
+from refmount.errors import RefmountError
 
 MAGIC = "ICE🧊CHUNK".encode()
 HEADER = 39

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from ...errors import RefmountError
-from .binary import MANIFEST, SNAPSHOT, Table, encode_id, open_object
+from refmount.errors import RefmountError
+from refmount.sources.icechunk.binary import MANIFEST, SNAPSHOT, Table, encode_id, open_object
 
 
 @dataclass(slots=True)

@@ -12,11 +12,11 @@ import threading
 import time
 from typing import Iterator
 
-from ...errors import FetchError, RefmountError
-from ...index import Dir, Ref
-from .repository import Repository
-from .tree import RepositoryIndex, SnapshotIndex
-from .virtual import VirtualAccess
+from refmount.errors import FetchError, RefmountError
+from refmount.index import Dir, Ref
+from refmount.sources.icechunk.repository import Repository
+from refmount.sources.icechunk.tree import RepositoryIndex, SnapshotIndex
+from refmount.sources.icechunk.virtual import VirtualAccess
 
 KINDS = ("branches", "tags", "snapshots")
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import yaml
 from cachetools import LRUCache
 
-from ...errors import RefmountError
-from .binary import REPO_INFO, Table, encode_id, flexbuffer, open_object
-from .objects import Manifest, Snapshot, parse_snapshot
-from .storage import Storage
+from refmount.errors import RefmountError
+from refmount.sources.icechunk.binary import REPO_INFO, Table, encode_id, flexbuffer, open_object
+from refmount.sources.icechunk.objects import Manifest, Snapshot, parse_snapshot
+from refmount.sources.icechunk.storage import Storage
 
 SNAPSHOT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{20}\Z")
 _LEGACY_BRANCH_FILE = re.compile(r"[0-9A-HJKMNP-TV-Z]{8}\.json\Z")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ...errors import RefmountError
-from ...urls import split_protocol
+from refmount.errors import RefmountError
+from refmount.urls import split_protocol
 
 
 class Storage:

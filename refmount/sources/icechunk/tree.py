@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ...errors import FetchError, RefmountError
-from ...index import Dir, Index, Inline, Range, Ref, Unreadable
-from .objects import ChunkRef, Node, Snapshot
-from .repository import Repository
-from .virtual import VirtualAccess
+from refmount.errors import FetchError, RefmountError
+from refmount.index import Dir, Index, Inline, Range, Ref, Unreadable
+from refmount.sources.icechunk.objects import ChunkRef, Node, Snapshot
+from refmount.sources.icechunk.repository import Repository
+from refmount.sources.icechunk.virtual import VirtualAccess
 
 
 def _coords(parts: list[str]) -> tuple[int, ...] | None:

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from ...errors import RefmountError
-from ...urls import location_of
+from refmount.errors import RefmountError
+from refmount.urls import location_of
 
 SNAPSHOT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{20}\Z")
 

@@ -17,11 +17,11 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from .cache import MemoryCache
-from .disk import DiskCache
-from .fetch import Origins
-from .errors import FetchError
-from .index import Decoded, Inline, Range, Ref, Unreadable
+from refmount.io.cache import MemoryCache
+from refmount.io.disk import DiskCache
+from refmount.io.origins import Origins
+from refmount.errors import FetchError
+from refmount.index import Decoded, Inline, Range, Ref, Unreadable
 
 log = logging.getLogger("refmount.reader")
 

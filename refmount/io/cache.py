@@ -8,7 +8,7 @@ from typing import Callable, Hashable
 
 from cachetools import LRUCache
 
-from .stats import Stats
+from refmount.io.stats import Stats
 
 
 class _LRU(LRUCache):

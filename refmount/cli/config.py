@@ -23,9 +23,9 @@ import os
 import tomllib
 from typing import Any, Callable
 
-from .errors import RefmountError
-from .views import VIEWS
-from .options import LOG_LEVELS, parse_size, source_name, split_name
+from refmount.errors import RefmountError
+from refmount.views import VIEWS
+from refmount.options import LOG_LEVELS, parse_size, source_name, split_name
 
 
 def _size(value: Any) -> int:

@@ -20,21 +20,40 @@ import hashlib
 import json
 import logging
 import os
+import re
 import queue
 import struct
 import threading
 import zlib
 from collections import OrderedDict
 
-from .errors import RefmountError
-from .mountpoint import filesystem_type
-from .stats import Stats
+from refmount.errors import RefmountError
+from refmount.io.stats import Stats
 
 log = logging.getLogger("refmount.disk")
 
 MAGIC = b"RFMC\x01"
 _HEADER = struct.Struct(">5sIQI")  # magic, identity length, payload length, crc32
 NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "fuse")
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem holding ``path`` (``ext4``, ``nfs4``, ``fuse.refmount``)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split(" ")
+                point = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
+                if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                    best, kind = point, fields[fields.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        return None
+    return kind
 
 
 def _identity(url: str, start: int, length: int, version: str | None) -> bytes:

@@ -9,9 +9,9 @@ import threading
 
 from cachetools import LRUCache
 
-from .index import Decoded, Index, Range
-from .order import ChunkOrder
-from .reader import Reader
+from refmount.index import Decoded, Index, Range
+from refmount.io.order import ChunkOrder
+from refmount.io.reader import Reader
 
 
 class Prefetcher:

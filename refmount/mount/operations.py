@@ -18,10 +18,10 @@ import threading
 import time
 from typing import Callable
 
-from .errors import FetchError
-from .index import Decoded, Dir, Index, Inline, Range, Ref, Unreadable, Whole
-from .prefetch import Prefetcher
-from .reader import Reader
+from refmount.errors import FetchError
+from refmount.index import Decoded, Dir, Index, Inline, Range, Ref, Unreadable, Whole
+from refmount.io.prefetch import Prefetcher
+from refmount.io.reader import Reader
 
 log = logging.getLogger("refmount.fs")
 

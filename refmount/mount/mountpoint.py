@@ -8,7 +8,8 @@ import re
 import shutil
 import subprocess
 
-from .errors import RefmountError
+from refmount.errors import RefmountError
+from refmount.io.disk import filesystem_type  # noqa: F401  (re-exported for the commands)
 
 # a FUSE mount whose daemon died answers with one of these
 DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
@@ -26,22 +27,6 @@ def _mountinfo_points() -> set[str]:
     except OSError:
         pass
     return points
-
-
-def filesystem_type(path: str) -> str | None:
-    """The type of the filesystem holding ``path`` (``ext4``, ``nfs4``, ``fuse.refmount``)."""
-    real = os.path.realpath(path)
-    best, kind = "", None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split(" ")
-                point = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
-                if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-                    best, kind = point, fields[fields.index("-") + 1]
-    except (OSError, ValueError, IndexError):
-        return None
-    return kind
 
 
 def is_mounted(path: str) -> bool:

@@ -15,7 +15,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from .urls import split_protocol
+from refmount.urls import split_protocol
 
 SHARED_PROTOCOLS = frozenset({"http", "https", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 

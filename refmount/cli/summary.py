@@ -6,9 +6,9 @@ import json
 import math
 from collections import Counter
 
-from .index import Index, Inline, Range, Unreadable, Whole
-from .order import grid_of
-from .urls import split_protocol
+from refmount.index import Index, Inline, Range, Unreadable, Whole
+from refmount.grid import grid_of
+from refmount.urls import split_protocol
 
 
 def _json(ref) -> dict | None:

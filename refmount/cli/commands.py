@@ -7,14 +7,14 @@ import json
 import os
 import sys
 
-from .errors import FetchError, RefmountError
-from . import config
-from .views import VIEWS
-from .options import (LOG_LEVELS, MountOptions, default_log_file, parse_relocation, parse_size, parse_storage_options, split_name,
+from refmount.errors import FetchError, RefmountError
+from refmount.cli import config
+from refmount.views import VIEWS
+from refmount.options import (LOG_LEVELS, MountOptions, default_log_file, parse_relocation, parse_size, parse_storage_options, split_name,
                       split_sources)
-from .urls import location_of
+from refmount.urls import location_of
 
-from . import __version__
+from refmount import __version__
 
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
        refmount --config FILE [OPTIONS] [[SOURCE...] MOUNTPOINT]
@@ -245,7 +245,7 @@ def cmd_mount(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     opts = _options(args)
     if args.foreground:
-        from .daemon import serve
+        from refmount.mount.daemon import serve
 
         if args.ready_fd is not None and opts.log_file is None:
             opts.log_file = default_log_file(opts.mountpoint)
@@ -258,7 +258,7 @@ def cmd_mount(argv: list[str]) -> int:
             return new
 
         return serve(opts, args.ready_fd, reload, args.parent_fd)
-    from .daemon import spawn
+    from refmount.mount.daemon import spawn
 
     args.log_file = opts.log_file or default_log_file(opts.mountpoint)
     spawn(child_args(args))
@@ -271,7 +271,7 @@ def cmd_umount(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="refmount umount", description="Unmount a refmount mount (lazily if busy or dead).")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
-    from .mountpoint import unmount
+    from refmount.mount.mountpoint import unmount
 
     print(f"{args.mountpoint}: {unmount(args.mountpoint)}")
     return 0
@@ -289,9 +289,9 @@ def cmd_inspect(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import logging
 
-    from .fetch import Origins, unreadable_local
-    from .sources import open_source
-    from .summary import render, summarize
+    from refmount.io.origins import Origins, unreadable_local
+    from refmount.sources import open_source
+    from refmount.cli.summary import render, summarize
 
     logging.getLogger("refmount.icechunk").setLevel(logging.ERROR)  # the summary lists unauthorised containers
     tree = open_source(location_of(args.source), parse_storage_options(args.storage_option), tuple(args.authorize_virtual),
@@ -316,7 +316,7 @@ def cmd_demo(argv: list[str]) -> int:
         import xarray  # noqa: F401
     except ImportError as exc:
         raise RefmountError(f"the demo needs {exc.name}: pip install 'refmount[demo]'") from None
-    from .demo import run
+    from refmount.cli.demo import run
 
     return run(args.keep)
 
@@ -346,9 +346,9 @@ def cmd_check(argv: list[str]) -> int:
 
 
 def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
-    from .fetch import Origins, unreadable_local
-    from .policy import OriginPolicy, is_shared
-    from .sources import open_source
+    from refmount.io.origins import Origins, unreadable_local
+    from refmount.io.policy import OriginPolicy, is_shared
+    from refmount.sources import open_source
 
     problems = []
     if not os.path.isdir(opts.mountpoint):
@@ -391,8 +391,8 @@ def cmd_stats(argv: list[str]) -> int:
     p.add_argument("mountpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
-    from .mountpoint import filesystem_type, is_dead, is_mounted
-    from .summary import render_stats
+    from refmount.mount.mountpoint import filesystem_type, is_dead, is_mounted
+    from refmount.cli.summary import render_stats
 
     if not is_mounted(args.mountpoint) or filesystem_type(args.mountpoint) != "fuse.refmount":
         raise RefmountError(f"{args.mountpoint}: not a refmount mount")

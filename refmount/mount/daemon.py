@@ -17,23 +17,23 @@ import threading
 import time
 from typing import Callable
 
-from . import disk
-from .cache import MemoryCache
-from .disk import DiskCache
-from .errors import RefmountError
-from .fetch import Origins, missing_message, unreadable_local
-from .fs import RefFS, fuse_class
-from .index import Index, Union
-from .mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse
-from .notify import sd_notify
-from .options import MountOptions
-from .policy import OriginPolicy, is_shared
-from .prefetch import Prefetcher
-from .reader import Reader
-from .reload import Reloader
-from .sources import open_source
-from .views import apply_view
-from .stats import Stats
+from refmount.io import disk
+from refmount.io.cache import MemoryCache
+from refmount.io.disk import DiskCache
+from refmount.errors import RefmountError
+from refmount.io.origins import Origins, missing_message, unreadable_local
+from refmount.mount.operations import RefFS, fuse_class
+from refmount.index import Index, Union
+from refmount.mount.mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse
+from refmount.mount.notify import sd_notify
+from refmount.options import MountOptions
+from refmount.io.policy import OriginPolicy, is_shared
+from refmount.io.prefetch import Prefetcher
+from refmount.io.reader import Reader
+from refmount.mount.reload import Reloader
+from refmount.sources import open_source
+from refmount.views import apply_view
+from refmount.io.stats import Stats
 
 log = logging.getLogger("refmount")
 

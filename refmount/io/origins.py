@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import fsspec
 import fsspec.asyn
 
-from .errors import FetchError, RefmountError
-from .policy import OriginPolicy
-from .stats import Stats
-from .urls import split_protocol
+from refmount.errors import FetchError, RefmountError
+from refmount.io.policy import OriginPolicy
+from refmount.io.stats import Stats
+from refmount.urls import split_protocol
 
 log = logging.getLogger("refmount.fetch")
 

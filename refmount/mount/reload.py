@@ -19,13 +19,13 @@ import time
 from dataclasses import fields
 from typing import Callable
 
-from .errors import RefmountError
-from .fetch import Origins
-from .fs import RefFS
-from .index import Index
-from .notify import reloading, sd_notify
-from .options import MountOptions
-from .policy import OriginPolicy
+from refmount.errors import RefmountError
+from refmount.io.origins import Origins
+from refmount.mount.operations import RefFS
+from refmount.index import Index
+from refmount.mount.notify import reloading, sd_notify
+from refmount.options import MountOptions
+from refmount.io.policy import OriginPolicy
 
 log = logging.getLogger("refmount")
 
