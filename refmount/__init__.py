@@ -1,9 +1,12 @@
-"""refmount: mount kerchunk reference sets as a read-only local Zarr tree.
+"""refmount: mount kerchunk reference sets and Icechunk repositories as a read-only local Zarr tree.
 
 Python API::
 
-    with refmount.mounted("refs.json", "/mnt/data") as root:
+    with refmount.mounted("refs.json", "/mnt/data") as root:     # a real mount, for any program
         xarray.open_zarr(root)
+
+    with refmount.open("refs.json") as engine:                    # in process, no FUSE needed
+        engine.read("t2m/0.0.0")
 """
 
 from __future__ import annotations
@@ -30,15 +33,8 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
     from refmount.cli.commands import to_args
     from refmount.mount.daemon import spawn
     from refmount.mount.mountpoint import unmount
-    from refmount.options import MountOptions, parse_size, split_sources
 
-    if isinstance(source, dict):
-        sources = [(name, src) for name, src in source.items()]
-    else:
-        sources = split_sources([source] if isinstance(source, str) else list(source))
-    if isinstance(options.get("cache_size"), str):
-        options["cache_size"] = parse_size(options["cache_size"])
-    opts = MountOptions(sources=sources, mountpoint=mountpoint, **options)
+    opts = _options(source, mountpoint=mountpoint, **options)
     proc = spawn(to_args(opts), tied=not detach)
     try:
         yield os.path.abspath(mountpoint)
@@ -55,4 +51,24 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
                 os.close(proc.tie)
 
 
-__all__ = ["mounted", "RefmountError", "FetchError", "__version__"]
+def _options(source: str | list[str] | dict[str, str], **options):
+    from refmount.options import MountOptions, split_sources
+
+    if isinstance(source, dict):
+        sources = [(name, src) for name, src in source.items()]
+    else:
+        sources = split_sources([source] if isinstance(source, str) else list(source))
+    return MountOptions.create(sources=sources, **options)
+
+
+def open(source: str | list[str] | dict[str, str], **options):  # noqa: A001 - refmount.open, like io.open
+    """Serve ``source`` in process (no FUSE): an ``engine.Engine`` with ``tree``, ``read(key,
+    start, end)``, ``listdir``, ``info``, ``stats()`` and ``close()`` (also a context manager).
+    Options are those of ``refmount.options.MountOptions`` (``view="decoded"``,
+    ``cache_size="2GiB"``, ``storage_options={"s3": {...}}``, ``allow_origin=[...]``)."""
+    from refmount.engine import Engine
+
+    return Engine(_options(source, **options))
+
+
+__all__ = ["mounted", "open", "RefmountError", "FetchError", "__version__"]

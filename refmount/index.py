@@ -83,7 +83,8 @@ class Index:
         raise NotImplementedError
 
     def items(self) -> Iterator[tuple[str, Ref]]:
-        """Every file with its reference, in key order (for ``inspect`` and tests)."""
+        """Every file with its reference, each once, in no promised order (for ``inspect`` and
+        tests); may read from the source (a Parquet set's record files)."""
         raise NotImplementedError
 
     def metadata_keys(self) -> Iterator[str]:
@@ -117,6 +118,16 @@ class Index:
         """What changed, when the source has moved on since this tree was built (a followed
         branch has a new head); asks the source, so it may do I/O."""
         return None
+
+    def describe(self) -> dict | None:
+        """What ``inspect`` shows besides the arrays (an Icechunk repository's refs, history,
+        containers), or None."""
+        return None
+
+    def largest_chunk(self) -> int:
+        """Bytes of the largest chunk that is served from memory whole (decoded chunks); 0 when
+        none is."""
+        return 0
 
 
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|\x00")
@@ -383,6 +394,9 @@ class Union(Index):
 
     def moved(self) -> str | None:
         return "; ".join(f"{name}: {m}" for name, m in ((n, x.moved()) for n, x in self.members.items()) if m) or None
+
+    def largest_chunk(self) -> int:
+        return max((m.largest_chunk() for m in self.members.values()), default=0)
 
 
 def build_index(entries: Iterable[tuple[str, Ref]], mtime_ns: int = 0) -> CompactIndex:

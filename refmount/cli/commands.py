@@ -10,8 +10,8 @@ import sys
 from refmount.errors import FetchError, RefmountError
 from refmount.cli import config
 from refmount.views import VIEWS
-from refmount.options import (LOG_LEVELS, MountOptions, default_log_file, parse_relocation, parse_size, parse_storage_options, split_name,
-                      split_sources)
+from refmount.options import (OPTIONS, MountOptions, default_log_file, parse_relocation, parse_storage_options, split_name,
+                              split_sources)
 from refmount.urls import location_of
 
 from refmount import __version__
@@ -58,63 +58,36 @@ def _mount_parser(prog: str = "refmount", usage: str = USAGE, description: str |
     p.add_argument("paths", nargs="*", metavar="SOURCE... MOUNTPOINT")
     p.add_argument("-c", "--config", help="TOML config file (sources, mountpoint, any option below)")
     p.add_argument("-f", "--foreground", action="store_true", help="stay attached (systemd, debugging)")
-    p.add_argument("--cache-size", help="memory cache bound, e.g. 2GiB (default: 1/8 of the memory limit, at most 1 GiB)")
-    p.add_argument("--cache-dir", help="persistent disk cache directory ('auto': under $XDG_CACHE_HOME; default: none)")
-    p.add_argument("--disk-cache-size", help="disk cache bound (default: 10GiB, at most half the free space)")
-    p.add_argument(
-        "--storage-option",
-        "-o",
-        action="append",
-        metavar="PROTOCOL.KEY=VALUE",
-        help="fsspec option for an origin protocol, e.g. s3.endpoint_url=http://127.0.0.1:9000 (repeatable)",
-    )
-    p.add_argument(
-        "--allow-origin",
-        action="append",
-        metavar="PREFIX",
-        help="read originals only under this URL or directory prefix (repeatable; needed for local "
-        "files and private addresses when run as root or with --allow-other)",
-    )
-    p.add_argument("--authorize-virtual", action="append", metavar="PREFIX",
-                   help="Icechunk: read virtual chunks from this container prefix (repeatable; none are read otherwise)")
-    p.add_argument("--relocate", action="append", metavar="OLD=NEW",
-                   help="Icechunk: read virtual chunks declared under prefix OLD from prefix NEW instead (data that "
-                   "moved; authorises OLD; repeatable)")
-    p.add_argument("--all-refs", action="store_const", const=True,
-                   help="Icechunk: show every branch, tag and snapshot side by side (branches/NAME/, tags/NAME/, snapshots/ID/)")
-    p.add_argument("--refresh", type=float, metavar="SECONDS",
-                   help="Icechunk: poll the branch head this often and show new commits (default: pinned at mount)")
-    p.add_argument("--allow-missing", action="store_const", const=True,
-                   help="mount even when local originals are missing or unreadable (their chunks fail with EIO)")
-    p.add_argument("--allow-other", action="store_const", const=True, help="let other users read the mount (needs user_allow_other)")
-    p.add_argument("--timeout", type=float, help="seconds before an origin request fails (default 30)")
-    p.add_argument("--retries", type=int, help="attempts per origin request on transient errors (default 3)")
-    p.add_argument("--parallel", type=int, help="origin requests in flight for fetching ahead (default 16)")
-    p.add_argument("--no-prefetch", dest="prefetch", action="store_const", const=False, help="fetch only what is read")
-    p.add_argument("--no-xattrs", dest="xattrs", action="store_const", const=False,
-                   help="no extended attributes (faster 'ls -l' of huge directories; 'refmount stats' needs them)")
-    p.add_argument("--view", choices=VIEWS, help="raw (default): the references as they are; v2: Zarr v3 parts "
-                   "shown as Zarr v2; decoded: v2 with every chunk decoded, for netCDF-C, GDAL and other "
-                   "readers with fixed codec support")
-    p.add_argument("--max-gap", help="merge ranges of one original this close into one request (default 64KiB)")
-    p.add_argument("--max-request", help="largest merged request (default 4MiB)")
-    p.add_argument("--attr-timeout", type=float, help="seconds the kernel may cache names and attributes (default 3600)")
-    p.add_argument("--log-file", help="log here (default in the background: $XDG_STATE_HOME/refmount/refmount.log)")
-    p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    _add_options(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)  # unmount when this pipe closes
+    p.add_argument("--options-json", help=argparse.SUPPRESS)  # the Python API's options, whole
     return p
 
 
-# command-line value -> MountOptions value
-_CONVERT = {
-    "cache_size": parse_size,
-    "disk_cache_size": parse_size,
-    "max_gap": parse_size,
-    "max_request": parse_size,
-    "storage_options": parse_storage_options,
-}
+_SHORT = {"storage_options": "-o"}
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    """Every option of the table with a command-line form, as ``--NAME`` (``--no-NAME``)."""
+    for name, f in OPTIONS.items():
+        meta = f.metadata
+        if not meta["cli"]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind, extra = meta["kind"], {"metavar": meta["metavar"]} if meta["metavar"] else {}
+        names = [flag] + ([_SHORT[name]] if name in _SHORT else [])
+        if kind == "flag":
+            p.add_argument(*names, dest=name, action="store_const", const=True, help=meta["help"])
+        elif kind == "no-flag":
+            p.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False, help=meta["help"])
+        elif kind in ("list", "storage"):
+            p.add_argument(*names, dest=name, action="append", help=meta["help"], **extra)
+        elif name == "view":
+            p.add_argument(*names, dest=name, choices=VIEWS, help=meta["help"])
+        else:
+            p.add_argument(*names, dest=name, help=meta["help"], **extra)
 
 
 def _options(args: argparse.Namespace, problems: list[str] | None = None) -> MountOptions:
@@ -127,29 +100,28 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
             raise RefmountError("; ".join(found))
         if problems is not None:
             problems.extend(found)
-    for name in ("cache_size", "cache_dir", "disk_cache_size", "allow_other", "timeout", "retries", "parallel",
-                 "prefetch", "xattrs", "view", "max_gap", "max_request", "attr_timeout", "log_level", "all_refs", "refresh",
-                 "allow_missing"):
-        value = getattr(args, name)
-        if value is not None:
-            values[name] = _CONVERT.get(name, lambda v: v)(value)
-    if args.storage_option:
-        given = parse_storage_options(args.storage_option)
-        merged = {p: dict(v) for p, v in values.get("storage_options", {}).items()}
-        for protocol, options in given.items():
-            merged.setdefault(protocol, {}).update(options)
-        values["storage_options"] = merged
+    for name, f in OPTIONS.items():
+        value = getattr(args, name, None)
+        if not f.metadata["cli"] or value is None:
+            continue
+        kind = f.metadata["kind"]
+        if kind == "storage":
+            merged = {p: dict(v) for p, v in values.get("storage_options", {}).items()}
+            for protocol, options in parse_storage_options(value).items():
+                merged.setdefault(protocol, {}).update(options)
+            values[name] = merged
+        elif kind == "list":
+            values[name] = values.get(name, []) + value
+        else:
+            try:
+                value = f.metadata["convert"](value)
+            except RefmountError as exc:
+                raise RefmountError(f"--{name.replace('_', '-')}: {exc}") from None
+            values[name] = os.path.abspath(value) if kind == "path" and value != "auto" else value
     if args.view:
         values["views"] = {}  # the command line's view is every source's
-    for name in ("allow_origin", "authorize_virtual", "relocate"):
-        if getattr(args, name):
-            values[name] = values.get(name, []) + getattr(args, name)
-    if args.log_file:
-        values["log_file"] = os.path.abspath(args.log_file)
     if args.verbose and not args.log_level:
         values["log_level"] = "DEBUG"
-    if args.cache_dir and args.cache_dir != "auto":
-        values["cache_dir"] = os.path.abspath(args.cache_dir)
     if len(args.paths) == 1 and args.config:
         values["mountpoint"] = os.path.abspath(args.paths[0])
     elif len(args.paths) >= 2:
@@ -163,14 +135,6 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         raise RefmountError(f"{where}: no sources given")
     if not values.get("mountpoint"):
         raise RefmountError(f"{where}: no mountpoint given")
-    level = values.get("log_level", "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise RefmountError(f"invalid log level {level!r}")
-    values["log_level"] = level
-    if values.get("timeout", 1) <= 0 or values.get("retries", 1) < 1 or values.get("parallel", 1) < 1:
-        raise RefmountError("--timeout must be positive, --retries and --parallel at least 1")
-    if values.get("refresh", 0) < 0:
-        raise RefmountError("--refresh must be 0 (pinned) or a number of seconds")
     opts = MountOptions(**values)
     opts.source_settings()  # relocations are checked here, not in the daemon
     return opts
@@ -182,7 +146,7 @@ def child_args(args: argparse.Namespace) -> list[str]:
     for action in _mount_parser()._actions:
         name = action.dest
         value = getattr(args, name, None)
-        if name in ("paths", "help", "foreground", "ready_fd", "parent_fd") or value in (None, []):
+        if name in ("paths", "help", "foreground", "ready_fd", "parent_fd", "options_json") or value in (None, []):
             continue
         if name == "verbose" and not value:
             continue
@@ -210,40 +174,21 @@ def child_args(args: argparse.Namespace) -> list[str]:
 
 
 def to_args(opts: MountOptions) -> list[str]:
-    """The command-line form of ``opts`` (to start a background daemon)."""
-    args = ["--cache-size", str(opts.cache_size), "--timeout", str(opts.timeout), "--retries", str(opts.retries)]
-    args += ["--attr-timeout", str(opts.attr_timeout), "--log-level", opts.log_level]
-    args += ["--parallel", str(opts.parallel)] + ([] if opts.prefetch else ["--no-prefetch"])
-    args += [] if opts.xattrs else ["--no-xattrs"]
-    args += ["--view", opts.view] if opts.view != "raw" else []
-    args += ["--max-gap", str(opts.max_gap), "--max-request", str(opts.max_request)]
-    for protocol, values in opts.storage_options.items():
-        for key, value in values.items():
-            args += ["--storage-option", f"{protocol}.{key}={json.dumps(value)}"]
-    if opts.allow_other:
-        args.append("--allow-other")
-    for flag, values in (("--allow-origin", opts.allow_origin), ("--authorize-virtual", opts.authorize_virtual),
-                         ("--relocate", opts.relocate)):
-        for value in values:
-            args += [flag, value]
-    args += ["--all-refs"] if opts.all_refs else []
-    args += ["--allow-missing"] if opts.allow_missing else []
-    args += ["--refresh", str(opts.refresh)] if opts.refresh else []
-    if opts.cache_dir:
-        args += ["--cache-dir", opts.cache_dir if opts.cache_dir == "auto" else os.path.abspath(opts.cache_dir)]
-    if opts.disk_cache_size is not None:
-        args += ["--disk-cache-size", str(opts.disk_cache_size)]
-    args += ["--log-file", os.path.abspath(opts.log_file or default_log_file(opts.mountpoint))]
-    sources = [location_of(src) for _, src in opts.sources]
-    if len(sources) > 1:
-        sources = [f"{name}={src}" for (name, _), src in zip(opts.sources, sources)]
-    return [*args, "--", *sources, os.path.abspath(opts.mountpoint)]
+    """The daemon's arguments for options built in Python: every field, exactly, as JSON, with
+    local paths made absolute (the daemon runs in ``/``)."""
+    opts.mountpoint = os.path.abspath(opts.mountpoint)
+    opts.sources = [(name, location_of(src)) for name, src in opts.sources]
+    opts.relocate = ["=".join(parse_relocation(item)) for item in opts.relocate]
+    opts.log_file = os.path.abspath(opts.log_file or default_log_file(opts.mountpoint))
+    if opts.cache_dir and opts.cache_dir != "auto":
+        opts.cache_dir = os.path.abspath(opts.cache_dir)
+    return ["--options-json", opts.to_json()]
 
 
 def cmd_mount(argv: list[str]) -> int:
     parser = _mount_parser()
     args = parser.parse_intermixed_args(argv)
-    opts = _options(args)
+    opts = MountOptions.from_json(args.options_json) if args.options_json else _options(args)
     if args.foreground:
         from refmount.mount.daemon import serve
 
@@ -253,6 +198,8 @@ def cmd_mount(argv: list[str]) -> int:
         again = child_args(args)  # with absolute paths: libfuse moves the daemon to /
 
         def reload() -> MountOptions:
+            if args.options_json:  # the Python API's mount: the same options, sources read again
+                return MountOptions.from_json(args.options_json)
             new = _options(parser.parse_intermixed_args(again))
             new.log_file = opts.log_file
             return new
@@ -294,13 +241,14 @@ def cmd_inspect(argv: list[str]) -> int:
     from refmount.cli.summary import render, summarize
 
     logging.getLogger("refmount.icechunk").setLevel(logging.ERROR)  # the summary lists unauthorised containers
-    tree = open_source(location_of(args.source), parse_storage_options(args.storage_option), tuple(args.authorize_virtual),
+    origins = Origins(parse_storage_options(args.storage_option))
+    tree = open_source(location_of(args.source), origins, tuple(args.authorize_virtual),
                        tuple(parse_relocation(r) for r in args.relocate), args.all_refs)
     summary = summarize(tree)
     urls = [url for url in tree.urls() if not url.endswith("/")]
     unreadable = unreadable_local(urls)
     if args.probe:
-        unreadable.update(Origins(parse_storage_options(args.storage_option)).unreachable(urls))
+        unreadable.update(origins.unreachable(urls))
     summary["unreadable_originals"] = unreadable
     print(json.dumps(summary, indent=2) if args.json else render(summary, args.source))
     return 0
@@ -354,10 +302,11 @@ def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
     if not os.path.isdir(opts.mountpoint):
         problems.append(f"mountpoint {opts.mountpoint}: not a directory")
     policy = OriginPolicy(opts.allow_origin, shared=is_shared(bool(opts.allow_other)))
+    origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, policy=policy)
     for name, source in opts.sources:
         try:
-            tree = open_source(source, **opts.source_settings())
-        except RefmountError as exc:
+            tree = open_source(source, origins, **opts.source_settings())
+        except (RefmountError, FetchError) as exc:
             problems.append(f"source {name}: {exc}")
             continue
         policy.trust(tree.own_urls())
@@ -372,7 +321,6 @@ def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
             problems.append(f"{tag}source {name}: {len(missing)} local original(s) missing or unreadable; {advice}")
             problems += [f"{tag}source {name}: original {url}: {why}" for url, why in missing.items()]
         if probe:
-            origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, policy=policy)
             unreachable = origins.unreachable(readable)
             if unreachable:
                 problems.append(f"source {name}: {len(unreachable)} remote original(s) did not answer")

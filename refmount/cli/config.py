@@ -24,92 +24,13 @@ import tomllib
 from typing import Any, Callable
 
 from refmount.errors import RefmountError
-from refmount.views import VIEWS
-from refmount.options import LOG_LEVELS, parse_size, source_name, split_name
+from refmount.options import OPTIONS, _table, _view, source_name, split_name
 
 
-def _size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        return parse_size(value)
-    raise RefmountError("expected a size such as \"2GiB\" or a number of bytes")
-
-
-def _number(minimum: float, integer: bool = False) -> Callable[[Any], float]:
-    def check(value: Any):
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool) or value < minimum:
-            kind = "an integer" if integer else "a number"
-            raise RefmountError(f"expected {kind} >= {minimum:g}")
-        return value
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise RefmountError("expected true or false")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise RefmountError("expected a non-empty string")
-    return value
-
-
-def _texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise RefmountError("expected a string or a list of strings")
-    return list(value)
-
-
-def _level(value: Any) -> str:
-    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
-        raise RefmountError(f"expected one of {', '.join(LOG_LEVELS)}")
-    return value.upper()
-
-
-def _view(value: Any) -> str:
-    if value not in VIEWS:
-        raise RefmountError(f"expected one of {', '.join(VIEWS)}")
-    return value
-
-
-def _table(value: Any) -> dict:
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise RefmountError("expected a table of tables, one per protocol ([storage-options.s3])")
-    return value
-
-
-# config key -> (MountOptions field, converter, is a local path)
+# config key -> (MountOptions field, converter, is a local path): derived from the one table
 KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
-    "mountpoint": ("mountpoint", _text, True),
-    "cache-size": ("cache_size", _size, False),
-    "cache-dir": ("cache_dir", _text, True),
-    "disk-cache-size": ("disk_cache_size", _size, False),
-    "allow-origin": ("allow_origin", _texts, False),
-    "allow-other": ("allow_other", _bool, False),
-    "timeout": ("timeout", _number(0.001), False),
-    "retries": ("retries", _number(1, integer=True), False),
-    "parallel": ("parallel", _number(1, integer=True), False),
-    "prefetch": ("prefetch", _bool, False),
-    "xattrs": ("xattrs", _bool, False),
-    "view": ("view", _view, False),
-    "max-gap": ("max_gap", _size, False),
-    "max-request": ("max_request", _size, False),
-    "attr-timeout": ("attr_timeout", _number(0), False),
-    "log-file": ("log_file", _text, True),
-    "log-level": ("log_level", _level, False),
-    "storage-options": ("storage_options", _table, False),
-    "authorize-virtual": ("authorize_virtual", _texts, False),
-    "relocate": ("relocate", _texts, False),
-    "all-refs": ("all_refs", _bool, False),
-    "allow-missing": ("allow_missing", _bool, False),
-    "refresh": ("refresh", _number(0), False),
+    name.replace("_", "-"): (name, f.metadata["convert"], f.metadata["kind"] == "path")
+    for name, f in OPTIONS.items() if name not in ("sources", "views")
 }
 
 

@@ -107,7 +107,7 @@ def summarize(tree: Index) -> dict:
         "missing_chunks": sum(a["refs"]["missing"] for a in arrays.values()),
         "origin_files": len(urls),
         "referenced_bytes": ranged_bytes,
-        **({"repository": tree.describe()} if hasattr(tree, "describe") else {}),
+        **({"repository": described} if (described := tree.describe()) is not None else {}),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import weakref
 
 from refmount.grid import chunk_name, chunk_number, grid_v2, grid_v3
 from refmount.index import Index, Inline
@@ -14,7 +15,7 @@ class ChunkOrder:
     """``after(path, n)``: the paths of the next ``n`` chunk files after ``path`` in grid order."""
 
     def __init__(self, tree: Index):
-        self.tree = tree
+        self._tree = weakref.ref(tree)  # the prefetcher keeps one order per live tree: never keep it alive
         self._grids: dict[str, list[int] | None] = {}
         self._lock = threading.Lock()
 
@@ -32,7 +33,8 @@ class ChunkOrder:
             if key in self._grids:
                 return self._grids[key]
         grid = None
-        meta = self.tree.node(key)
+        tree = self._tree()
+        meta = None if tree is None else tree.node(key)
         if isinstance(meta, Inline):
             try:
                 grid = parse(json.loads(meta.data))
@@ -42,30 +44,38 @@ class ChunkOrder:
             self._grids[key] = grid
         return grid
 
+    @property
+    def tree(self) -> Index | None:
+        return self._tree()
+
     def position(self, path: str) -> tuple[str, int, list[int]] | None:
         """``(array directory, chunk number, grid)`` of a chunk file, or None. For a Zarr v3
         array (``arr/c/i/j``) the directory is ``arr/c``."""
+        found = self._position(path)
+        return None if found is None else found[:3]
+
+    def _position(self, path: str) -> tuple[str, int, list[int], bool] | None:
+        """``position`` and whether the array is Zarr v3 (decided by its metadata, not by a name)."""
         directory, _, name = path.rpartition("/")
         grid = self._grid(directory)
         if grid and not name.startswith("."):
             n = chunk_number(name, grid)
-            return None if n is None else (directory, n, grid)
+            return None if n is None else (directory, n, grid, False)
         parts = path.split("/")
         for i in range(len(parts) - 2, -1, -1):  # the nearest "c" that is an array's chunk prefix
             if parts[i] == "c":
                 grid = self._grid_v3("/".join(parts[:i]))
                 if grid and len(parts) - i - 1 == len(grid):
                     n = chunk_number(".".join(parts[i + 1 :]), grid)
-                    return None if n is None else ("/".join(parts[: i + 1]), n, grid)
+                    return None if n is None else ("/".join(parts[: i + 1]), n, grid, True)
         return None
 
     def after(self, path: str, count: int) -> list[str]:
-        pos = self.position(path)
+        pos = self._position(path)
         if pos is None:
             return []
-        directory, n, grid = pos
+        directory, n, grid, v3 = pos
         total = math.prod(grid)
         prefix = f"{directory}/" if directory else ""
-        v3 = directory == "c" or directory.endswith("/c")
         names = (chunk_name(m, grid) for m in range(n + 1, min(n + 1 + count, total)))
         return [prefix + (name.replace(".", "/") if v3 else name) for name in names]

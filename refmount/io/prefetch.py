@@ -6,6 +6,7 @@ sequential and collapses when it turns random.
 from __future__ import annotations
 
 import threading
+import weakref
 
 from cachetools import LRUCache
 
@@ -19,15 +20,15 @@ class Prefetcher:
         self.reader = reader
         self.first_window = first_window
         self.max_window = max_window
-        self._orders: dict[int, ChunkOrder] = {}
+        self._orders: weakref.WeakKeyDictionary[Index, ChunkOrder] = weakref.WeakKeyDictionary()  # per live tree
         self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> (last n, window)
         self._lock = threading.Lock()
 
     def _order(self, tree: Index) -> ChunkOrder:
         with self._lock:
-            order = self._orders.get(id(tree))
-            if order is None or order.tree is not tree:
-                order = self._orders[id(tree)] = ChunkOrder(tree)
+            order = self._orders.get(tree)
+            if order is None:
+                order = self._orders[tree] = ChunkOrder(tree)
             return order
 
     def on_first_read(self, tree: Index, path: str) -> None:

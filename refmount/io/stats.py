@@ -16,7 +16,7 @@ COUNTERS = (
     "disk_hits", "disk_misses", "disk_bytes_read", "disk_writes", "disk_writes_skipped", "disk_write_errors",
     "disk_corrupt", "disk_evictions",
     "origin_requests", "origin_info_requests", "origin_bytes", "origin_errors", "origin_retries", "origin_refused",
-    "origin_inflight", "prefetch_chunks", "prefetch_requests", "prefetch_used", "prefetch_wasted",
+    "origin_inflight", "source_requests", "source_bytes", "prefetch_chunks", "prefetch_requests", "prefetch_used", "prefetch_wasted",
 )
 LATENCIES = ("origin_latency",)
 

@@ -17,23 +17,13 @@ import threading
 import time
 from typing import Callable
 
-from refmount.io import disk
-from refmount.io.cache import MemoryCache
-from refmount.io.disk import DiskCache
+from refmount.engine import Engine
 from refmount.errors import RefmountError
-from refmount.io.origins import Origins, missing_message, unreadable_local
-from refmount.mount.operations import RefFS, fuse_class
-from refmount.index import Index, Union
 from refmount.mount.mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse
 from refmount.mount.notify import sd_notify
-from refmount.options import MountOptions
-from refmount.io.policy import OriginPolicy, is_shared
-from refmount.io.prefetch import Prefetcher
-from refmount.io.reader import Reader
+from refmount.mount.operations import RefFS, fuse_class
 from refmount.mount.reload import Reloader
-from refmount.sources import open_source
-from refmount.views import apply_view
-from refmount.io.stats import Stats
+from refmount.options import MountOptions
 
 log = logging.getLogger("refmount")
 
@@ -58,52 +48,6 @@ class ReadyPipe:
                 os.close(self.fd)
             except OSError:
                 pass
-
-
-def load_tree(opts: MountOptions) -> Index:
-    settings = opts.source_settings()
-    indexes = {name: apply_view(open_source(src, **settings), opts.views.get(name, opts.view)) for name, src in opts.sources}
-    if len(indexes) == 1:
-        return next(iter(indexes.values()))
-    return Union(indexes)
-
-
-def build(opts: MountOptions) -> tuple[Index, OriginPolicy]:
-    """Load the tree and check its originals against the origin policy."""
-    policy = OriginPolicy(opts.allow_origin, shared=is_shared(opts.allow_other))
-    tree = load_tree(opts)
-    policy.trust(tree.own_urls())
-    urls = list(tree.urls())
-    if policy.active:
-        for url in urls:
-            problem = policy.problem(url)
-            if problem is not None:
-                raise RefmountError(f"origin {url}: {problem}")
-    missing = unreadable_local(urls)
-    if missing and not opts.allow_missing:
-        raise RefmountError(f"{missing_message(missing)} (references made on another machine? --allow-missing "
-                            "mounts anyway, their chunks failing with EIO)")
-    if missing:
-        log.warning("%s; their chunks fail with EIO (--allow-missing)", missing_message(missing))
-    return tree, policy
-
-
-def _check_decoded_fits(tree: Index, cache_size: int) -> None:
-    """A decoded chunk is served from the memory cache: one that cannot stay there would be
-    fetched and decoded again for every 128 KiB the kernel reads."""
-    members = tree.members.values() if isinstance(tree, Union) else [tree]
-    largest = max((getattr(m, "largest_chunk", 0) for m in members), default=0)
-    if largest * 4 > cache_size:
-        log.warning("decoded chunks of up to %d MiB need a larger --cache-size than %d MiB (at least four "
-                    "chunks' worth), or reads will decode each chunk many times", largest >> 20, cache_size >> 20)
-
-
-def _disk_cache(opts: MountOptions, mountpoint: str, stats: Stats) -> DiskCache | None:
-    if not opts.cache_dir:
-        return None
-    directory = disk.default_directory(mountpoint) if opts.cache_dir == "auto" else opts.cache_dir
-    size = opts.disk_cache_size if opts.disk_cache_size is not None else disk.default_size(directory)
-    return DiskCache(directory, size, stats)
 
 
 LOG_BYTES = 8 << 20  # a log file is rotated at this size, keeping LOG_BACKUPS old ones
@@ -164,29 +108,14 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
     """
     ready = ReadyPipe(ready_fd)
     mountpoint = os.path.abspath(opts.mountpoint)
-    disk_cache = None
+    engine = None
     try:
         _setup_logging(opts)
         device = check_mountpoint(mountpoint)
         sd_notify(f"STATUS=loading {', '.join(src for _, src in opts.sources)}")
-        tree, policy = build(opts)
         mfusepy = load_libfuse()
-        stats = Stats()
-        origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=stats, policy=policy)
-        origins.probe(tree.urls())
-        disk_cache = _disk_cache(opts, mountpoint, stats)
-        _check_decoded_fits(tree, opts.cache_size)
-        reader = Reader(
-            origins,
-            MemoryCache(opts.cache_size, stats),
-            parallel=opts.parallel,
-            max_gap=opts.max_gap,
-            max_request=opts.max_request,
-            disk=disk_cache,
-        )
+        engine = Engine(opts, cache_tag=mountpoint)
     except RefmountError as exc:
-        if disk_cache is not None:
-            disk_cache.close()
         return _fail(ready, str(exc))
 
     def status() -> str:
@@ -232,10 +161,9 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
     if opts.allow_other:
         options.update(allow_other=True, default_permissions=True)
     try:
-        prefetcher = Prefetcher(reader) if opts.prefetch else None
-        fs = RefFS(tree, reader, on_init, prefetcher, sources=list(opts.sources), stats=stats.snapshot,
-                   xattrs=opts.xattrs)
-        reloader = Reloader(opts, fs, origins, read_options or (lambda: opts), build, status)
+        fs = RefFS(engine.tree, engine.reader, on_init, engine.prefetcher, sources=list(opts.sources),
+                   stats=engine.stats, xattrs=opts.xattrs)
+        reloader = Reloader(opts, fs, engine, read_options or (lambda: opts), status)
         reloader.install()
         if opts.refresh:
             reloader.follow(opts.refresh)
@@ -249,9 +177,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
                                + ("" if ready.fd is not None else fuse_hint()))
     finally:
         sd_notify("STOPPING=1")
-        reader.close()
-        if disk_cache is not None:
-            disk_cache.close()
+        engine.close()
     if not ready.sent:
         return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
     log.info("unmounted %s", mountpoint)

@@ -17,19 +17,18 @@ import signal
 import threading
 import time
 from dataclasses import fields
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from refmount.errors import RefmountError
-from refmount.io.origins import Origins
-from refmount.mount.operations import RefFS
-from refmount.index import Index
 from refmount.mount.notify import reloading, sd_notify
-from refmount.options import MountOptions
-from refmount.io.policy import OriginPolicy
+from refmount.mount.operations import RefFS
+from refmount.options import RELOADABLE, MountOptions
+
+if TYPE_CHECKING:
+    from refmount.engine import Engine
 
 log = logging.getLogger("refmount")
 
-RELOADABLE = {"sources", "allow_origin", "view", "views", "authorize_virtual", "relocate", "all_refs", "allow_missing"}
 
 
 class Reloader:
@@ -37,13 +36,12 @@ class Reloader:
         self,
         opts: MountOptions,
         fs: RefFS,
-        origins: Origins,
+        engine: Engine,
         read_options: Callable[[], MountOptions],
-        build: Callable[[MountOptions], tuple[Index, OriginPolicy]],
         status: Callable[[], str],
     ):
-        self.opts, self.fs, self.origins = opts, fs, origins
-        self.read_options, self.build, self.status = read_options, build, status
+        self.opts, self.fs, self.engine = opts, fs, engine
+        self.read_options, self.status = read_options, status
         self.count = 0
         self._wakeup = -1
         self._reloading = threading.Lock()
@@ -98,9 +96,9 @@ class Reloader:
                            and f.name != "log_file" and getattr(new, f.name) != getattr(self.opts, f.name))
             if fixed:
                 log.warning("reload: %s changed; that takes effect at the next start", ", ".join(fixed))
-            tree, policy = self.build(new)
+            tree, policy = self.engine.build(new)
             tree.mtime_ns = max(time.time_ns(), self.fs.tree.mtime_ns + 1)  # kernel drops cached pages
-            self.origins.policy = policy
+            self.engine.swap(tree, policy)
             self.fs.swap(tree, new.sources)
             for name in RELOADABLE:
                 setattr(self.opts, name, getattr(new, name))

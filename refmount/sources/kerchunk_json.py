@@ -13,6 +13,7 @@ import json
 import numpy as np
 
 from refmount.errors import RefmountError
+from refmount.io.origins import Origins
 from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
 from refmount.urls import parent_of, resolve
 from refmount.sources.reading import decompress, read_file
@@ -32,8 +33,8 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 
-def load(location: str, storage_options: dict) -> Index:
-    raw, mtime_ns = read_file(location, storage_options)
+def load(location: str, origins: Origins) -> Index:
+    raw, mtime_ns = read_file(location, origins)
     text = decompress(raw, location)
     try:
         doc = _loads(text)

@@ -21,7 +21,8 @@ from typing import Iterator
 import numpy as np
 from cachetools import LRUCache
 
-from refmount.errors import RefmountError
+from refmount.errors import FetchError, RefmountError
+from refmount.io.origins import Origins
 from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Whole
 from refmount.grid import chunk_name, chunk_number, grid_of
 from refmount.urls import parent_of, resolve, split_protocol
@@ -32,7 +33,7 @@ log = logging.getLogger("refmount.parquet")
 RECORD_CACHE_BYTES = 256 << 20
 
 
-def is_parquet_set(location: str, storage_options: dict) -> bool:
+def is_parquet_set(location: str) -> bool:
     protocol, path = split_protocol(location)
     if protocol == "file":
         return os.path.isfile(os.path.join(path, ".zmetadata"))
@@ -83,11 +84,11 @@ class _Record:
 
 
 class ParquetIndex(Index):
-    def __init__(self, location: str, storage_options: dict):
+    def __init__(self, location: str, origins: Origins):
         self.location = location.rstrip("/")
-        self.storage_options = storage_options
+        self.origins = origins
         self.base = parent_of(self.location)
-        raw, self.mtime_ns = read_file(self.location + "/.zmetadata", storage_options)
+        raw, self.mtime_ns = read_file(self.location + "/.zmetadata", origins)
         try:
             doc = json.loads(raw)
             metadata, self.record_size = doc["metadata"], doc["record_size"]
@@ -113,34 +114,25 @@ class ParquetIndex(Index):
             raise RefmountError(f"{location}: {exc}") from None
         self._records: LRUCache = LRUCache(maxsize=RECORD_CACHE_BYTES, getsizeof=lambda r: max(r.nbytes, 1) if r else 1)
         self._lock = threading.Lock()
-        self._fs = None
 
     # -- records ----------------------------------------------------------------------
-    def _filesystem(self):
-        if self._fs is None:
-            import fsspec
-
-            protocol, _ = split_protocol(self.location)
-            self._fs = fsspec.filesystem(protocol, **self.storage_options.get(protocol, {}))
-        return self._fs
-
     def _record(self, array: str, number: int) -> _Record | None:
         key = (array, number)
         with self._lock:
             if key in self._records:
                 return self._records[key]
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        _, root = split_protocol(self.location)
-        path = f"{root}/{array}/refs.{number}.parq" if array else f"{root}/refs.{number}.parq"
-        try:
-            with self._filesystem().open(path, "rb") as f:
-                record = _Record(pq.read_table(f))
-        except FileNotFoundError:
+        url = f"{self.location}/{array}/refs.{number}.parq" if array else f"{self.location}/refs.{number}.parq"
+        data = self.origins.get(url)  # a failure is a FetchError (EIO), never "absent": not cached
+        if data is None:
             record = None  # never written: every chunk of it is missing
-        except Exception as exc:  # undecodable: missing, and say so
-            log.warning("record file %s unreadable, its chunks read as missing: %s", path, exc)
-            record = None
+        else:
+            try:
+                record = _Record(pq.read_table(pa.BufferReader(data)))
+            except Exception as exc:  # undecodable: its chunks cannot be known, so they fail
+                raise FetchError(f"record file {url} is unreadable: {type(exc).__name__}: {exc}") from None
         with self._lock:
             self._records[key] = record
         return record
@@ -205,5 +197,5 @@ class ParquetIndex(Index):
             return
 
 
-def load(location: str, storage_options: dict) -> ParquetIndex:
-    return ParquetIndex(location, storage_options)
+def load(location: str, origins: Origins) -> ParquetIndex:
+    return ParquetIndex(location, origins)

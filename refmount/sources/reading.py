@@ -1,4 +1,4 @@
-"""Reading a reference file's bytes (local or any fsspec URL), decompressed by magic bytes."""
+"""Reading a reference file's bytes (through the origins, local or any fsspec URL), decompressed by magic bytes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import gzip
 import io
 import lzma
 import os
-import time
 
-from refmount.errors import RefmountError
-from refmount.urls import split_protocol
+from refmount.errors import FetchError, RefmountError
+from refmount.io.origins import Origins
 
 _MAGIC = (
     (b"\x1f\x8b", "gzip"),
@@ -21,25 +20,20 @@ _MAGIC = (
 _EXTENSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
 
 
-def read_file(location: str, storage_options: dict) -> tuple[bytes, int]:
+def read_file(location: str, origins: Origins) -> tuple[bytes, int]:
     """Return ``(bytes, mtime_ns)`` of a reference file; errors name the file."""
-    protocol, path = split_protocol(location)
     try:
-        if protocol == "file":
-            with open(path, "rb") as f:
-                return f.read(), os.fstat(f.fileno()).st_mtime_ns
-        import fsspec
-
-        fs = fsspec.filesystem(protocol, **storage_options.get(protocol, {}))
-        return fs.cat_file(path), time.time_ns()
-    except FileNotFoundError:
-        raise RefmountError(f"{location}: no such reference file") from None
-    except IsADirectoryError:
-        raise RefmountError(f"{location}: is a directory, not a reference file") from None
-    except PermissionError:
-        raise RefmountError(f"{location}: permission denied") from None
-    except Exception as exc:  # any origin failure: report it in one line
+        data = origins.get(location)
+    except FetchError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, IsADirectoryError):
+            raise RefmountError(f"{location}: is a directory, not a reference file") from None
+        if isinstance(cause, PermissionError):
+            raise RefmountError(f"{location}: permission denied") from None
         raise RefmountError(f"{location}: cannot read reference file: {exc}") from None
+    if data is None:
+        raise RefmountError(f"{location}: no such reference file")
+    return data, origins.modified_ns(location)
 
 
 def decompress(data: bytes, location: str) -> bytes:

@@ -28,6 +28,9 @@ class View(Index):
     def moved(self) -> str | None:
         return self.tree.moved()
 
+    def describe(self) -> dict | None:
+        return self.tree.describe()
+
 
 def within(path: str, roots: set[str]) -> bool:
     """``path`` is one of ``roots`` or below one (``""`` is the whole tree)."""

@@ -138,11 +138,14 @@ class DecodedView(View):
             if not codec.identity:
                 self.arrays[parent] = codec
         self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
-        self.largest_chunk = max((codec.nbytes for codec in self.arrays.values()), default=0)
+        self._largest = max((codec.nbytes for codec in self.arrays.values()), default=0)
         self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k.rpartition("/")[0])])
 
     def _is_hidden(self, path: str) -> bool:
         return within(path, self.hidden)
+
+    def largest_chunk(self) -> int:
+        return self._largest
 
     def node(self, path: str) -> Ref | Dir | None:
         if path == ".zmetadata":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from refmount.errors import RefmountError
+from refmount.errors import FetchError, RefmountError
 from refmount.index import Dir, Inline, Range, Whole
 from refmount.sources import open_source
 
@@ -89,11 +91,35 @@ def test_mount_reads_only_zmetadata_until_a_chunk_is_touched(pset):
     assert list(ix._records.keys()) == [("v", 0)]
 
 
-def test_unreadable_record_reads_as_missing(pset, tmp_path):
+def test_unreadable_record_is_an_error_not_missing(pset, tmp_path):
+    """Chunks whose record cannot be read are unknown, not absent: "absent" would make Zarr
+    readers serve fill values instead of the data."""
     (tmp_path / "refs.parq" / "v" / "refs.0.parq").write_bytes(b"not parquet")
     ix = open_source(pset)
-    assert ix.node("v/0.0") is None
+    with pytest.raises(FetchError, match="refs.0.parq is unreadable"):
+        ix.node("v/0.0")
     assert ix.node("v/.zarray") is not None
+    assert ix.node("v/4.0") is None  # record 1 was never written: missing for sure
+
+
+def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(tmp_path, http_origin, mount):
+    www = http_origin.dir
+    (www / "data.bin").write_bytes(bytes(range(256)) * 4)
+    make_set(www / "refs.parq", {"v": ([4], [1])}, 2,
+             {("v", 0): [row(f"{http_origin.url}/data.bin", 10, 4), row(f"{http_origin.url}/data.bin", 20, 4)],
+              ("v", 1): [row(f"{http_origin.url}/data.bin", 30, 4), row(f"{http_origin.url}/data.bin", 40, 4)]})
+    with mount(f"{http_origin.url}/refs.parq", retries=1, prefetch=False) as root:
+        http_origin.fail = True  # every request answers 503 from now on
+        for name in ("0", "3"):
+            with pytest.raises(OSError) as info:
+                with open(os.path.join(root, "v", name), "rb") as f:
+                    f.read()
+            assert info.value.errno == errno.EIO  # not ENOENT: a fill value would be wrong data
+        http_origin.fail = False
+        with open(os.path.join(root, "v", "0"), "rb") as f:
+            assert f.read() == bytes(range(10, 14))
+        with open(os.path.join(root, "v", "3"), "rb") as f:
+            assert f.read() == bytes(range(40, 44))
 
 
 @pytest.mark.parametrize("content, message", [

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 from refmount.errors import RefmountError
+from refmount.io.origins import Origins
 from refmount.index import Index
 from refmount.urls import location_of, split_protocol
 from refmount.sources.icechunk import url
@@ -26,45 +28,45 @@ log = logging.getLogger("refmount.icechunk")
 
 @dataclass(frozen=True)
 class Settings:
-    storage_options: dict = field(default_factory=dict)
+    origins: Origins = field(default_factory=Origins)
     authorize_virtual: tuple[str, ...] = ()
     relocate: tuple[tuple[str, str], ...] = ()
     all_refs: bool = False
 
 
-_repositories: dict[str, Repository] = {}
+# per Origins (one engine, reloads included), one Repository per location
+_repositories: weakref.WeakKeyDictionary[Origins, dict[str, Repository]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def repository(base: str, storage_options: dict) -> Repository:
-    """One ``Repository`` per location for the daemon's life: snapshots and manifests are
-    immutable, so what one tree loaded serves the next (after a reload or a refresh). A
+def repository(base: str, origins: Origins) -> Repository:
+    """One ``Repository`` per location and engine for the engine's life: snapshots and manifests
+    are immutable, so what one tree loaded serves the next (after a reload or a refresh). A
     repository opened before has its ref re-read."""
-    key = f"{base}\x00{sorted(storage_options.items())!r}"
     with _lock:
-        repo = _repositories.get(key)
+        repo = _repositories.get(origins, {}).get(base)
     if repo is not None:
         repo.refresh()
         return repo
-    repo = Repository(base, storage_options)
+    repo = Repository(base, origins)
     with _lock:
-        _repositories[key] = repo
+        _repositories.setdefault(origins, {})[base] = repo
     return repo
 
 
-def detect(location: str, storage_options: dict) -> Repository | None:
+def detect(location: str, origins: Origins) -> Repository | None:
     """The repository at ``location``, or None when it is not one: a local directory laid out
     like a repository (a bad one is an error), or a remote location holding ``repo`` or
     ``refs/branch.main/ref.json`` (one or two small reads)."""
     protocol, path = split_protocol(location)
     if protocol == "file":
         if os.path.isdir(path) and (os.path.isfile(os.path.join(path, "repo")) or os.path.isdir(os.path.join(path, "refs"))):
-            return repository(location, storage_options)
+            return repository(location, origins)
         return None
     if path.rsplit("/", 1)[-1].lower().endswith((".json", ".gz", ".zst", ".zstd", ".bz2", ".xz", ".parq", ".parquet")):
         return None
     try:
-        return repository(location, storage_options)
+        return repository(location, origins)
     except RefmountError:
         return None
 
@@ -72,7 +74,7 @@ def detect(location: str, storage_options: dict) -> Repository | None:
 def load(source: str, settings: Settings, repo: Repository | None = None) -> Index:
     """The tree ``source`` names; ``repo`` is the repository ``detect`` found there."""
     target = url.parse(source) if url.is_pipeline(source) else url.Target(location_of(source))
-    repo = repo or repository(target.base, settings.storage_options)
+    repo = repo or repository(target.base, settings.origins)
     access = VirtualAccess(repo.containers(), settings.authorize_virtual, dict(settings.relocate))
     for prefix in access.unauthorized():
         log.warning("%s: virtual chunks under %s will not be read (authorise with %s %s)", target.base, prefix, AUTHORIZE_HINT, prefix)

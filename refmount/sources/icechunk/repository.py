@@ -19,6 +19,7 @@ from cachetools import LRUCache
 from refmount.errors import RefmountError
 from refmount.sources.icechunk.binary import REPO_INFO, Table, encode_id, flexbuffer, open_object
 from refmount.sources.icechunk.objects import Manifest, Snapshot, parse_snapshot
+from refmount.io.origins import Origins
 from refmount.sources.icechunk.storage import Storage
 
 SNAPSHOT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{20}\Z")
@@ -49,9 +50,9 @@ _AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 class Repository:
-    def __init__(self, base: str, storage_options: dict | None = None, manifest_cache_bytes: int = MANIFEST_CACHE_BYTES):
+    def __init__(self, base: str, origins: Origins | None = None, manifest_cache_bytes: int = MANIFEST_CACHE_BYTES):
         self.base = base
-        self.storage = Storage(base, storage_options)
+        self.storage = Storage(base, origins or Origins())
         self._lock = threading.Lock()
         self._snapshots: LRUCache = LRUCache(maxsize=64)
         self._manifests: LRUCache = LRUCache(maxsize=manifest_cache_bytes, getsizeof=lambda m: m.nbytes)

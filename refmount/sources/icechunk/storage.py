@@ -1,4 +1,4 @@
-"""Reading a repository's objects: a local directory or any fsspec URL.
+"""Reading a repository's objects through the origins (a local directory or any fsspec URL).
 
 Objects are read whole (metadata files are small and zstd-compressed; native chunks are not
 read here but through refmount's fetch path, as ranges of ``url(key)``).
@@ -6,30 +6,17 @@ read here but through refmount's fetch path, as ranges of ``url(key)``).
 
 from __future__ import annotations
 
-import os
-
-from refmount.errors import RefmountError
+from refmount.errors import FetchError, RefmountError
+from refmount.io.origins import Origins
 from refmount.urls import split_protocol
 
 
 class Storage:
-    def __init__(self, base: str, storage_options: dict | None = None):
+    def __init__(self, base: str, origins: Origins):
         self.base = base.rstrip("/") if base.rstrip("/") else base
         self.protocol, self.path = split_protocol(self.base)
-        self.storage_options = storage_options or {}
-        self._fs = None
+        self.origins = origins
         self.rooted = False  # empty-prefix S3 repositories before icechunk 2.1: keys start with '/'
-
-    @property
-    def fs(self):
-        if self._fs is None:
-            import fsspec
-
-            try:
-                self._fs = fsspec.filesystem(self.protocol, **self.storage_options.get(self.protocol, {}))
-            except (ImportError, ValueError, TypeError) as exc:
-                raise RefmountError(f"{self.base}: cannot use protocol {self.protocol!r}: {exc}") from None
-        return self._fs
 
     def url(self, key: str) -> str:
         """The URL refmount's fetch layer reads ``key`` from (a local path for local repositories)."""
@@ -40,25 +27,18 @@ class Storage:
         """The object's bytes, or None when it does not exist. Other failures raise, naming it."""
         where = self.url(key)
         try:
-            if self.protocol == "file":
-                with open(where, "rb") as f:
-                    return f.read()
-            return self.fs.cat_file(where)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        except PermissionError:
-            raise RefmountError(f"{where}: permission denied") from None
-        except Exception as exc:
-            raise RefmountError(f"{where}: cannot read: {type(exc).__name__}: {exc}") from None
+            return self.origins.get(where)
+        except FetchError as exc:
+            if isinstance(exc.__cause__, IsADirectoryError):
+                return None
+            if isinstance(exc.__cause__, PermissionError):
+                raise RefmountError(f"{where}: permission denied") from None
+            raise RefmountError(f"{where}: cannot read: {exc}") from None
 
     def names(self, key: str) -> list[str]:
-        """Names directly under ``key`` (only the 0.1-layout probe lists)."""
+        """Names directly under ``key`` (only the 0.1-layout probe and ref listings list)."""
         where = self.url(key)
         try:
-            if self.protocol == "file":
-                return sorted(os.listdir(where))
-            return sorted(p.rstrip("/").rpartition("/")[2] for p in self.fs.ls(where, detail=False))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except Exception as exc:
-            raise RefmountError(f"{where}: cannot list: {type(exc).__name__}: {exc}") from None
+            return self.origins.listdir(where)
+        except FetchError as exc:
+            raise RefmountError(f"{where}: cannot list: {exc}") from None

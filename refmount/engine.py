@@ -1,0 +1,175 @@
+"""The engine: sources, views and io wired together -- a tree and the bytes behind it.
+
+Everything that serves a reference set builds through it: the FUSE daemon, ``inspect`` and
+``check``, and the in-process adapters (fsspec filesystem, zarr store)::
+
+    with refmount.open("refs.json", view="decoded") as engine:
+        engine.listdir("")
+        data = engine.read("t2m/0.0.0")
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from refmount.errors import FetchError, RefmountError
+from refmount.index import Dir, Index, Union
+from refmount.io import disk
+from refmount.io.cache import MemoryCache
+from refmount.io.disk import DiskCache
+from refmount.io.origins import Origins, missing_message, unreadable_local
+from refmount.io.policy import OriginPolicy, is_shared
+from refmount.io.prefetch import Prefetcher
+from refmount.io.reader import Reader
+from refmount.io.stats import Stats
+from refmount.options import MountOptions
+from refmount.sources import open_source
+from refmount.views import apply_view
+
+log = logging.getLogger("refmount")
+
+
+class Engine:
+    """One reference set (or several, side by side) served in process.
+
+    ``tree`` is the index (swapped by ``reload``); ``read``/``listdir``/``info`` answer by key;
+    ``counters`` are the same counters ``refmount stats`` shows. Thread-safe; ``close`` (or
+    the context manager) stops its fetch pool and disk cache."""
+
+    def __init__(self, opts: MountOptions, cache_tag: str | None = None):
+        self.opts = opts
+        self.counters = Stats()
+        self.origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=self.counters)
+        self.tree, self.origins.policy = self.build(opts)
+        self.origins.probe(list(self.tree.urls()))
+        self.disk = self._disk_cache(cache_tag or "\n".join(src for _, src in opts.sources))
+        try:
+            self._check_decoded_fits()
+            self.reader = Reader(self.origins, MemoryCache(opts.cache_size, self.counters), parallel=opts.parallel,
+                                 max_gap=opts.max_gap, max_request=opts.max_request, disk=self.disk)
+        except BaseException:
+            self.close()
+            raise
+        self.prefetcher = Prefetcher(self.reader) if opts.prefetch else None
+
+    # -- building -------------------------------------------------------------------
+    def build(self, opts: MountOptions) -> tuple[Index, OriginPolicy]:
+        """Load ``opts``' sources through this engine's origins and check their originals
+        against ``opts``' origin policy. Used at start and by reloads (which swap both in)."""
+        policy = OriginPolicy(opts.allow_origin, shared=is_shared(opts.allow_other))
+        settings = opts.source_settings()
+        try:
+            indexes = {name: apply_view(open_source(src, self.origins, **settings), opts.views.get(name, opts.view))
+                       for name, src in opts.sources}
+        except FetchError as exc:  # a source's object could not be read: a one-line error
+            raise RefmountError(str(exc)) from None
+        tree = next(iter(indexes.values())) if len(indexes) == 1 else Union(indexes)
+        policy.trust(tree.own_urls())
+        urls = list(tree.urls())
+        if policy.active:
+            for url in urls:
+                problem = policy.problem(url)
+                if problem is not None:
+                    raise RefmountError(f"origin {url}: {problem}")
+        missing = unreadable_local(urls)
+        if missing and not opts.allow_missing:
+            raise RefmountError(f"{missing_message(missing)} (references made on another machine? --allow-missing "
+                                "mounts anyway, their chunks failing with EIO)")
+        if missing:
+            log.warning("%s; their chunks fail with EIO (--allow-missing)", missing_message(missing))
+        return tree, policy
+
+    def swap(self, tree: Index, policy: OriginPolicy) -> None:
+        self.tree, self.origins.policy = tree, policy
+
+    def _disk_cache(self, tag: str) -> DiskCache | None:
+        opts = self.opts
+        if not opts.cache_dir:
+            return None
+        directory = disk.default_directory(tag) if opts.cache_dir == "auto" else opts.cache_dir
+        size = opts.disk_cache_size if opts.disk_cache_size is not None else disk.default_size(directory)
+        return DiskCache(directory, size, self.counters)
+
+    def _check_decoded_fits(self) -> None:
+        """A decoded chunk is served from the memory cache: one that cannot stay there would be
+        fetched and decoded again for every 128 KiB the kernel reads."""
+        largest = self.tree.largest_chunk()
+        if largest * 4 > self.opts.cache_size:
+            log.warning("decoded chunks of up to %d MiB need a larger --cache-size than %d MiB (at least four "
+                        "chunks' worth), or reads will decode each chunk many times", largest >> 20, self.opts.cache_size >> 20)
+
+    # -- reading by key --------------------------------------------------------------
+    def _file(self, key: str):
+        node = self.tree.node(key.strip("/"))
+        if node is None:
+            raise FileNotFoundError(key)
+        if isinstance(node, Dir):
+            raise IsADirectoryError(key)
+        return node
+
+    def size(self, key: str) -> int:
+        return self.reader.size(self._file(key))
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of the file ``key`` (clamped to its size). ``FileNotFoundError``
+        for an absent key (a Zarr fill value), ``FetchError`` when the bytes cannot be had exactly."""
+        tree = self.tree
+        ref = self._file(key)
+        size = self.reader.size(ref)
+        end = size if end is None else min(end, size)
+        if start >= end:
+            return b""
+        if start == 0 and self.prefetcher is not None:
+            self.prefetcher.on_first_read(tree, key.strip("/"))
+        return self.reader.read(ref, start, end - start, size)
+
+    def listdir(self, key: str = "") -> list[tuple[str, bool]]:
+        """``(name, is_dir)`` of each entry of the directory ``key``."""
+        key = key.strip("/")
+        node = self.tree.node(key) if key else Dir(2)
+        if node is None:
+            raise FileNotFoundError(key)
+        if not isinstance(node, Dir):
+            raise NotADirectoryError(key)
+        return list(self.tree.listdir(key))
+
+    def info(self, key: str) -> dict:
+        """``{"name", "type": "file"|"directory", "size"}`` (a file's size is exact)."""
+        key = key.strip("/")
+        node = self.tree.node(key) if key else Dir(2)
+        if node is None:
+            raise FileNotFoundError(key)
+        if isinstance(node, Dir):
+            return {"name": key, "type": "directory", "size": 0}
+        return {"name": key, "type": "file", "size": self.reader.size(node)}
+
+    def walk(self, key: str = "") -> Iterator[str]:
+        """Every file key under ``key``."""
+        stack = [key.strip("/")]
+        while stack:
+            directory = stack.pop()
+            for name, is_dir in self.tree.listdir(directory):
+                path = f"{directory}/{name}" if directory else name
+                if is_dir:
+                    stack.append(path)
+                else:
+                    yield path
+
+    def stats(self) -> dict:
+        """The counters ``refmount stats`` shows (every one, zero or not)."""
+        return self.counters.snapshot()
+
+    def close(self) -> None:
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
+        if self.disk is not None:
+            self.disk.close()
+            self.disk = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
