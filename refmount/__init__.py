@@ -34,7 +34,9 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
     from refmount.mount.daemon import spawn
     from refmount.mount.mountpoint import unmount
 
-    opts = _options(source, mountpoint=mountpoint, **options)
+    from refmount.engine import options_for
+
+    opts = options_for(source, mountpoint=mountpoint, **options)
     proc = spawn(to_args(opts), tied=not detach)
     try:
         yield os.path.abspath(mountpoint)
@@ -51,24 +53,14 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
                 os.close(proc.tie)
 
 
-def _options(source: str | list[str] | dict[str, str], **options):
-    from refmount.options import MountOptions, split_sources
-
-    if isinstance(source, dict):
-        sources = [(name, src) for name, src in source.items()]
-    else:
-        sources = split_sources([source] if isinstance(source, str) else list(source))
-    return MountOptions.create(sources=sources, **options)
-
-
 def open(source: str | list[str] | dict[str, str], **options):  # noqa: A001 - refmount.open, like io.open
     """Serve ``source`` in process (no FUSE): an ``engine.Engine`` with ``tree``, ``read(key,
     start, end)``, ``listdir``, ``info``, ``stats()`` and ``close()`` (also a context manager).
     Options are those of ``refmount.options.MountOptions`` (``view="decoded"``,
     ``cache_size="2GiB"``, ``storage_options={"s3": {...}}``, ``allow_origin=[...]``)."""
-    from refmount.engine import Engine
+    from refmount.engine import Engine, options_for
 
-    return Engine(_options(source, **options))
+    return Engine(options_for(source, **options))
 
 
 __all__ = ["mounted", "open", "RefmountError", "FetchError", "__version__"]

@@ -23,11 +23,26 @@ from refmount.io.policy import OriginPolicy, is_shared
 from refmount.io.prefetch import Prefetcher
 from refmount.io.reader import Reader
 from refmount.io.stats import Stats
-from refmount.options import MountOptions
+from refmount.options import MountOptions, split_sources
 from refmount.sources import open_source
 from refmount.views import apply_view
 
 log = logging.getLogger("refmount")
+
+
+def options_for(source: str | list[str] | dict[str, str], **options) -> MountOptions:
+    """``MountOptions`` from one source, a list (``NAME=SOURCE`` allowed) or ``{name: source}``
+    and keyword options, each checked as a config value is (``cache_size="2GiB"``)."""
+    if isinstance(source, dict):
+        sources = [(name, src) for name, src in source.items()]
+    else:
+        sources = split_sources([source] if isinstance(source, str) else list(source))
+    return MountOptions.create(sources=sources, **options)
+
+
+def open_engine(source: str | list[str] | dict[str, str], **options) -> "Engine":
+    """``refmount.open``: an engine for ``source`` with ``options``."""
+    return Engine(options_for(source, **options))
 
 
 class Engine:

@@ -155,3 +155,22 @@ def test_a_bad_range_in_a_merged_request_does_not_fail_its_neighbours(http_origi
             reader.read(Range(*bad), 0, 2 * CHUNK)
     finally:
         reader.close()
+
+
+def test_chunk_order_decides_v2_or_v3_by_metadata_not_by_a_name():
+    """A Zarr v2 array named ``c`` (or ``grp/c``) is prefetched with v2 names; a v3 array's
+    ``c/i/j`` keys with v3 names."""
+    zarray = json.dumps({"shape": [4, 2], "chunks": [1, 1], "dtype": "<i2", "compressor": None, "filters": None,
+                         "fill_value": 0, "order": "C", "zarr_format": 2}).encode()
+    zarr_json = json.dumps({"zarr_format": 3, "node_type": "array", "shape": [4, 2], "data_type": "int16",
+                            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, 1]}},
+                            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                            "codecs": [{"name": "bytes"}], "fill_value": 0}).encode()
+    entries = [("c/.zarray", Inline(zarray)), ("grp/c/.zarray", Inline(zarray)), ("v3/zarr.json", Inline(zarr_json))]
+    entries += [(f"{a}/{i}.{j}", Range("u", 0, 1)) for a in ("c", "grp/c") for i in range(4) for j in range(2)]
+    entries += [(f"v3/c/{i}/{j}", Range("u", 0, 1)) for i in range(4) for j in range(2)]
+    tree = build_index(entries)  # the order holds its tree weakly
+    order = ChunkOrder(tree)
+    assert order.after("c/0.1", 3) == ["c/1.0", "c/1.1", "c/2.0"]
+    assert order.after("grp/c/3.0", 5) == ["grp/c/3.1"]
+    assert order.after("v3/c/1/1", 2) == ["v3/c/2/0", "v3/c/2/1"]

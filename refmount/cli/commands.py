@@ -135,9 +135,9 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
         raise RefmountError(f"{where}: no sources given")
     if not values.get("mountpoint"):
         raise RefmountError(f"{where}: no mountpoint given")
-    opts = MountOptions(**values)
-    opts.source_settings()  # relocations are checked here, not in the daemon
-    return opts
+    # relocations checked here, not in the daemon, and a NEW directory made absolute (the daemon runs in /)
+    values["relocate"] = ["=".join(parse_relocation(item)) for item in values.get("relocate", [])]
+    return MountOptions(**values)
 
 
 def child_args(args: argparse.Namespace) -> list[str]:
