@@ -55,7 +55,8 @@ class Engine:
     def __init__(self, opts: MountOptions, cache_tag: str | None = None):
         self.opts = opts
         self.counters = Stats()
-        self.origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=self.counters)
+        self.origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=self.counters,
+                               failed_ttl=opts.failed_ttl)
         self.tree, self.origins.policy = self.build(opts)
         self.origins.probe(list(self.tree.urls()))
         self.disk = self._disk_cache(cache_tag or "\n".join(src for _, src in opts.sources))

@@ -242,6 +242,9 @@ class MountOptions:
     allow_other: bool = option(False, convert=_bool, kind="flag", help="let other users read the mount (needs user_allow_other)")
     timeout: float = option(30.0, convert=_number(0.001), help="seconds before an origin request fails (default 30)")
     retries: int = option(3, convert=_number(1, integer=True), help="attempts per origin request on transient errors (default 3)")
+    failed_ttl: float = option(30.0, convert=_number(0), metavar="SECONDS",
+                               help="how long a failed remote read is remembered: readers, the kernel's retries and "
+                               "fetch-ahead meanwhile fail at once instead of asking again (default 30; 0: never)")
     parallel: int = option(16, convert=_number(1, integer=True), help="origin requests in flight for fetching ahead (default 16)")
     prefetch: bool = option(True, convert=_bool, kind="no-flag", help="fetch only what is read")
     xattrs: bool = option(True, convert=_bool, kind="no-flag",

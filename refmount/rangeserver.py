@@ -1,7 +1,8 @@
 """A small HTTP origin on 127.0.0.1 with Range support and request counting.
 
 For the demo, the tests and the benchmarks: serves one directory, answers ``HEAD`` and
-``GET`` (single byte ranges, ``206``/``416``; ``ETag`` and ``Last-Modified``, with
+``GET`` (single byte ranges, ``206``/``416``; a ``bytes=0-0`` request is counted as ``PROBE``,
+not ``GET``; ``ETag`` and ``Last-Modified``, with
 ``If-Match`` and ``If-Unmodified-Since`` answered ``412`` when the file changed), optionally
 sleeps per request (injected latency), and stops by itself after ``max_requests``.
 """
@@ -96,7 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        path = self._begin("GET")
+        # a client's one-byte probe of an origin's Range support is counted apart from reads
+        probe = (self.headers.get("Range") or "").strip() == "bytes=0-0"
+        path = self._begin("PROBE" if probe else "GET")
         if path is None:
             return
         size = os.path.getsize(path)
@@ -123,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         with open(path, "rb") as f:
             f.seek(start)
             body = f.read(end - start)
-        self.server.count("bytes", n=len(body))
+        self.server.count("probe_bytes" if probe else "bytes", n=len(body))
         self.send_response(status)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")

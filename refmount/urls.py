@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 
 from refmount.errors import RefmountError
+
+
+_IPV6_HOST = re.compile(r"^([a-z][a-z0-9+.-]*://)\[[0-9a-f:.%a-z]*\]", re.I)
 
 
 def split_protocol(url: str) -> tuple[str, str]:
@@ -19,6 +23,8 @@ def split_protocol(url: str) -> tuple[str, str]:
         return "file", url
     scheme = scheme.lower()
     if scheme in ("file", "local"):
+        if rest.lower().startswith("localhost/"):  # file://localhost/path is /path (RFC 8089)
+            rest = rest[len("localhost"):]
         return "file", rest if rest.startswith("/") else "/" + rest
     return scheme, url
 
@@ -42,7 +48,7 @@ def parent_of(location: str) -> str:
 
 def resolve(url: str, base: str) -> str:
     """Resolve ``url`` from a reference file whose directory is ``base``."""
-    if "::" in url:
+    if "::" in _IPV6_HOST.sub("", url):  # an IPv6 literal host ([::1]) is not a chain
         raise RefmountError(f"chained URL {url!r} is not allowed in a reference set")
     if "://" in url:
         scheme, path = split_protocol(url)

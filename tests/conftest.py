@@ -17,19 +17,16 @@ from refmount.mount.mountpoint import is_mounted, lazy_unmount
 from refmount.rangeserver import RangeServer
 
 ROOT = Path(__file__).resolve().parent.parent
-# The suite runs as root, where refmount refuses local files and loopback/private HTTP origins
-# unless allowed (reference files are untrusted input). Tests allow their own originals
-# explicitly; the tests of that policy pass ``trusted=False``.
-TRUSTED = ["/", "http://127.0.0.1", "s3://"]
-TRUSTED_ARGS = [arg for prefix in TRUSTED for arg in ("--allow-origin", prefix)]
-SUBCOMMANDS = {"umount", "inspect", "demo", "check", "stats"}
 CONFORMANCE = ROOT / "tests" / "data" / "conformance"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def own_state_directory(tmp_path_factory):
-    """Daemons started by the suite log under a temporary state directory, never the user's."""
+    """Daemons started by the suite log under a temporary state directory, never the user's;
+    and they are not system services (a CI runner under systemd sets INVOCATION_ID): the
+    tests of the origin policy say when they want one."""
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    os.environ.pop("INVOCATION_ID", None)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +53,6 @@ def mount(tmp_path):
         path = tmp_path / f"mnt{next(counter)}"
         path.mkdir()
         options.setdefault("log_file", str(tmp_path / "refmount.log"))
-        options.setdefault("allow_origin", TRUSTED)
         return refmount.mounted(source, str(path), **options)
 
     return _mount
@@ -111,13 +107,10 @@ def in_threads(func, args) -> list:
         return list(pool.map(func, args, timeout=120))
 
 
-def run_cli(*args, timeout=120, trusted=True, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed ``refmount`` command line as a user would (a mount allows ``TRUSTED``)."""
-    args = [str(a) for a in args]
-    if trusted and args and args[0] not in SUBCOMMANDS:
-        args = TRUSTED_ARGS + args
+def run_cli(*args, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed ``refmount`` command line as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "refmount", *args],
+        [sys.executable, "-m", "refmount", *[str(a) for a in args]],
         capture_output=True,
         text=True,
         timeout=timeout,

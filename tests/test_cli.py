@@ -16,7 +16,7 @@ import pytest
 
 from refmount.mount.mountpoint import is_mounted, lazy_unmount
 from refmount.options import default_log_file
-from tests.conftest import TRUSTED_ARGS, run_cli
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -163,12 +163,12 @@ def test_version_bare_call_and_per_command_help():
 
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"refmount {__version__}"
-    bare = run_cli(trusted=False)
+    bare = run_cli()
     assert bare.returncode == 2 and bare.stderr.startswith("usage: refmount [OPTIONS] SOURCE")
     for command in ("check", "inspect", "stats", "umount", "demo"):  # every command with its summary
         assert any(line.split()[:1] == [command] and len(line.split()) > 3 for line in bare.stderr.splitlines()), command
     assert "Icechunk" in bare.stderr
-    helped = run_cli("--help", trusted=False)
+    helped = run_cli("--help")
     assert helped.returncode == 0 and "--allow-missing" in helped.stdout and "commands:" in helped.stdout
     check = run_cli("check", "--help")
     assert check.returncode == 0 and check.stdout.startswith("usage: refmount check")
@@ -218,7 +218,7 @@ def test_missing_local_originals(tmp_path, mountpoint):
 
 
 def test_foreground_sigterm_unmounts_cleanly(refs, mountpoint):
-    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", "-v", *TRUSTED_ARGS, str(refs), mountpoint],
+    proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", "-v", str(refs), mountpoint],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -34,7 +34,7 @@ url = "../refs.json"
 """
     )
     mnt = str(tmp_path / "mnt")
-    result = run_cli("--config", conf / "era5.toml", "--cache-size", "96MiB", trusted=False, cwd=str(conf))
+    result = run_cli("--config", conf / "era5.toml", "--cache-size", "96MiB", cwd=str(conf))
     assert result.returncode == 0, result.stderr
     try:
         with open(os.path.join(mnt, "x", "0"), "rb") as f:
@@ -88,7 +88,7 @@ storage-options = {{ s3 = {{ anon = false }} }}
     ):
         assert any(fragment in line for line in lines), (fragment, lines)
     # the same config refuses to mount, with one line
-    mounted = run_cli("--config", conf, trusted=False)
+    mounted = run_cli("--config", conf)
     assert mounted.returncode == 1 and len(mounted.stderr.strip().splitlines()) == 1
 
 

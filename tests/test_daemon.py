@@ -15,7 +15,6 @@ import pytest
 
 import refmount
 from refmount.mount.mountpoint import is_mounted, lazy_unmount
-from tests.conftest import TRUSTED_ARGS
 
 SIZE = 96 << 10
 KEYS = [f"v/{i}" for i in range(12)]
@@ -67,7 +66,7 @@ def versions(tmp_path):
 def _start(refs, mountpoint, tmp_path, notify_address, *extra):
     env = dict(os.environ, NOTIFY_SOCKET=notify_address)
     return subprocess.Popen(
-        [sys.executable, "-m", "refmount", "-f", *TRUSTED_ARGS, "--log-file", str(tmp_path / "log"), *extra,
+        [sys.executable, "-m", "refmount", "-f", "--log-file", str(tmp_path / "log"), *extra,
          str(refs), mountpoint],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import pytest
 
 from refmount.errors import RefmountError
-from tests.conftest import TRUSTED, in_threads
+from tests.conftest import in_threads
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
@@ -107,7 +108,7 @@ def test_origin_down_at_mount_time_is_a_clear_error(tmp_path, mountpoint):
         port = s.getsockname()[1]  # closed again: nothing listens there
     refs = _refs(tmp_path, {"k": [f"http://127.0.0.1:{port}/f.bin", 0, 10]})
     with pytest.raises(RefmountError, match=f"origin http://127.0.0.1:{port} is unreachable"):
-        with refmount.mounted(refs, mountpoint, log_file=str(tmp_path / "log"), allow_origin=TRUSTED):
+        with refmount.mounted(refs, mountpoint, log_file=str(tmp_path / "log")):
             pass
     assert not is_mounted(mountpoint)
 
@@ -115,14 +116,20 @@ def test_origin_down_at_mount_time_is_a_clear_error(tmp_path, mountpoint):
 def test_origin_failing_at_read_time_is_eio_with_a_log_line(tmp_path, http_origin, mount):
     (http_origin.dir / "f.bin").write_bytes(DATA)
     log = tmp_path / "daemon.log"
-    with mount(_refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 0, 1000]}), log_file=str(log), retries=2) as root:
+    with mount(_refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 0, 1000]}), log_file=str(log), retries=2,
+               failed_ttl=1.5) as root:
         http_origin.fail = True  # 503 for everything
         with pytest.raises(OSError) as info:
             open(os.path.join(root, "k"), "rb").read()
         assert info.value.errno == errno.EIO
-        # each FUSE read tries twice (retries=2); the kernel may repeat a failed readahead once
-        assert http_origin.counts["GET"] in (2, 4)
-        http_origin.fail = False  # recovers: failures are not cached
+        # one FUSE read tried twice (retries=2); the kernel's repeat of the failed read, and
+        # any other read within failed_ttl, fails at once without asking the origin again
+        assert http_origin.counts["GET"] == 2
+        with pytest.raises(OSError):
+            open(os.path.join(root, "k"), "rb").read()
+        assert http_origin.counts["GET"] == 2
+        http_origin.fail = False  # recovers: after failed_ttl the range is asked for again
+        time.sleep(1.6)
         assert open(os.path.join(root, "k"), "rb").read() == DATA[:1000]
     text = log.read_text()
     assert "EIO /k" in text and f"{http_origin.url}/f.bin" in text and "503" in text

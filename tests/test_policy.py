@@ -82,7 +82,7 @@ def test_root_with_allow_other_refuses_a_reference_to_etc(tmp_path, mountpoint):
     refs = _refs(tmp_path, {".zgroup": '{"zarr_format": 2}', "pw": ["file:///etc/passwd", 0, 64]})
     service = dict(os.environ, INVOCATION_ID="0123456789abcdef")  # as systemd starts a system unit
     for extra, env in ((["--allow-other"], None), ([], service)):
-        result = run_cli(*extra, refs, mountpoint, trusted=False, env=env)
+        result = run_cli(*extra, refs, mountpoint, env=env)
         assert result.returncode == 1
         assert result.stderr.strip() == (
             "refmount: origin /etc/passwd: local files are refused when other users can read the mount "
@@ -90,9 +90,9 @@ def test_root_with_allow_other_refuses_a_reference_to_etc(tmp_path, mountpoint):
         )
         assert not is_mounted(mountpoint)
     # an explicit prefix that does not cover it changes nothing; one that does, mounts
-    result = run_cli("--allow-other", "--allow-origin", str(tmp_path), refs, mountpoint, trusted=False)
+    result = run_cli("--allow-other", "--allow-origin", str(tmp_path), refs, mountpoint)
     assert result.returncode == 1 and "not under any allowed origin" in result.stderr
-    result = run_cli("--allow-other", "--allow-origin", "/etc/", refs, mountpoint, trusted=False)
+    result = run_cli("--allow-other", "--allow-origin", "/etc/", refs, mountpoint)
     assert result.returncode == 0, result.stderr
     try:
         st = os.stat(os.path.join(mountpoint, "pw"))
@@ -108,7 +108,7 @@ def test_root_alone_reads_local_originals_without_allowing_them(tmp_path, mountp
     data.write_bytes(b"0123456789")
     refs = _refs(tmp_path, {".zgroup": '{"zarr_format": 2}', "k": [str(data), 2, 4]})
     env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
-    result = run_cli(refs, mountpoint, trusted=False, env=env)
+    result = run_cli(refs, mountpoint, env=env)
     assert result.returncode == 0, result.stderr
     try:
         with open(os.path.join(mountpoint, "k"), "rb") as f:
@@ -120,10 +120,10 @@ def test_root_alone_reads_local_originals_without_allowing_them(tmp_path, mountp
 def test_loopback_http_needs_allowing_when_shared(tmp_path, mountpoint, http_origin):
     (http_origin.dir / "f.bin").write_bytes(b"0123456789")
     refs = _refs(tmp_path, {"k": [f"{http_origin.url}/f.bin", 2, 4]})
-    result = run_cli("--allow-other", refs, mountpoint, trusted=False)
+    result = run_cli("--allow-other", refs, mountpoint)
     assert result.returncode == 1 and "loopback, link-local or private address (127.0.0.1)" in result.stderr
     assert http_origin.counts["GET"] == 0  # refused before any request
-    result = run_cli("--allow-other", "--allow-origin", http_origin.url, refs, mountpoint, trusted=False)
+    result = run_cli("--allow-other", "--allow-origin", http_origin.url, refs, mountpoint)
     assert result.returncode == 0, result.stderr
     try:
         with open(os.path.join(mountpoint, "k"), "rb") as f:

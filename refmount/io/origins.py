@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import threading
 import time
 from email.utils import formatdate, parsedate_to_datetime
-from urllib.parse import urlsplit
 
 import fsspec
 import fsspec.asyn
+from cachetools import TTLCache
 
 from refmount.errors import FetchError, RefmountError
+from refmount.io.http import IgnoresRange, get_range
 from refmount.io.policy import OriginPolicy
 from refmount.io.stats import Stats
 from refmount.urls import split_protocol
@@ -136,8 +136,14 @@ class Origins:
         retries: int = 3,
         stats: Stats | None = None,
         policy: OriginPolicy | None = None,
+        failed_ttl: float = 0.0,
     ):
         self.policy = policy or OriginPolicy()
+        self.failed_ttl = failed_ttl
+        # failed ranges, remembered so that readers, kernel retries and prefetches do not each
+        # repeat a failing request; 0: not remembered
+        self._failed: TTLCache | None = TTLCache(maxsize=16384, ttl=failed_ttl) if failed_ttl > 0 else None
+        self._no_range: dict[str, str] = {}  # hosts that ignore Range -> the message
         self.storage_options = storage_options or {}
         self.timeout = timeout
         self.retries = retries
@@ -210,7 +216,8 @@ class Origins:
                                      f"{time.monotonic() - began:.2f} s)") from exc
                 self.stats.add("origin_retries")
                 log.info("retrying %s %s%s after %s", what, url, span, cause)
-                time.sleep(delay)
+                wait = getattr(exc, "retry_after", None)  # the server's Retry-After, within one timeout
+                time.sleep(delay if wait is None else min(max(wait, delay), self.timeout))
                 delay *= 2
             else:
                 if log.isEnabledFor(logging.DEBUG):
@@ -233,7 +240,7 @@ class Origins:
             fd = self._fds.get(path)
             keep = True
             if fd is None:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = self._open_local(url, path)
                 with self._lock:
                     keep = path not in self._fds and len(self._fds) < KEPT_FDS
                     if keep:
@@ -244,7 +251,7 @@ class Origins:
                     if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):  # replaced: check what is there now
                         if not keep:
                             os.close(fd)
-                        fd, keep = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                        fd, keep = self._open_local(url, path), False
                     self._verify_local(url, fd, check)
                 data = os.pread(fd, end - start, start)
                 if check:
@@ -264,6 +271,23 @@ class Origins:
             self.stats.add("origin_errors")
             raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
+
+    def _open_local(self, url: str, path: str) -> int:
+        """Open a local original; under an active origin policy, the file actually opened (its
+        descriptor's real path, after every symlink as it is now) must be allowed -- a symlink
+        swapped after the mount cannot lead outside."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.policy.active:
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                real = os.path.realpath(path)
+            problem = self.policy.local_problem(real)
+            if problem is not None:
+                os.close(fd)
+                self.stats.add("origin_refused")
+                raise FetchError(f"{url}: {problem}")
+        return fd
 
     @staticmethod
     def _verify_local(url: str, fd: int, check: str) -> None:
@@ -297,21 +321,54 @@ class Origins:
                 self.stats.add("origin_errors")
                 raise problem
 
+        http = protocol in ("http", "https")
+        host = url.partition("://")[2].partition("/")[0]
+        if http and host in self._no_range:
+            raise FetchError(self._no_range[host])
+        key = (url, start, end, check)
+        failed = self._failed.get(key) if self._failed is not None else None
+        if failed is not None:  # a dead range costs one request per failed_ttl, however many readers
+            self.stats.add("origin_failures_remembered")
+            raise FetchError(failed)  # the same words: the log says it once
+
         def attempt() -> bytes:
             self.stats.add("origin_requests")
             try:
+                if http:
+                    return fsspec.asyn.sync(fs.loop, get_range, fs, path, start, end, kwargs.get("headers", {}),
+                                            self._refused_redirect, self.timeout, timeout=self.timeout + 1)
                 return self._call(fs, "cat_file", path, start=start, end=end, **kwargs)
+            except IgnoresRange as exc:
+                self._ignores_range(host, str(exc))
+                raise
             except Exception as exc:
                 if getattr(exc, "status", None) == 412:
                     raise FetchError(f"{url}: the original changed since the reference was written ({check}; the origin answered 412)") from None
                 raise
 
-        data = self._with_retries("read", url, attempt, f" [{start}, {end})")
+        try:
+            data = self._with_retries("read", url, attempt, f" [{start}, {end})")
+            if len(data) != end - start:
+                self.stats.add("origin_errors")
+                raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
+        except FetchError as exc:
+            if self._failed is not None and "origin policy" not in str(exc):
+                self._failed[key] = str(exc)
+            raise
         self.stats.add("origin_bytes", len(data))
-        if len(data) != end - start:
-            self.stats.add("origin_errors")
-            raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
+
+    def _refused_redirect(self, url: str) -> str | None:
+        """Why a redirect target may not be followed (the origin policy, at every hop)."""
+        return self.policy.problem(url) if self.policy.active else None
+
+    def _ignores_range(self, host: str, message: str) -> None:
+        with self._lock:
+            first = host not in self._no_range
+            self._no_range[host] = message
+        if first:
+            log.error("%s -- every read from %s fails (serve the files with a server that supports Range, "
+                      "e.g. nginx, or copy them locally)", message, host)
 
     # -- objects of the source the user named (reference files, Parquet records, Icechunk
     # objects): read whole, with the same timeouts, retries and classification as chunk data,
@@ -410,8 +467,9 @@ class Origins:
     def probe(self, urls: list[str]) -> None:
         """Check that each remote origin answers, before mounting.
 
-        HTTP origins get a TCP connection (no request, so no extra HEAD); other remote
-        protocols one ``info`` of their first URL. A missing object is not an error here.
+        HTTP origins get one ranged request for the first byte of their first URL (no HEAD): a
+        server that ignores ``Range`` is refused here, with one line; other remote protocols one
+        ``info`` of their first URL. A missing object is not an error here.
         """
         seen: set[tuple[str, str]] = set()
         for url in urls:
@@ -424,11 +482,16 @@ class Origins:
             seen.add((protocol, authority))
             try:
                 if protocol in ("http", "https"):
-                    parts = urlsplit(url)
-                    port = parts.port or (443 if protocol == "https" else 80)
-                    socket.create_connection((parts.hostname, port), timeout=min(self.timeout, 10)).close()
+                    fs = self.filesystem(protocol)
+                    wait = min(self.timeout, 10)
+                    fsspec.asyn.sync(fs.loop, get_range, fs, path, 0, 1, {}, self._refused_redirect, wait, timeout=wait + 1)
                 else:
                     self._call(self.filesystem(protocol), "info", path)
+            except IgnoresRange:
+                raise RefmountError(f"origin {protocol}://{authority}: the server ignores HTTP Range requests (it "
+                                    "answered a one-byte request with the whole object); refmount cannot read from it") from None
+            except (asyncio.TimeoutError, fsspec.asyn.FSTimeoutError) as exc:  # it accepted: slow, not unreachable
+                log.warning("origin check %s: no answer within %g s (%s)", url, min(self.timeout, 10), type(exc).__name__)
             except Exception as exc:
                 if _is_unreachable(exc) or isinstance(exc, (asyncio.TimeoutError, OSError)) and not isinstance(exc, _PERMANENT):
                     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

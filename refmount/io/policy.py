@@ -13,7 +13,7 @@ import ipaddress
 import os
 import socket
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from refmount.urls import split_protocol
 
@@ -24,11 +24,40 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonical(url: str) -> tuple[str, str, int | None, tuple[str, ...]] | None:
+    """``(scheme, host, port, path segments)`` of a URL as a server would resolve it: host
+    lower-cased, default ports filled in, the path percent-decoded and ``.``/``..`` resolved.
+    None for a URL with user information (``http://allowed.org@elsewhere/``) or a bad port."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    segments: list[str] = []
+    for segment in unquote(parts.path).split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme), tuple(segments)
+
+
 def _url_under(url: str, prefix: str) -> bool:
-    if not url.startswith(prefix):
+    """``url`` lies under ``prefix``: same scheme, host and port, and the prefix's path
+    segments begin the URL's (after normalisation -- never a match on text)."""
+    want, got = canonical(prefix), canonical(url)
+    if want is None or got is None or want[:3] != got[:3]:
         return False
-    rest = url[len(prefix) :]
-    return not rest or prefix.endswith("/") or rest[0] in "/:?#"
+    return got[3][: len(want[3])] == want[3]
 
 
 class OriginPolicy:
@@ -71,8 +100,19 @@ class OriginPolicy:
             self._decided[url] = answer
         return answer
 
+    def local_problem(self, real: str) -> str | None:
+        """Why the local file whose real path (that of the opened descriptor) is ``real`` may not
+        be read, or None. Not remembered: a symlink may be swapped at any time."""
+        if not self.active or any(_under(real, p) for p in self._trusted) or any(_under(real, p) for p in self._files):
+            return None
+        if self._files or self._urls:
+            return f"opened as {real}, which is not under any allowed origin (--allow-origin)"
+        return "local files are refused when other users can read the mount (--allow-other or a system service)"
+
     def _decide(self, url: str) -> str | None:
         protocol, path = split_protocol(url)
+        if protocol != "file" and canonical(url) is None:
+            return "a URL with user information (user@host) or a bad port is refused"
         if self._trusted:
             real = os.path.realpath(path) if protocol == "file" else url
             if any(_under(real, p) if protocol == "file" else _url_under(url, p) for p in self._trusted):

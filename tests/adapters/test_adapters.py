@@ -15,7 +15,7 @@ import zarr
 from refmount.adapters.fsspec import RefmountFileSystem
 from refmount.adapters.zarr import RefmountStore
 from tests.conftest import CONFORMANCE
-from tests.test_conformance import DECODED, _expected, check_decoded
+from tests.test_conformance import DECODED, _expected
 from tests.sources.test_icechunk import DATA, EXPECTED, _expected_array
 
 FIXTURES = ["air.nc.v1.json", "chunked3d.h5.parq", "synthetic.h5.v1.json", "lcmap_tiny_cog_2019.v0.json"]
@@ -83,7 +83,7 @@ def test_an_icechunk_repository_through_both_adapters(mount, tmp_path):
     with server:
         exp = EXPECTED["repos"]["v2"]
         arrays = exp["snapshots"][exp["branches"]["main"]]["arrays"]
-        store = RefmountStore.open(str(DATA / "v2"), relocate=relocate, allow_origin=["/", "http://127.0.0.1"])
+        store = RefmountStore.open(str(DATA / "v2"), relocate=relocate)
         group = zarr.open_group(store, mode="r")
         fs = fsspec.filesystem("refmount", fo=str(DATA / "v2"), relocate=relocate, skip_instance_cache=True)
         with mount(str(DATA / "v2"), relocate=relocate) as root:
@@ -105,7 +105,7 @@ def test_a_failed_fetch_is_an_error_not_a_fill_value(tmp_path, http_origin):
         "a/.zarray": json.dumps({"shape": [4], "chunks": [4], "dtype": "<i4", "compressor": None, "filters": None,
                                  "fill_value": 0, "order": "C", "zarr_format": 2}),
         "a/0": [f"{http_origin.url}/d.bin", 0, 16]}}))
-    store = RefmountStore.open(str(refs), retries=1)
+    store = RefmountStore.open(str(refs), retries=1, failed_ttl=0)
     http_origin.fail = True
     with pytest.raises(Exception, match="503|Service Unavailable|d.bin"):
         zarr.open_array(store, path="a", mode="r", zarr_format=2)[...]

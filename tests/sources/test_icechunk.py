@@ -231,12 +231,12 @@ def test_unauthorised_containers_are_not_read(originals, mount, tmp_path):
 
 def test_authorised_containers_are_still_under_the_origin_policy(originals, mount, tmp_path):
     http_only = [r for r in originals.relocate if r.startswith(HTTP_PREFIX)]
-    with mount(str(DATA / "v2"), relocate=http_only, allow_origin=["http://127.0.0.1"]) as root:
+    with mount(str(DATA / "v2"), relocate=http_only, allow_origin=[originals.server.url]) as root:
         assert len(open(f"{root}/native/c/0/0", "rb").read()) == 800  # the repository's own chunks
-        assert len(open(f"{root}/web/c/1", "rb").read()) == 16  # http://127.0.0.1 is allowed
+        assert len(open(f"{root}/web/c/1", "rb").read()) == 16  # the loopback server is allowed
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    result = run_cli(str(DATA / "v2"), mnt, "--relocate", originals.relocate[0], "--allow-origin", "http://127.0.0.1", trusted=False)
+    result = run_cli(str(DATA / "v2"), mnt, "--relocate", originals.relocate[0], "--allow-origin", originals.server.url)
     assert result.returncode == 1
     assert result.stderr.strip() == f"refmount: origin {originals.dir}: not under any allowed origin (--allow-origin)"
     assert not is_mounted(str(mnt))
@@ -370,7 +370,7 @@ def test_a_config_file_names_a_repository_relative_to_itself(tmp_path, originals
     config.write_text(f"""
 mountpoint = "mnt"
 relocate = {json.dumps(originals.relocate)}
-allow-origin = ["/", "http://127.0.0.1"]
+allow-origin = ["/", "{originals.server.url}"]
 [sources.dev]
 url = "repos/v2|icechunk:@branch.dev/grp"
 view = "v2"

@@ -108,7 +108,7 @@ def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(
     make_set(www / "refs.parq", {"v": ([4], [1])}, 2,
              {("v", 0): [row(f"{http_origin.url}/data.bin", 10, 4), row(f"{http_origin.url}/data.bin", 20, 4)],
               ("v", 1): [row(f"{http_origin.url}/data.bin", 30, 4), row(f"{http_origin.url}/data.bin", 40, 4)]})
-    with mount(f"{http_origin.url}/refs.parq", retries=1, prefetch=False) as root:
+    with mount(f"{http_origin.url}/refs.parq", retries=1, prefetch=False, failed_ttl=0) as root:
         http_origin.fail = True  # every request answers 503 from now on
         for name in ("0", "3"):
             with pytest.raises(OSError) as info:

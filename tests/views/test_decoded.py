@@ -59,12 +59,10 @@ def archive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def decoded(archive, tmp_path_factory):
     import refmount
-    from tests.conftest import TRUSTED
-
     refs_path, _, _ = archive
     directory = tmp_path_factory.mktemp("mnt")
     (directory / "mnt").mkdir()
-    with refmount.mounted(str(refs_path), str(directory / "mnt"), view="decoded", allow_origin=TRUSTED,
+    with refmount.mounted(str(refs_path), str(directory / "mnt"), view="decoded",
                           log_file=str(directory / "log")) as root:
         yield root
 
