@@ -10,3 +10,8 @@ class RefmountError(Exception):
 
 class FetchError(OSError):
     """Bytes for a reference could not be fetched exactly (reported to readers as EIO)."""
+
+
+class ShortRead(FetchError):
+    """The original ends before the range a reference names: that range's fault alone (its
+    neighbours in a merged request are fine), and asking again will not help."""

@@ -5,6 +5,15 @@ For the demo, the tests and the benchmarks: serves one directory, answers ``HEAD
 not ``GET``; ``ETag`` and ``Last-Modified``, with
 ``If-Match`` and ``If-Unmodified-Since`` answered ``412`` when the file changed), optionally
 sleeps per request (injected latency), and stops by itself after ``max_requests``.
+
+``fault`` makes it misbehave as real servers, proxies and CDNs do (for the fault suite):
+``shift`` (a 206 for other bytes, its Content-Range saying so), ``shift-bare`` (the same without
+a Content-Range), ``ignore-range`` (200 with the whole file, as ``python -m http.server``),
+``long`` (a correct Content-Range, then more bytes than it says), ``truncate`` (the connection
+closes half way through the body), ``stall`` (no answer for ``stall`` seconds), ``reset`` (the
+connection closes without an answer), ``retry-after`` (503 with ``Retry-After: 1``),
+``redirect`` (302 to ``redirect_to`` + the path). Probes (``bytes=0-0``) are answered normally
+unless ``fault_probes`` is set.
 """
 
 from __future__ import annotations
@@ -50,6 +59,25 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.server.latency)
         if self.server.fail:
             self.send_error(503, "origin configured to fail")
+            return None
+        fault = self.server.fault if (method != "PROBE" or self.server.fault_probes) else None
+        if fault == "stall":
+            time.sleep(self.server.stall)
+        elif fault == "reset":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return None
+        elif fault == "retry-after":
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        elif fault == "redirect":
+            self.send_response(302)
+            self.send_header("Location", self.server.redirect_to + urlsplit(self.path).path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return None
         path = self._path()
         if path is None:
@@ -123,18 +151,32 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             status = 206
+        fault = self.server.fault if (not probe or self.server.fault_probes) else None
+        if fault == "ignore-range":
+            start, end, status = 0, size, 200
+        elif fault in ("shift", "shift-bare") and status == 206:
+            shift = self.server.shift if end + self.server.shift <= size else -min(self.server.shift, start)
+            start, end = start + shift, end + shift
         with open(path, "rb") as f:
             f.seek(start)
             body = f.read(end - start)
+        if fault == "long":
+            body += b"x" * 65536  # and says so in Content-Length
         self.server.count("probe_bytes" if probe else "bytes", n=len(body))
         self.send_response(status)
-        if status == 206:
+        if status == 206 and fault != "shift-bare":
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self._validators(path)
         self.end_headers()
-        self.wfile.write(body)
+        if fault == "truncate":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+        else:
+            self.wfile.write(body)
 
 
 class RangeServer(ThreadingHTTPServer):
@@ -146,6 +188,11 @@ class RangeServer(ThreadingHTTPServer):
         self.latency = latency
         self.max_requests = max_requests
         self.fail = False
+        self.fault: str | None = None  # see the module's docstring
+        self.fault_probes = False
+        self.shift = 7
+        self.stall = 30.0
+        self.redirect_to = ""
         self.counts: Counter[str] = Counter()
         self.paths: Counter[str] = Counter()
         self._lock = threading.Lock()

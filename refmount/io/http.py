@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable
 from urllib.parse import urljoin
 
-from refmount.errors import FetchError
+from refmount.errors import FetchError, ShortRead
 
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*\Z", re.I)
 MAX_REDIRECTS = 5
@@ -59,10 +59,6 @@ def retry_after(value: str | None) -> float | None:
         return None
 
 
-class ShortOriginal(FetchError):
-    """The original ends before the range the reference names: permanent."""
-
-
 def check_content_range(header: str | None, start: int, end: int) -> None:
     m = _CONTENT_RANGE.match(header or "")
     if m is None:
@@ -71,7 +67,7 @@ def check_content_range(header: str | None, start: int, end: int) -> None:
     if (first, last) == (start, end - 1):
         return
     if first == start and last < end - 1 and total.isdigit() and int(total) == last + 1:
-        raise ShortOriginal(f"got {last + 1 - start} of {end - start} bytes: the original has {total} bytes, the "
+        raise ShortRead(f"got {last + 1 - start} of {end - start} bytes: the original has {total} bytes, the "
                             f"reference reads up to byte {end}")
     raise WrongAnswer(f"206 for bytes {first}-{last}, asked for {start}-{end - 1}")
 
@@ -126,6 +122,8 @@ async def _get_range(fs, url, start, end, headers, refused) -> bytes:
                     return await _body(r, end - start)
                 raise IgnoresRange(f"{url}: the server ignores HTTP Range requests (answered 200 with the whole "
                                    f"object for bytes {start}-{end - 1}); refmount cannot read from it")
+            if r.status == 416:
+                raise ShortRead(f"HTTP 416: bytes {start}-{end - 1} are past the end of the original")
             if r.status in (404, 410):
                 raise FileNotFoundError(f"HTTP {r.status}: {target}")
             if r.status in (401, 403):

@@ -16,7 +16,7 @@ import fsspec
 import fsspec.asyn
 from cachetools import TTLCache
 
-from refmount.errors import FetchError, RefmountError
+from refmount.errors import FetchError, RefmountError, ShortRead
 from refmount.io.http import IgnoresRange, get_range
 from refmount.io.policy import OriginPolicy
 from refmount.io.stats import Stats
@@ -143,7 +143,7 @@ class Origins:
         # failed ranges, remembered so that readers, kernel retries and prefetches do not each
         # repeat a failing request; 0: not remembered
         self._failed: TTLCache | None = TTLCache(maxsize=16384, ttl=failed_ttl) if failed_ttl > 0 else None
-        self._no_range: dict[str, str] = {}  # hosts that ignore Range -> the message
+        self._no_range: dict[str, tuple[str, float]] = {}  # hosts that ignore Range -> (message, until)
         self.storage_options = storage_options or {}
         self.timeout = timeout
         self.retries = retries
@@ -269,7 +269,7 @@ class Origins:
         log.debug("pread %s [%d, %d) -> %d bytes (%.1f ms)", url, start, end, len(data), (time.monotonic() - began) * 1000)
         if len(data) != end - start:
             self.stats.add("origin_errors")
-            raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
+            raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
 
     def _open_local(self, url: str, path: str) -> int:
@@ -323,8 +323,9 @@ class Origins:
 
         http = protocol in ("http", "https")
         host = url.partition("://")[2].partition("/")[0]
-        if http and host in self._no_range:
-            raise FetchError(self._no_range[host])
+        flagged = self._no_range.get(host) if http else None
+        if flagged is not None and time.monotonic() < flagged[1]:
+            raise FetchError(f"read {url} [{start}, {end}): {flagged[0]}")
         key = (url, start, end, check)
         failed = self._failed.get(key) if self._failed is not None else None
         if failed is not None:  # a dead range costs one request per failed_ttl, however many readers
@@ -338,8 +339,8 @@ class Origins:
                     return fsspec.asyn.sync(fs.loop, get_range, fs, path, start, end, kwargs.get("headers", {}),
                                             self._refused_redirect, self.timeout, timeout=self.timeout + 1)
                 return self._call(fs, "cat_file", path, start=start, end=end, **kwargs)
-            except IgnoresRange as exc:
-                self._ignores_range(host, str(exc))
+            except IgnoresRange:
+                self._ignores_range(host)
                 raise
             except Exception as exc:
                 if getattr(exc, "status", None) == 412:
@@ -350,7 +351,7 @@ class Origins:
             data = self._with_retries("read", url, attempt, f" [{start}, {end})")
             if len(data) != end - start:
                 self.stats.add("origin_errors")
-                raise FetchError(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
+                raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         except FetchError as exc:
             if self._failed is not None and "origin policy" not in str(exc):
                 self._failed[key] = str(exc)
@@ -362,13 +363,16 @@ class Origins:
         """Why a redirect target may not be followed (the origin policy, at every hop)."""
         return self.policy.problem(url) if self.policy.active else None
 
-    def _ignores_range(self, host: str, message: str) -> None:
+    def _ignores_range(self, host: str) -> None:
+        """Remember (for ``failed_ttl``) that ``host`` ignores Range; say so once per host."""
+        message = f"the server at {host} ignores HTTP Range requests"
         with self._lock:
             first = host not in self._no_range
-            self._no_range[host] = message
+            self._no_range[host] = (message, time.monotonic() + self.failed_ttl)
         if first:
-            log.error("%s -- every read from %s fails (serve the files with a server that supports Range, "
-                      "e.g. nginx, or copy them locally)", message, host)
+            log.error("%s (it answers a ranged request with the whole object): reads from it fail; serve the files "
+                      "with a server that supports Range (nginx, Apache, any object store) or copy them locally",
+                      message)
 
     # -- objects of the source the user named (reference files, Parquet records, Icechunk
     # objects): read whole, with the same timeouts, retries and classification as chunk data,

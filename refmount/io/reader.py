@@ -17,10 +17,12 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from cachetools import TTLCache
+
 from refmount.io.cache import MemoryCache
 from refmount.io.disk import DiskCache
 from refmount.io.origins import Origins
-from refmount.errors import FetchError
+from refmount.errors import FetchError, ShortRead
 from refmount.index import Decoded, Inline, Range, Ref, Unreadable
 
 log = logging.getLogger("refmount.reader")
@@ -55,6 +57,9 @@ class Reader:
         self._ahead_bytes = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="refmount-fetch")
+        # originals whose fetch-ahead just failed (the origin, not a range): nothing more is
+        # fetched ahead from them until a read succeeds or this expires
+        self._failing: TTLCache = TTLCache(maxsize=4096, ttl=max(origins.failed_ttl, 5.0))
 
     def size(self, ref: Ref) -> int:
         if isinstance(ref, Inline):
@@ -81,13 +86,16 @@ class Reader:
         """One segment from the disk cache, else from its origin (then kept on disk)."""
         url, start, length, check = seg
         if self.disk is None:
-            return self.origins.read(url, start, start + length, check)
-        self.origins.check(url)  # a policy reloaded since the entry was written still applies
-        version = self._version(seg)
-        data = self.disk.get(url, start, length, version)
-        if data is None:
             data = self.origins.read(url, start, start + length, check)
-            self.disk.put(url, start, length, data, version)
+        else:
+            self.origins.check(url)  # a policy reloaded since the entry was written still applies
+            version = self._version(seg)
+            data = self.disk.get(url, start, length, version)
+            if data is None:
+                data = self.origins.read(url, start, start + length, check)
+                self.disk.put(url, start, length, data, version)
+        if self._failing and url in self._failing:  # it answers again: fetch ahead again
+            self._failing.pop(url, None)
         return data
 
     def _version(self, seg: Segment) -> str | None:
@@ -174,7 +182,8 @@ class Reader:
 
     def fetch_ahead(self, segments: list[Segment]) -> int:
         """Start fetching ``segments`` in the background; returns how many were started."""
-        wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache]
+        wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache
+                  and s[0] not in self._failing]
         started = 0
         if self.disk is not None:  # what the disk holds is loaded from there, one by one
             on_disk = [s for s in wanted if self._on_disk(s)]
@@ -212,11 +221,15 @@ class Reader:
             try:
                 data = self.origins.read(url, start, end, check)
             except Exception as exc:
-                if len(run) == 1:
+                if len(run) == 1 or not isinstance(exc, ShortRead):
+                    # the origin failed, not one range: readers waiting on these share the
+                    # failure; later readers ask for their own range (no retry storm from here)
                     log.warning("prefetch %s [%d, %d) failed: %s", url, start, end, exc)
-                    self.cache.fail(run[0], exc)
+                    self._failing[url] = True
+                    for seg in run:
+                        self.cache.fail(seg, exc)
                     return
-                # one bad range must not fail its neighbours: fetch each on its own
+                # one range past the end of its original must not fail its neighbours
                 for seg in run:
                     try:
                         self.cache.fulfil(seg, self._fetch(seg))
