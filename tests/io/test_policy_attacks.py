@@ -1,0 +1,93 @@
+"""The policy attack set: references that try to make a daemon read what it must not, as root
+with and without --allow-other. The secret's bytes are never served."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from refmount.mount.mountpoint import is_mounted
+from refmount.rangeserver import RangeServer
+from tests.conftest import run_cli
+
+SECRET = b"the secret " * 100
+PUBLIC = b"public data" * 100
+
+
+def _refs(tmp_path, refs: dict) -> str:
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}', **refs}}))
+    return str(path)
+
+
+def _read(path: str) -> bytes | int:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        return exc.errno
+
+
+@pytest.fixture
+def files(tmp_path):
+    allowed = tmp_path / "allowed"
+    (allowed / "realdir").mkdir(parents=True)
+    (allowed / "real.bin").write_bytes(PUBLIC)
+    (allowed / "realdir" / "f.bin").write_bytes(PUBLIC)
+    (tmp_path / "secretdir").mkdir()
+    (tmp_path / "secret.bin").write_bytes(SECRET)
+    (tmp_path / "secretdir" / "f.bin").write_bytes(SECRET)
+    os.symlink(allowed / "real.bin", allowed / "link.bin")
+    os.symlink(allowed / "realdir", allowed / "sub")
+    return tmp_path
+
+
+@pytest.mark.parametrize("allow_other", [False, True])
+def test_symlinks_swapped_after_the_mount_cannot_lead_outside(files, mount, allow_other):
+    allowed = files / "allowed"
+    refs = _refs(files, {"file": [str(allowed / "link.bin"), 0, len(PUBLIC)],
+                         "dir": [str(allowed / "sub" / "f.bin"), 0, len(PUBLIC)]})
+    with mount(refs, allow_origin=[str(allowed)], allow_other=allow_other) as root:
+        os.replace(_swap(allowed / "link.bin", files / "secret.bin"), allowed / "link.bin")
+        os.replace(_swap(allowed / "sub", files / "secretdir"), allowed / "sub")
+        assert _read(f"{root}/file") == errno.EIO
+        assert _read(f"{root}/dir") == errno.EIO
+
+
+def _swap(link, target):
+    tmp = link.with_name(link.name + ".new")
+    os.symlink(target, tmp)
+    return tmp
+
+
+@pytest.mark.parametrize("allow_other", [False, True])
+@pytest.mark.parametrize("form", ["{base}/public/../secret.bin", "{base}/public/%2e%2e/secret.bin",
+                                  "{base}/public/%2E%2E%2Fsecret.bin", "http://data.example.org@{hostport}/secret.bin",
+                                  "{base}/publicity/../secret.bin"])
+def test_http_urls_that_leave_an_allowed_prefix_are_refused(tmp_path, mountpoint, form, allow_other):
+    www = tmp_path / "www"
+    (www / "public").mkdir(parents=True)
+    (www / "public" / "ok.bin").write_bytes(PUBLIC)
+    (www / "secret.bin").write_bytes(SECRET)
+    with RangeServer(str(www)) as server:
+        url = form.format(base=server.url, hostport=server.url.removeprefix("http://"))
+        refs = _refs(tmp_path, {"k": [url, 0, len(SECRET)]})
+        extra = ["--allow-other"] if allow_other else []
+        result = run_cli(*extra, "--allow-origin", f"{server.url}/public/", "--allow-origin", "http://data.example.org",
+                         refs, mountpoint)
+        assert result.returncode == 1, result.stdout
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert ("not under any allowed origin" in result.stderr or "user information" in result.stderr), result.stderr
+        assert not is_mounted(mountpoint)
+        assert server.counts["GET"] == 0 and server.counts["bytes"] == 0
+
+
+def test_a_shared_daemon_refuses_local_and_private_origins_without_an_allow_list(files, mountpoint):
+    for url in (str(files / "secret.bin"), "http://127.0.0.1:9/secret", "http://[::1]:9/secret",
+                "file://localhost" + str(files / "secret.bin"), "http://169.254.169.254/latest/meta-data"):
+        result = run_cli("--allow-other", _refs(files, {"k": [url, 0, 10]}), mountpoint)
+        assert result.returncode == 1 and "refused" in result.stderr, (url, result.stderr)
+        assert not is_mounted(mountpoint)
