@@ -10,6 +10,7 @@ Everything that serves a reference set builds through it: the FUSE daemon, ``ins
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Iterator
 
@@ -43,6 +44,20 @@ def options_for(source: str | list[str] | dict[str, str], **options) -> MountOpt
 def open_engine(source: str | list[str] | dict[str, str], **options) -> "Engine":
     """``refmount.open``: an engine for ``source`` with ``options``."""
     return Engine(options_for(source, **options))
+
+
+def _eio(method):
+    """A source found malformed only now (a corrupt object read lazily) fails that call as a
+    fetch would: ``FetchError``, never another exception."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RefmountError as exc:
+            raise FetchError(str(exc)) from None
+
+    return wrapper
 
 
 class Engine:
@@ -124,9 +139,11 @@ class Engine:
             raise IsADirectoryError(key)
         return node
 
+    @_eio
     def size(self, key: str) -> int:
         return self.reader.size(self._file(key))
 
+    @_eio
     def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """Bytes ``[start, end)`` of the file ``key`` (clamped to its size). ``FileNotFoundError``
         for an absent key (a Zarr fill value), ``FetchError`` when the bytes cannot be had exactly."""
@@ -140,6 +157,7 @@ class Engine:
             self.prefetcher.on_first_read(tree, key.strip("/"))
         return self.reader.read(ref, start, end - start, size)
 
+    @_eio
     def listdir(self, key: str = "") -> list[tuple[str, bool]]:
         """``(name, is_dir)`` of each entry of the directory ``key``."""
         key = key.strip("/")
@@ -150,6 +168,7 @@ class Engine:
             raise NotADirectoryError(key)
         return list(self.tree.listdir(key))
 
+    @_eio
     def info(self, key: str) -> dict:
         """``{"name", "type": "file"|"directory", "size"}`` (a file's size is exact)."""
         key = key.strip("/")
@@ -165,7 +184,7 @@ class Engine:
         stack = [key.strip("/")]
         while stack:
             directory = stack.pop()
-            for name, is_dir in self.tree.listdir(directory):
+            for name, is_dir in self.listdir(directory):
                 path = f"{directory}/{name}" if directory else name
                 if is_dir:
                     stack.append(path)

@@ -48,6 +48,12 @@ def parent_of(location: str) -> str:
 
 def resolve(url: str, base: str) -> str:
     """Resolve ``url`` from a reference file whose directory is ``base``."""
+    if "\x00" in url:
+        raise RefmountError(f"URL {url!r} contains a NUL character")
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RefmountError(f"URL {url!r} is not valid Unicode (a lone surrogate)") from None
     if "::" in _IPV6_HOST.sub("", url):  # an IPv6 literal host ([::1]) is not a chain
         raise RefmountError(f"chained URL {url!r} is not allowed in a reference set")
     if "://" in url:

@@ -116,6 +116,8 @@ def unreadable_local(urls) -> dict[str, str]:
             os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         except OSError as exc:
             problems[url] = exc.strerror or type(exc).__name__
+        except ValueError as exc:  # an impossible path (a NUL byte)
+            problems[url] = str(exc)
     return problems
 
 
@@ -265,6 +267,9 @@ class Origins:
         except OSError as exc:
             self.stats.add("origin_errors")
             raise FetchError(f"read {url} [{start}, {end}): {exc.strerror}") from exc
+        except ValueError as exc:  # a path no file can have (NUL, a lone surrogate)
+            self.stats.add("origin_errors")
+            raise FetchError(f"read {url!r}: {exc}") from exc
         self.stats.add("origin_bytes", len(data))
         log.debug("pread %s [%d, %d) -> %d bytes (%.1f ms)", url, start, end, len(data), (time.monotonic() - began) * 1000)
         if len(data) != end - start:

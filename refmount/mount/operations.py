@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Callable
 
-from refmount.errors import FetchError
+from refmount.errors import FetchError, RefmountError
 from refmount.index import Decoded, Dir, Index, Inline, Range, Ref, Unreadable, Whole
 from refmount.io.prefetch import Prefetcher
 from refmount.io.reader import Reader
@@ -36,7 +36,7 @@ def _errors_to_eio(method):
     def wrapper(self, path, *args):
         try:
             return method(self, path, *args)
-        except FetchError as exc:
+        except (FetchError, RefmountError) as exc:  # RefmountError: a source found malformed late
             log.error("EIO %s: %s", path, exc)
             raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
         except OSError as exc:

@@ -6,17 +6,36 @@ comes through ``origins`` (the io layer).
 
 from __future__ import annotations
 
+import logging
+
+from refmount.errors import FetchError, RefmountError
 from refmount.index import Index
 from refmount.io.origins import Origins
 from refmount.sources import icechunk, kerchunk_json, kerchunk_parquet
 from refmount.urls import location_of
+
+log = logging.getLogger("refmount.sources")
 
 
 def open_source(source: str, origins: Origins | None = None, authorize_virtual: tuple[str, ...] = (),
                 relocate: tuple[tuple[str, str], ...] = (), all_refs: bool = False) -> Index:
     """Load the reference set or repository at ``source`` (a path or URL) into an index.
 
-    The other arguments concern Icechunk repositories (``icechunk.Settings``)."""
+    The other arguments concern Icechunk repositories (``icechunk.Settings``). Whatever is
+    wrong with the input, the failure is a ``RefmountError`` (one line naming the source) or,
+    for an object that could not be read, a ``FetchError`` -- never another exception."""
+    try:
+        return _open(source, origins, authorize_virtual, relocate, all_refs)
+    except (RefmountError, FetchError):
+        raise
+    except RecursionError:
+        raise RefmountError(f"{source}: nested too deeply") from None
+    except Exception as exc:  # a malformed input nobody foresaw: still one line, never a traceback
+        log.debug("loading %s", source, exc_info=True)
+        raise RefmountError(f"{source}: malformed: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def _open(source, origins, authorize_virtual, relocate, all_refs) -> Index:
     location = location_of(source)
     origins = origins or Origins()
     settings = icechunk.Settings(origins, tuple(authorize_virtual), tuple(relocate), all_refs)

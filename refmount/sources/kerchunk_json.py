@@ -127,6 +127,9 @@ def _url(url: str, templates: dict[str, str], base: str, where: str, key: str) -
         raise RefmountError(f"{where}: key {key!r}: {exc}") from None
 
 
+MAX_OFFSET = 1 << 63  # byte positions are signed 64-bit everywhere (pread, HTTP, Parquet)
+
+
 def to_ref(key: str, value, templates: dict[str, str], base: str, where: str) -> Ref:
     """Normalise one JSON value into Inline / Range / Whole (§2.2)."""
     if isinstance(value, str):
@@ -151,8 +154,8 @@ def to_ref(key: str, value, templates: dict[str, str], base: str, where: str) ->
         if len(value) == 1:
             return Whole(url)
         offset, length = value[1], value[2]
-        if not all(type(v) is int and v >= 0 for v in (offset, length)):
-            raise RefmountError(f"{where}: key {key!r}: offset and length must be non-negative integers")
+        if not all(type(v) is int and 0 <= v < MAX_OFFSET for v in (offset, length)) or offset + length >= MAX_OFFSET:
+            raise RefmountError(f"{where}: key {key!r}: offset and length must be non-negative integers below 2**63")
         return Inline(b"") if length == 0 else Range(url, offset, length)
     raise RefmountError(
         f"{where}: key {key!r}: unsupported value {json.dumps(value)[:60]} "

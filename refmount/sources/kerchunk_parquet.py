@@ -15,15 +15,17 @@ import json
 import logging
 import math
 import os
+import re
 import threading
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 from cachetools import LRUCache
 
 from refmount.errors import FetchError, RefmountError
 from refmount.io.origins import Origins
-from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Whole
+from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Unreadable, Whole
 from refmount.grid import chunk_name, chunk_number, grid_of
 from refmount.urls import parent_of, resolve, split_protocol
 from refmount.sources.reading import read_file
@@ -31,6 +33,8 @@ from refmount.sources.reading import read_file
 log = logging.getLogger("refmount.parquet")
 
 RECORD_CACHE_BYTES = 256 << 20
+MAX_PROBED_RECORDS = 10_000
+_RECORD_NAME = re.compile(r"refs\.(\d+)\.parq")
 
 
 def is_parquet_set(location: str) -> bool:
@@ -49,6 +53,16 @@ class _Array:
         self.count = math.prod(self.grid)
 
 
+def _integers(table, name: str) -> np.ndarray:
+    column = table.column(name)
+    if not pa.types.is_integer(column.type):
+        raise ValueError(f"column {name!r} holds {column.type}, not integers")
+    values = column.fill_null(0).to_numpy(zero_copy_only=False)  # a null offset or size is 0, as kerchunk writes
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"column {name!r} holds a value of 2**63 or more")
+    return values.astype("int64", copy=False)
+
+
 class _Record:
     """One decoded record file: columns kept as Arrow/NumPy arrays, not Python objects."""
 
@@ -58,13 +72,27 @@ class _Record:
         self.path = table.column("path").combine_chunks() if "path" in names else None
         self.raw = table.column("raw").combine_chunks() if "raw" in names else None
         zeros = np.zeros(self.rows, dtype="int64")
-        self.offset = table.column("offset").to_numpy() if "offset" in names else zeros
-        self.size = table.column("size").to_numpy() if "size" in names else zeros
+        self.offset = _integers(table, "offset") if "offset" in names else zeros
+        self.size = _integers(table, "size") if "size" in names else zeros
+        if self.path is not None and not pa.types.is_string(self.path.type) and not pa.types.is_large_string(self.path.type):
+            raise ValueError(f"column 'path' holds {self.path.type}, not strings")
+        if self.raw is not None and not pa.types.is_binary(self.raw.type) and not pa.types.is_large_binary(self.raw.type):
+            raise ValueError(f"column 'raw' holds {self.raw.type}, not bytes")
         present = np.zeros(self.rows, dtype=bool)
+        ranged = np.zeros(self.rows, dtype=bool)
         if self.path is not None:
-            present |= self.path.is_valid().to_numpy(zero_copy_only=False)
+            ranged = self.path.is_valid().to_numpy(zero_copy_only=False)
+            present |= ranged
         if self.raw is not None:
             present |= self.raw.is_valid().to_numpy(zero_copy_only=False)
+        # offsets and sizes of the rows that name a file: non-negative, the end within 2**63
+        offset, size = self.offset[ranged], self.size[ranged]
+        bad = (offset < 0) | (size < 0)
+        bad[~bad] |= offset[~bad] > np.iinfo(np.int64).max - size[~bad]  # the end would pass 2**63 - 1
+        if bad.any():
+            row = int(np.flatnonzero(ranged)[np.flatnonzero(bad)[0]])
+            raise ValueError(f"row {row}: offset {int(self.offset[row])}, size {int(self.size[row])}: offsets and "
+                             "sizes must be non-negative, their end below 2**63")
         self.present = present
         self.nbytes = table.nbytes + present.nbytes
 
@@ -76,8 +104,11 @@ class _Record:
         url = self.path[row].as_py() if self.path is not None else None
         if not isinstance(url, str) or not url:
             return None
-        url = resolve(url, base)
         offset, size = int(self.offset[row]), int(self.size[row])
+        try:
+            url = resolve(url, base)
+        except RefmountError as exc:  # a URL no reader may follow: this chunk fails, with the reason
+            return Unreadable(size, str(exc))
         if offset == 0 and size == 0:
             return Whole(url)
         return Range(url, offset, size) if size > 0 else Inline(b"")
@@ -144,9 +175,25 @@ class ParquetIndex(Index):
         record = self._record(array.path, n // self.record_size)
         return None if record is None else record.ref(n % self.record_size, self.base)
 
-    def _chunk_names(self, array: _Array) -> Iterator[str]:
+    def _record_numbers(self, array: _Array) -> Iterable[int]:
+        """The record files an array has: from one listing of its directory (a grid of 10**12
+        chunks with a few records costs a few reads, not a probe per record), or, where the
+        store cannot list (plain HTTP), every number up to ``MAX_PROBED_RECORDS``."""
         records = math.ceil(array.count / self.record_size)
-        for number in range(records):
+        directory = f"{self.location}/{array.path}" if array.path else self.location
+        try:
+            names = self.origins.listdir(directory)
+        except FetchError:
+            names = []
+        numbers = sorted({int(m.group(1)) for m in map(_RECORD_NAME.fullmatch, names) if m and int(m.group(1)) < records})
+        if numbers or names:
+            return numbers
+        if records > MAX_PROBED_RECORDS:
+            raise FetchError(f"{directory}: {records} possible record files and the store cannot list them")
+        return range(records)
+
+    def _chunk_names(self, array: _Array) -> Iterator[str]:
+        for number in self._record_numbers(array):
             record = self._record(array.path, number)
             if record is None:
                 continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
 import os
 
@@ -36,6 +35,20 @@ def read_file(location: str, origins: Origins) -> tuple[bytes, int]:
     return data, origins.modified_ns(location)
 
 
+def _zstd(data: bytes, location: str) -> bytes:
+    """Every frame of a zstd stream; a stream that ends inside a frame is truncated."""
+    import zstandard
+
+    parts = []
+    while data:
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        parts.append(frame.decompress(data))
+        if not frame.eof:
+            raise RefmountError(f"{location}: truncated (zstd stream ends early)")
+        data = frame.unused_data
+    return b"".join(parts)
+
+
 def decompress(data: bytes, location: str) -> bytes:
     kind = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
     if kind is None:
@@ -49,9 +62,10 @@ def decompress(data: bytes, location: str) -> bytes:
             return bz2.decompress(data)
         if kind == "xz":
             return lzma.decompress(data)
-        import zstandard
-
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
-            return reader.read()
+        return _zstd(data, location)
+    except RefmountError:
+        raise
+    except EOFError:
+        raise RefmountError(f"{location}: truncated ({kind} stream ends early)") from None
     except Exception as exc:
         raise RefmountError(f"{location}: cannot decompress ({kind}): {exc}") from None

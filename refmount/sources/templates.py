@@ -25,7 +25,7 @@ _OPS = {
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
 }
-MAX_GENERATED = 50_000_000
+MAX_GENERATED = 5_000_000  # about 1.8 GB at the peak of loading; larger sets belong in Parquet
 
 
 def fill_url(url: str, templates: dict[str, str], where: str) -> str:

@@ -184,7 +184,12 @@ class Repository:
             data = self.storage.get(f"{kind}s/{oid}")
             if data is None:
                 raise RefmountError(missing or f"{self.base}: {kind} {oid} is missing (expired or garbage-collected?)")
-            found = parse(data, f"{self.base}/{kind}s/{oid}")
+            try:
+                found = parse(data, f"{self.base}/{kind}s/{oid}")
+            except RefmountError:
+                raise
+            except Exception as exc:  # a corrupt object: one line naming it, never a traceback
+                raise RefmountError(f"{self.base}/{kind}s/{oid}: corrupt {kind}: {type(exc).__name__}: {exc}") from None
             with self._lock:
                 if cache.getsizeof(found) <= cache.maxsize:
                     cache[oid] = found

@@ -7,6 +7,7 @@ it and binary-searches it; a chunk directory lists by skipping through the sorte
 
 from __future__ import annotations
 
+import struct
 from typing import Iterator
 
 from refmount.errors import FetchError, RefmountError
@@ -14,6 +15,8 @@ from refmount.index import Dir, Index, Inline, Range, Ref, Unreadable
 from refmount.sources.icechunk.objects import ChunkRef, Node, Snapshot
 from refmount.sources.icechunk.repository import Repository
 from refmount.sources.icechunk.virtual import VirtualAccess
+
+MAX_OFFSET = 1 << 63  # byte positions are signed 64-bit (pread, HTTP)
 
 
 def _coords(parts: list[str]) -> tuple[int, ...] | None:
@@ -162,6 +165,8 @@ class SnapshotIndex(RepositoryIndex):
                     return found
         except RefmountError as exc:  # a missing or malformed manifest: that read fails, the mount lives
             raise FetchError(str(exc)) from None
+        except (ValueError, IndexError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+            raise FetchError(f"{self.repo.base}: a manifest of array {array.path!r} is corrupt: {type(exc).__name__}: {exc}") from None
         return None
 
     def _next(self, array: Node, prefix: tuple[int, ...], limit: int | None = None) -> list[int]:
@@ -173,11 +178,16 @@ class SnapshotIndex(RepositoryIndex):
                     break
         except RefmountError as exc:
             raise FetchError(str(exc)) from None
+        except (ValueError, IndexError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+            raise FetchError(f"{self.repo.base}: a manifest of array {array.path!r} is corrupt: {type(exc).__name__}: {exc}") from None
         return sorted(values)
 
     def _ref(self, chunk: ChunkRef) -> Ref:
         if chunk.kind == "inline":
             return Inline(chunk.data)
+        if not 0 <= chunk.offset < MAX_OFFSET - chunk.length:  # lengths are unsigned in the format
+            return Unreadable(min(chunk.length, MAX_OFFSET - 1), f"the manifest gives offset {chunk.offset} and length "
+                              f"{chunk.length}, past 2**63")
         if chunk.kind == "native":
             return Range(self.repo.chunk_url(chunk.chunk_id), chunk.offset, chunk.length)
         url, problem = self.access.resolve(chunk.location)
