@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -182,8 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
 class RangeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: str, latency: float = 0.0, max_requests: int = 200_000):
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, root: str, latency: float = 0.0, max_requests: int = 200_000, host: str = "127.0.0.1"):
+        if ":" in host:  # an IPv6 loopback ("::1")
+            self.address_family = socket.AF_INET6
+        super().__init__((host, 0), _Handler)
         self.root = os.path.realpath(root)
         self.latency = latency
         self.max_requests = max_requests
@@ -200,7 +203,8 @@ class RangeServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        host = self.server_address[0]
+        return f"http://[{host}]:{self.server_address[1]}" if ":" in host else f"http://{host}:{self.server_address[1]}"
 
     def count(self, what: str, path: str | None = None, n: int = 1) -> None:
         with self._lock:

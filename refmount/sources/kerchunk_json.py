@@ -81,6 +81,7 @@ def _load_set(where: str, doc, base: str, mtime_ns: int) -> CompactIndex:
             and type(value[2]) is int
             and value[1] >= 0
             and value[2] > 0
+            and value[1] + value[2] < MAX_OFFSET
         ):
             keys.append(key)
             raw_urls.append(value[0])
