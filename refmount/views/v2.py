@@ -36,6 +36,40 @@ class NoV2Form(Exception):
     pass
 
 
+_TIME_UNITS = {"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "μs", "ns", "ps", "fs", "as", "generic"}
+
+
+def v2_dtype(data_type, endian: str | None) -> str:
+    """The Zarr v2 (numpy) dtype string of a Zarr v3 data type whose chunks the ``bytes`` codec
+    wrote with ``endian`` byte order -- the one place this mapping lives. Every multi-byte type
+    carries its byte order (``<c16``, ``>M8[s]``, ``<U5``); one-byte and byte-string types ``|``."""
+    order = ">" if endian == "big" else "<"
+    if isinstance(data_type, str):
+        base = _TYPES.get(data_type)
+        if base is None:
+            raise NoV2Form(f"data type {data_type!r}")
+        return base if base.startswith("|") else order + base
+    if not isinstance(data_type, dict):
+        raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
+    name, config = data_type.get("name"), data_type.get("configuration") or {}
+    if name in ("numpy.datetime64", "numpy.timedelta64"):
+        unit, scale = config.get("unit"), config.get("scale_factor", 1)
+        if unit not in _TIME_UNITS or type(scale) is not int or scale < 1:
+            raise NoV2Form(f"data type {name} with unit {unit!r} x {scale!r}")
+        letter = "M8" if name == "numpy.datetime64" else "m8"
+        return f"{order}{letter}[{'' if scale == 1 else scale}{'' if unit == 'generic' else unit}]".replace("[]", "")
+    length = config.get("length_bytes")
+    if type(length) is not int or length < 1:
+        raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
+    if name == "fixed_length_utf32" and length % 4 == 0:
+        return f"{order}U{length // 4}"
+    if name == "null_terminated_bytes":
+        return f"|S{length}"
+    if name == "raw_bytes":
+        return f"|V{length}"
+    raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
+
+
 def _codec_v2(codec: dict) -> dict:
     name, config = codec.get("name"), dict(codec.get("configuration") or {})
     if name == "gzip":
@@ -46,6 +80,8 @@ def _codec_v2(codec: dict) -> dict:
         shuffle = config.get("shuffle", "noshuffle")
         return {"id": "blosc", "cname": config.get("cname", "lz4"), "clevel": config.get("clevel", 5),
                 "shuffle": _BLOSC_SHUFFLE.get(shuffle, shuffle), "blocksize": config.get("blocksize", 0)}
+    if name == "crc32c":  # the v3 checksum codec: numcodecs has the same
+        return {"id": "crc32c"}
     if isinstance(name, str) and name.startswith("numcodecs."):
         return {"id": name.split(".", 1)[1], **config}
     raise NoV2Form(f"codec {name!r} has no Zarr v2 equivalent")
@@ -63,10 +99,7 @@ class ArrayV3:
         chunks = grid["configuration"]["chunk_shape"]
         if meta.get("storage_transformers"):
             raise NoV2Form("storage transformers")
-        dtype = _TYPES.get(meta.get("data_type"))
-        if dtype is None:
-            raise NoV2Form(f"data type {meta.get('data_type')!r}")
-        order, endian, compressors = "C", "little", []
+        order, endian, compressors, prefilters = "C", "little", [], []
         stage = "array"
         for codec in meta.get("codecs", []):
             name = codec.get("name")
@@ -75,6 +108,8 @@ class ArrayV3:
                 if list(config.get("order", [])) != list(range(len(shape)))[::-1]:
                     raise NoV2Form("a transpose other than a full reversal")
                 order = "F" if order == "C" else "C"
+            elif stage == "array" and isinstance(name, str) and name.startswith("numcodecs."):
+                prefilters.append(_codec_v2(codec))  # array-to-array (bitround, ...): a v2 filter first
             elif stage == "array" and name == "bytes":
                 endian = config.get("endian", "little")
                 stage = "bytes"
@@ -84,15 +119,14 @@ class ArrayV3:
                 raise NoV2Form(f"codec {name!r} has no Zarr v2 equivalent")
         if stage != "bytes":
             raise NoV2Form("no bytes codec")
-        if len(dtype) == 2:
-            dtype = ("<" if endian == "little" else ">") + dtype
+        dtype = v2_dtype(meta.get("data_type"), endian)
         encoding = meta.get("chunk_key_encoding", {"name": "default"})
         self.separator = (encoding.get("configuration") or {}).get("separator", "/" if encoding.get("name") == "default" else ".")
         self.prefix = "c" + self.separator if encoding.get("name", "default") == "default" else ""
         self.ndim = len(shape)
         zarray = {
             "zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype,
-            "compressor": compressors[-1] if compressors else None, "filters": compressors[:-1] or None,
+            "compressor": compressors[-1] if compressors else None, "filters": (prefilters + compressors[:-1]) or None,
             "fill_value": meta.get("fill_value"), "order": order, "dimension_separator": ".",
         }
         self.zarray = json.dumps(zarray, indent=2).encode()
