@@ -104,9 +104,16 @@ def _codec(numcodecs, spec):
     if not isinstance(spec, dict) or "id" not in spec:
         raise LeftOut(f"codec {spec!r} is not a codec description")
     try:
-        return numcodecs.get_codec(dict(spec))
+        codec = numcodecs.get_codec(dict(spec))
     except Exception as exc:
         raise LeftOut(f"codec {spec['id']!r} cannot be decoded here ({exc})") from None
+    try:  # a codec registered by a package whose own imports are missing fails on first use:
+        codec.decode(b"")  # find that now, not on every read (kerchunk's grib needs eccodes)
+    except ImportError as exc:
+        raise LeftOut(f"codec {spec['id']!r} cannot be decoded here (module {exc.name or exc} is not installed)") from None
+    except Exception:
+        pass  # an empty buffer is not a chunk: any other complaint is expected
+    return codec
 
 
 class DecodedView(View):
@@ -114,6 +121,7 @@ class DecodedView(View):
         super().__init__(tree)
         self.arrays: dict[str, ArrayCodec] = {}
         self.hidden: set[str] = set()
+        unavailable: dict[str, list[str]] = {}  # why a codec cannot be had here -> its arrays
         keys = []
         for key in tree.metadata_keys():
             parent, _, name = key.rpartition("/")
@@ -133,10 +141,14 @@ class DecodedView(View):
                 log.warning("decoded view: array %s left out: unreadable .zarray (%s)", parent or "/", exc)
                 self.hidden.add(parent)
                 continue
-            if codec.error is not None:
-                log.error("decoded view: array %s will fail with EIO: %s", parent or "/", codec.error)
+            if codec.error is not None:  # found at mount, not by every read: left out
+                unavailable.setdefault(codec.error, []).append(parent or "/")
+                self.hidden.add(parent)
+                continue
             if not codec.identity:
                 self.arrays[parent] = codec
+        for why, arrays in unavailable.items():
+            log.warning("decoded view: %s; left out: %s", why, ", ".join(sorted(arrays)))
         self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
         self._largest = max((codec.nbytes for codec in self.arrays.values()), default=0)
         self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k.rpartition("/")[0])])

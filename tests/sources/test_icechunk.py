@@ -400,3 +400,30 @@ def test_a_missing_manifest_is_a_one_line_error_and_eio(tmp_path, mount):
             os.stat(f"{root}/native/c/0/0")
         assert err.value.errno == 5
         assert len(open(f"{root}/small/c/0", "rb").read()) == 4  # other arrays still read
+
+
+def test_ref_names_with_slashes_and_unicode(tmp_path):
+    """Spec v1 stores ref names percent-encoded (``ünïcode`` as ``%C3%BCn%C3%AFcode``, a slash as
+    ``%2F``): they are found by their real names, and under --all-refs a slash makes a directory
+    (``branches/feature/x/``) without breaking the listing of its siblings."""
+    from refmount.sources import open_source
+
+    repo = tmp_path / "v1"
+    shutil.copytree(DATA / "v1", repo)
+    exp = EXPECTED["repos"]["v1"]
+    for entry, source in (("branch.%C3%BCn%C3%AFcode", "branch.main"), ("branch.feature%2Fx", "branch.dev"),
+                          ("tag.rel%2F1.0", "branch.main")):
+        (repo / "refs" / entry).mkdir()
+        shutil.copy(repo / "refs" / source / "ref.json", repo / "refs" / entry / "ref.json")
+    tree = open_source(str(repo), all_refs=True)
+    assert {"dev", "feature", "main", "ünïcode"} <= {n for n, _ in tree.listdir("branches")}
+    assert list(tree.listdir("branches/feature")) == [("x", True)]
+    assert "rel" in {n for n, _ in tree.listdir("tags")} and list(tree.listdir("tags/rel")) == [("1.0", True)]
+    assert tree.node("branches/feature/x/zarr.json").data == tree.node("branches/dev/zarr.json").data
+    assert tree.node("branches/ünïcode/zarr.json").data == tree.node("branches/main/zarr.json").data
+    assert tree.node("branches/feature/nope") is None
+    for url, branch in ((f"{repo}|icechunk:@branch.feature%2Fx", "dev"), (f"{repo}|icechunk:@branch.%C3%BCn%C3%AFcode", "main"),
+                        (f"{repo}|icechunk://tag.rel%2F1.0", "main")):
+        one = open_source(url)
+        assert one.node("zarr.json").data == open_source(f"{repo}|icechunk:@branch.{branch}").node("zarr.json").data, url
+    assert exp["branches"]["main"]  # the fixture's own refs are untouched

@@ -65,10 +65,26 @@ class AllRefsIndex(RepositoryIndex):
             self._trees[key] = tree
         return tree
 
-    def _split(self, path: str) -> tuple[str, str, str]:
+    def _split(self, path: str) -> tuple[str, str | None, str]:
+        """``(kind, ref name, path inside its tree)``; a ref name may hold ``/`` (``feature/x``
+        is ``branches/feature/x/``), the longest name that fits wins. A name of None with a
+        ``rest``: a directory of names (``branches/feature``), or nothing."""
         kind, _, rest = path.partition("/")
-        name, _, rest = rest.partition("/")
-        return kind, name, rest
+        if kind not in KINDS or not rest:
+            return kind, None, rest
+        best = None
+        for name in self._names(kind):
+            if (rest == name or rest.startswith(name + "/")) and (best is None or len(name) > len(best)):
+                best = name
+        if best is None:
+            return kind, None, rest
+        return kind, best, rest[len(best) + 1 :]
+
+    def _below(self, kind: str, prefix: str) -> list[str]:
+        """The next path segment of every ref name under ``prefix`` (a directory of names)."""
+        start = prefix + "/" if prefix else ""
+        return sorted({n[len(start):].split("/", 1)[0] for n in self._names(kind) if n.startswith(start)
+                       and (not self.root or self._tree(kind, n) is not None)})
 
     def node(self, path: str) -> Ref | Dir | None:
         if path == "":
@@ -76,8 +92,9 @@ class AllRefsIndex(RepositoryIndex):
         kind, name, rest = self._split(path)
         if kind not in KINDS:
             return None
-        if not name:
-            return Dir(2 + len(self._names(kind)))
+        if name is None:
+            below = self._below(kind, rest)
+            return Dir(2 + len(below)) if below or not rest else None
         tree = self._tree(kind, name)
         return None if tree is None else tree.node(rest)
 
@@ -87,8 +104,8 @@ class AllRefsIndex(RepositoryIndex):
         kind, name, rest = self._split(path)
         if kind not in KINDS:
             return iter(())
-        if not name:
-            return ((n, True) for n in self._names(kind) if not self.root or self._tree(kind, n) is not None)
+        if name is None:
+            return ((n, True) for n in self._below(kind, rest))
         tree = self._tree(kind, name)
         return iter(()) if tree is None else tree.listdir(rest)
 

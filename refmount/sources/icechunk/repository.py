@@ -8,6 +8,7 @@ manifests are immutable, so one ``Repository`` object keeps them across refreshe
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 import re
 import threading
 import time
@@ -106,6 +107,7 @@ class Repository:
         branches, tags, deleted = {}, {}, set()
         for entry in self.storage.names("refs"):
             kind, _, name = entry.partition(".")
+            name = unquote(name)  # spec v1 stores names percent-encoded (ünïcode as %C3%BCn%C3%AFcode)
             if kind == "branch":
                 branches[name] = self._ref_file(entry)
             elif kind == "tag":

@@ -77,8 +77,8 @@ def parse(source: str) -> Target:
 def _ref(ref: str, source: str) -> tuple[str, str]:
     for kind in ("branch", "tag"):
         if ref.startswith(kind + "."):
-            name = unquote(ref[len(kind) + 1 :])
-            if not name or "/" in name:
+            name = unquote(ref[len(kind) + 1 :])  # any name the spec allows: "feature%2Fx" is feature/x
+            if not name:
                 break
             return kind, name
     else:
