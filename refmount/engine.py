@@ -181,15 +181,11 @@ class Engine:
 
     def walk(self, key: str = "") -> Iterator[str]:
         """Every file key under ``key``."""
-        stack = [key.strip("/")]
-        while stack:
-            directory = stack.pop()
-            for name, is_dir in self.listdir(directory):
-                path = f"{directory}/{name}" if directory else name
-                if is_dir:
-                    stack.append(path)
-                else:
-                    yield path
+        self.listdir(key)  # FileNotFoundError / NotADirectoryError for a bad key
+        try:
+            yield from self.tree.files(key.strip("/"))
+        except RefmountError as exc:  # a source found malformed while listing
+            raise FetchError(str(exc)) from None
 
     def stats(self) -> dict:
         """The counters ``refmount stats`` shows (every one, zero or not)."""

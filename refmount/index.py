@@ -87,18 +87,22 @@ class Index:
         tests); may read from the source (a Parquet set's record files)."""
         raise NotImplementedError
 
-    def metadata_keys(self) -> Iterator[str]:
-        """Keys of Zarr metadata files (``METADATA_NAMES``). This default walks the tree;
-        indexes that know their directories avoid listing chunk files."""
-        stack = [""]
+    def files(self, top: str = "") -> Iterator[str]:
+        """Every file key below the directory ``top``, by listing."""
+        stack = [top]
         while stack:
             directory = stack.pop()
             for name, is_dir in self.listdir(directory):
                 path = f"{directory}/{name}" if directory else name
                 if is_dir:
                     stack.append(path)
-                elif name in METADATA_NAMES:
+                else:
                     yield path
+
+    def metadata_keys(self) -> Iterator[str]:
+        """Keys of Zarr metadata files (``METADATA_NAMES``). This default walks the tree;
+        indexes that know their directories avoid listing chunk files."""
+        return (path for path in self.files() if path.rpartition("/")[2] in METADATA_NAMES)
 
     def urls(self) -> Iterator[str]:
         """Distinct origin URLs known without expensive work (to check origins at mount)."""

@@ -91,6 +91,7 @@ def test_every_fault_is_eio_never_other_bytes_and_recovers(fault, origin, tmp_pa
         # kernel's retries of failed reads multiply them (aiohttp itself repeats a request once
         # when the server drops a kept-alive connection)
         per_attempt = 2 if fault == "reset" else 1
+        print(f"fault {fault}: {N} reads, {wrong} wrong, {eio} EIO, {origin.counts['GET']} GET")  # for reports (-s)
         assert origin.counts["GET"] <= (N + 1) * RETRIES * per_attempt, origin.counts
         origin.fault = None
         import time

@@ -422,8 +422,8 @@ def test_ref_names_with_slashes_and_unicode(tmp_path):
     assert tree.node("branches/feature/x/zarr.json").data == tree.node("branches/dev/zarr.json").data
     assert tree.node("branches/ünïcode/zarr.json").data == tree.node("branches/main/zarr.json").data
     assert tree.node("branches/feature/nope") is None
-    for url, branch in ((f"{repo}|icechunk:@branch.feature%2Fx", "dev"), (f"{repo}|icechunk:@branch.%C3%BCn%C3%AFcode", "main"),
+    for source, branch in ((f"{repo}|icechunk:@branch.feature%2Fx", "dev"), (f"{repo}|icechunk:@branch.%C3%BCn%C3%AFcode", "main"),
                         (f"{repo}|icechunk://tag.rel%2F1.0", "main")):
-        one = open_source(url)
-        assert one.node("zarr.json").data == open_source(f"{repo}|icechunk:@branch.{branch}").node("zarr.json").data, url
+        one = open_source(source)
+        assert one.node("zarr.json").data == open_source(f"{repo}|icechunk:@branch.{branch}").node("zarr.json").data, source
     assert exp["branches"]["main"]  # the fixture's own refs are untouched

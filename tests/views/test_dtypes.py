@@ -4,7 +4,6 @@ the dtype (the one mapping, ``views.v2.v2_dtype``), and values read back exactly
 from __future__ import annotations
 
 import json
-import os
 import warnings
 
 import numpy as np
@@ -15,6 +14,7 @@ from zarr.core.dtype import parse_data_type
 
 from refmount.adapters.zarr import RefmountStore
 from refmount.views.v2 import v2_dtype
+from tests.views.test_v2 import refs_over
 
 DTYPES = ["i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16", "b1",
           "M8[s]", "M8[ns]", "M8[D]", "m8[ms]", "m8[us]", "U1", "U7", "S1", "S5", "V4"]
@@ -77,15 +77,7 @@ def v3_store(tmp_path_factory):
         values = _values("f4", 12)
         rounded[:] = values
         arrays["rounded"] = rounded[:]  # bitround is lossy: what zarr reads back
-    refs = {}
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            key = os.path.relpath(full, path)
-            refs[key] = open(full).read() if name == "zarr.json" else [full, 0, os.path.getsize(full)]
-    refs_path = directory / "refs.json"
-    refs_path.write_text(json.dumps({"version": 1, "refs": refs}))
-    return str(refs_path), arrays
+    return str(refs_over(path, directory / "refs.json")), arrays
 
 
 @pytest.mark.parametrize("view", ["v2", "decoded"])

@@ -48,15 +48,19 @@ def store(tmp_path_factory):
                       compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=2),
                       dimension_names=["r", "c"])[:] = arrays["grid"]
     root.create_array("blob", shape=(9,), chunks=(3,), shards=(9,), dtype="u4")[:] = arrays["blob"]
+    return refs_over(path, directory / "refs.json"), arrays
+
+
+def refs_over(store, refs_path):
+    """A reference set over every file of a Zarr v3 store on disk (metadata inline)."""
     refs = {}
-    for folder, _, files in os.walk(path):
+    for folder, _, files in os.walk(store):
         for name in files:
             full = os.path.join(folder, name)
-            key = os.path.relpath(full, path)
+            key = os.path.relpath(full, store)
             refs[key] = open(full).read() if name == "zarr.json" else [full, 0, os.path.getsize(full)]
-    refs_path = directory / "refs.json"
     refs_path.write_text(json.dumps({"version": 1, "refs": refs}))
-    return refs_path, arrays
+    return refs_path
 
 
 def test_v2_view_reads_as_zarr_v2(store, mount, tmp_path):
