@@ -20,7 +20,7 @@ def apply_view(tree: Index, view: str) -> Index:
         from refmount.views.v2 import V2View, has_v3
 
         if has_v3(tree):
-            tree = V2View(tree)
+            tree = V2View(tree, decoded=view == "decoded")
     if view == "decoded":
         from refmount.views.decoded import DecodedView
 

@@ -36,6 +36,8 @@ class NoV2Form(Exception):
     pass
 
 
+ZARR3_CODEC = "refmount.zarr3"  # the decoded view's marker: decode this chunk with zarr-python
+
 _TIME_UNITS = {"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "μs", "ns", "ps", "fs", "as", "generic"}
 
 
@@ -90,7 +92,9 @@ def _codec_v2(codec: dict) -> dict:
 class ArrayV3:
     """One v3 array: its v2 metadata and chunk-key mapping."""
 
-    def __init__(self, path: str, meta: dict):
+    def __init__(self, path: str, meta: dict, decoded: bool = False):
+        """``decoded``: for the decoded view, which can also serve what v2 cannot express --
+        a sharded array becomes one v2 chunk per shard, decoded whole by zarr-python."""
         self.path = path
         shape = meta["shape"]
         grid = meta.get("chunk_grid", {})
@@ -101,7 +105,12 @@ class ArrayV3:
             raise NoV2Form("storage transformers")
         order, endian, compressors, prefilters = "C", "little", [], []
         stage = "array"
-        for codec in meta.get("codecs", []):
+        codecs = meta.get("codecs", [])
+        if decoded and any(isinstance(c, dict) and c.get("name") == "sharding_indexed" for c in codecs):
+            # the decoded view hands a shard to zarr-python whole (``decoded.ArrayCodec``)
+            compressors, stage = [{"id": ZARR3_CODEC, "metadata": meta}], "bytes"
+            codecs = []
+        for codec in codecs:
             name = codec.get("name")
             config = codec.get("configuration") or {}
             if stage == "array" and name == "transpose":
@@ -175,7 +184,7 @@ class ArrayV3:
 
 
 class V2View(View):
-    def __init__(self, tree: Index):
+    def __init__(self, tree: Index, decoded: bool = False):
         super().__init__(tree)
         self.groups: dict[str, bytes] = {}  # path -> .zattrs
         self.arrays: dict[str, ArrayV3] = {}
@@ -192,7 +201,7 @@ class V2View(View):
                 if meta.get("node_type") == "group":
                     self.groups[parent] = json.dumps(meta.get("attributes") or {}, indent=2).encode()
                 else:
-                    self.arrays[parent] = ArrayV3(parent, meta)
+                    self.arrays[parent] = ArrayV3(parent, meta, decoded)
             except (NoV2Form, ValueError, KeyError, TypeError) as exc:
                 log.warning("v2 view: %s left out: %s", parent or "/", exc)
                 self.hidden.add(parent)
