@@ -41,10 +41,45 @@ def grid_v2(zarray: dict) -> list[int] | None:
     return grid_of(list(zarray["shape"]), list(zarray["chunks"]))
 
 
-def grid_v3(meta: dict) -> list[int] | None:
-    encoding = meta.get("chunk_key_encoding") or {}
+def edges_v3(meta: dict) -> list[list[int]] | None:
+    """The chunk edge lengths of a Zarr v3 array along each dimension (the last chunk of a
+    dimension may reach past the array's end), for the ``regular`` and the ``rectilinear``
+    chunk grid (``chunk_shapes``: per dimension an edge length, or a list of lengths and
+    ``[length, count]`` runs); None for anything else."""
+    shape = list(meta["shape"])
     chunk_grid = meta.get("chunk_grid") or {}
-    if (meta.get("node_type") != "array" or encoding.get("name") != "default" or chunk_grid.get("name") != "regular"
+    config = chunk_grid.get("configuration") or {}
+    if chunk_grid.get("name") == "regular":
+        specs = list(config["chunk_shape"])
+    elif chunk_grid.get("name") == "rectilinear" and config.get("kind", "inline") == "inline":
+        specs = list(config["chunk_shapes"])
+    else:
+        return None
+    if len(specs) != len(shape):
+        return None
+    edges = []
+    for size, spec in zip(shape, specs):
+        if type(spec) is int:
+            edges.append([spec] * (math.ceil(size / spec) if spec else 0))
+            continue
+        dim: list[int] = []
+        for item in spec:
+            if type(item) is int:
+                dim.append(item)
+            elif isinstance(item, list) and len(item) == 2 and all(type(v) is int and v >= 0 for v in item):
+                dim.extend([item[0]] * item[1])
+            else:
+                return None
+        edges.append(dim)
+    return edges
+
+
+def grid_v3(meta: dict) -> list[int] | None:
+    """Chunks per dimension of a Zarr v3 array whose chunk keys are ``c/i/j`` (any grid whose
+    chunks are indexed: regular and rectilinear)."""
+    encoding = meta.get("chunk_key_encoding") or {}
+    if (meta.get("node_type") != "array" or encoding.get("name") != "default"
             or (encoding.get("configuration") or {}).get("separator", "/") != "/"):
         return None
-    return grid_of(list(meta["shape"]), list(chunk_grid["configuration"]["chunk_shape"]))
+    edges = edges_v3(meta)
+    return None if edges is None else ([len(e) for e in edges] if edges else [1])

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 
 from refmount.index import Index, Inline, Range, Unreadable, Whole
-from refmount.grid import grid_of
+from refmount.grid import edges_v3, grid_of
 from refmount.urls import split_protocol
 
 
@@ -33,9 +33,20 @@ def _v3(meta: dict) -> tuple[str | None, dict]:
     """A ``zarr.json``'s node type and its array fields in the ``.zarray`` vocabulary."""
     if meta.get("node_type") != "array":
         return meta.get("node_type"), {}
-    grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
     codecs = [c.get("name", "?") for c in meta.get("codecs") or [] if isinstance(c, dict)]
-    return "array", {"shape": meta.get("shape", []), "chunks": grid.get("chunk_shape", []), "dtype": meta.get("data_type"), "codecs": codecs}
+    try:
+        edges = edges_v3(meta)
+    except (KeyError, TypeError, ValueError):
+        edges = None
+    regular = (meta.get("chunk_grid") or {}).get("name") == "regular"
+    if edges is None:
+        chunks, grid = [], [1]
+    elif regular:  # one edge length per dimension
+        chunks, grid = [e[0] if e else 0 for e in edges], [len(e) for e in edges]
+    else:  # rectilinear: every edge length of every dimension
+        chunks, grid = edges, [len(e) for e in edges]
+    return "array", {"shape": meta.get("shape", []), "chunks": chunks, "grid": grid, "dtype": meta.get("data_type"),
+                     "codecs": codecs}
 
 
 def _own(url: str, prefixes: list[str]) -> bool:
@@ -75,8 +86,8 @@ def summarize(tree: Index) -> dict:
                 groups.append(parent or "/")
             fields = fields or None
         if fields is not None:
-            arrays[parent] = {"path": parent or "/", **fields, "grid_chunks": math.prod(grid_of(fields["shape"], fields["chunks"])),
-                              "refs": Counter()}
+            grid = fields.pop("grid", None) or grid_of(fields["shape"], fields["chunks"])
+            arrays[parent] = {"path": parent or "/", **fields, "grid": grid, "grid_chunks": math.prod(grid), "refs": Counter()}
     for key, ref in entries:
         parent, _, name = key.rpartition("/")
         if isinstance(ref, Inline):
@@ -135,7 +146,7 @@ def render(summary: dict, title: str) -> str:
         (
             a["path"],
             "x".join(map(str, a["shape"])) or "()",
-            "x".join(map(str, a["chunks"])) or "()",
+            "x".join(f"({','.join(map(str, c))})" if isinstance(c, list) else str(c) for c in a["chunks"]) or "()",
             str(a["dtype"]),
             ",".join(a["codecs"]) or "-",
             *(str(a["refs"].get(k, 0)) for k in columns),

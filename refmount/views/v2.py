@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from typing import Iterator
 
+from refmount.grid import edges_v3
 from refmount.index import Dir, Index, Inline, Ref
 from refmount.views.common import View, consolidate, within
 
@@ -98,9 +99,15 @@ class ArrayV3:
         self.path = path
         shape = meta["shape"]
         grid = meta.get("chunk_grid", {})
-        if grid.get("name") != "regular":
+        edges = edges_v3(meta)
+        if edges is None:
             raise NoV2Form(f"chunk grid {grid.get('name')!r}")
-        chunks = grid["configuration"]["chunk_shape"]
+        chunks = [e[0] if e else 0 for e in edges]
+        # a rectilinear grid stores each chunk at its own size: v2 can express it only when every
+        # chunk of a dimension has the same size (regular in fact)
+        if grid.get("name") != "regular" and any(any(x != c for x in e) or (c and len(e) != -(-s // c))
+                                                 for e, c, s in zip(edges, chunks, shape)):
+            raise NoV2Form(f"chunk grid {grid.get('name')!r} with varying chunk sizes (Zarr v2 cannot express them)")
         if meta.get("storage_transformers"):
             raise NoV2Form("storage transformers")
         order, endian, compressors, prefilters = "C", "little", [], []

@@ -176,3 +176,44 @@ def test_decoded_view_serves_sharded_arrays_one_chunk_per_shard(sharded, mount, 
             assert _ncdump(root, "big") == arrays["big"].tolist()
     with mount(str(refs), view="v2") as root:  # v2 itself cannot express sharding: still left out
         assert sorted(os.listdir(root)) == [".zattrs", ".zgroup", ".zmetadata"]
+
+
+def _rectilinear(tmp_path, name: str, chunk_shapes, shape, written):
+    """A reference set over a hand-written rectilinear Zarr v3 array (the zarr-extensions form)."""
+    meta = {"zarr_format": 3, "node_type": "array", "shape": shape, "data_type": "uint8", "fill_value": 0,
+            "chunk_grid": {"name": "rectilinear", "configuration": {"kind": "inline", "chunk_shapes": chunk_shapes}},
+            "chunk_key_encoding": {"name": "default"}, "codecs": [{"name": "bytes"}], "attributes": {}}
+    refs = {"zarr.json": json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}),
+            f"{name}/zarr.json": json.dumps(meta)}
+    for key, data in written.items():
+        refs[f"{name}/c/{key}"] = "base64:" + __import__("base64").b64encode(data).decode()
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    return str(path)
+
+
+def test_rectilinear_grids_in_inspect_prefetch_order_and_the_v2_view(tmp_path, caplog):
+    from refmount.io.order import ChunkOrder
+    from refmount.sources import open_source
+    from refmount.views import apply_view
+    from tests.conftest import run_cli
+
+    # 3 x 2 chunks of varying sizes ([2, 2, 1] rows as one 2 and a run of one 2... , columns 3 and 2)
+    written = {f"{i}/{j}": bytes(a * b) for (i, j), (a, b) in
+               {(0, 0): (2, 3), (0, 1): (2, 2), (1, 0): (2, 3), (2, 1): (1, 2)}.items()}
+    refs = _rectilinear(tmp_path, "var", [[[2, 2], 1], [3, 2]], [5, 5], written)
+    summary = json.loads(run_cli("inspect", "--json", refs).stdout)
+    var = next(a for a in summary["arrays"] if a["path"] == "var")
+    assert var["grid"] == [3, 2] and var["grid_chunks"] == 6 and var["chunks"] == [[2, 2, 1], [3, 2]]
+    assert var["refs"]["missing"] == 2 and var["refs"]["inline"] == 4
+    assert "(2,2,1)x(3,2)" in run_cli("inspect", refs).stdout
+    tree = open_source(refs)
+    assert ChunkOrder(tree).after("var/c/0/1", 2) == ["var/c/1/0", "var/c/1/1"]  # prefetch follows the grid
+    with caplog.at_level("WARNING", logger="refmount.views"):
+        assert apply_view(tree, "v2").node("var") is None  # varying sizes: v2 cannot express them
+    assert any("varying chunk sizes" in r.getMessage() for r in caplog.records)
+    # every chunk the same size: regular in fact, served by the v2 view as a regular grid
+    same = {f"{i}/{j}": bytes([i * 2 + j]) * 4 for i in range(2) for j in range(2)}
+    view = apply_view(open_source(_rectilinear(tmp_path, "even", [[[2, 2]], 2], [4, 4], same)), "v2")
+    assert json.loads(view.node("even/.zarray").data)["chunks"] == [2, 2]
+    assert view.node("even/1.1").data == bytes([3]) * 4
