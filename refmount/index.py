@@ -18,6 +18,7 @@ just other implementations of it.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -150,6 +151,21 @@ def check_key(key: str) -> str:
         if any(len(part) > 255 for part in raw.split(b"/")):
             raise RefmountError(f"key {key!r}: a name is longer than 255 bytes")
     return key
+
+
+LISTING_SORT_LIMIT = 1_000_000
+_GRID_NAME = re.compile(r"\d+(?:\.\d+)*\Z")
+
+
+def listing_order(entry: tuple[str, bool]):
+    """Sort key of a directory entry: dot files (Zarr metadata), then names of chunk indices in
+    grid order, then everything else by name."""
+    name = entry[0]
+    if name.startswith(".") or name == "zarr.json":
+        return 0, (), name
+    if _GRID_NAME.match(name):
+        return 1, tuple(int(part) for part in name.split(".")), name
+    return 2, (), name
 
 
 class CompactIndex(Index):
@@ -297,6 +313,19 @@ class CompactIndex(Index):
         return None if i is None else self._ref(i)
 
     def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
+        """Metadata first, then chunk names in grid order (``0.0, 0.1, ..., 1.0, ..., 10.0``,
+        not ``0.0, 1.0, 10.0``): tools that walk a listing (cp, rsync, tar, find) then read an
+        array in storage order, which fetch-ahead follows. Directories of more than
+        ``LISTING_SORT_LIMIT`` entries are listed in key order without being held in memory."""
+        entries = self._listdir_keys(path)
+        head = list(itertools.islice(entries, LISTING_SORT_LIMIT + 1))
+        if len(head) > LISTING_SORT_LIMIT:
+            yield from head
+            yield from entries
+            return
+        yield from sorted(head, key=listing_order)
+
+    def _listdir_keys(self, path: str) -> Iterator[tuple[str, bool]]:
         prefix = (path + "/").encode("utf-8", "surrogateescape") if path else b""
         cut = len(prefix)
         i = self._bisect(prefix)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import random
 
 import pytest
 
 from refmount.errors import RefmountError
-from refmount.index import Dir, Inline, Range, Union, Whole, build_index, check_key
+from refmount.index import Dir, Inline, Range, Union, Whole, build_index, check_key, listing_order
 
 
 def test_lookup_listing_and_link_counts():
@@ -28,7 +30,7 @@ def test_lookup_listing_and_link_counts():
     assert ix.node("") == Dir(2 + 2)  # a, g
     assert ix.node("g") == Dir(2 + 2)  # sub, sub2
     assert ix.node("a") == Dir(2)
-    assert list(ix.listdir("")) == [("a.b", False), ("a", True), ("g", True), ("z", False)]  # key order
+    assert list(ix.listdir("")) == [("a", True), ("a.b", False), ("g", True), ("z", False)]  # by name
     assert list(ix.listdir("g")) == [("sub", True), ("sub2", True)]
     assert list(ix.listdir("a")) == [(".zarray", False), ("0.0", False), ("0.1", False)]
     assert ix._urls == ["/x", "/y"]  # URLs interned once
@@ -104,7 +106,24 @@ def test_listing_a_generated_million_key_set_is_complete_and_exact(tmp_path):
     assert list(ix.listdir("")) == [(".zgroup", False)] + [(f"g{a}", True) for a in range(4)]
     for a in range(4):
         names = [name for name, is_dir in ix.listdir(f"g{a}")]
-        assert len(names) == 250_001 and names == sorted(names)
+        assert len(names) == 250_001 and names == sorted(names, key=lambda n: listing_order((n, False)))  # grid order
         assert set(names) == {".zarray"} | {f"{i}.{j}" for i in range(250) for j in range(1000)}
     assert ix.node("g3/249.999") == Range(str(tmp_path / "data.bin"), 249_999 * 8, 8)
     assert ix.node("g3/250.0") is None
+
+
+def test_listings_put_metadata_first_and_chunks_in_grid_order(tmp_path, mount):
+    import json
+
+    entries = [("t/.zarray", Inline(b"{}")), ("t/.zattrs", Inline(b"{}")), ("v3/zarr.json", Inline(b"{}"))]
+    entries += [(f"t/{i}.{j}", Inline(b"x")) for i in range(12) for j in range(2)]
+    entries += [(f"v3/c/{i}/0", Inline(b"x")) for i in (0, 2, 9, 10, 11)]
+    tree = build_index(entries)
+    names = [n for n, _ in tree.listdir("t")]
+    assert names[:6] == [".zarray", ".zattrs", "0.0", "0.1", "1.0", "1.1"] and names[-2:] == ["11.0", "11.1"]
+    assert [n for n, _ in tree.listdir("v3")] == ["zarr.json", "c"]
+    assert [n for n, _ in tree.listdir("v3/c")] == ["0", "2", "9", "10", "11"]
+    refs = {k: v.data.decode() for k, v in entries}
+    (tmp_path / "refs.json").write_text(json.dumps({"version": 1, "refs": refs}))
+    with mount(str(tmp_path / "refs.json")) as root:  # what cp, rsync and find see
+        assert os.listdir(os.path.join(root, "t")) == names
