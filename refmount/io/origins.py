@@ -104,6 +104,10 @@ def _modified(info: dict) -> float | None:
             return None
 
 
+class Refused(FetchError):
+    """The origin policy refuses the URL (no request was made)."""
+
+
 def unreadable_local(urls) -> dict[str, str]:
     """Local originals among ``urls`` that cannot be opened for reading: URL -> why. Directory
     prefixes (an Icechunk container, ending in ``/``) are not originals and are skipped."""
@@ -192,7 +196,7 @@ class Origins:
         problem = self.policy.problem(url)
         if problem is not None:
             self.stats.add("origin_refused")
-            raise FetchError(f"{url}: {problem}")
+            raise Refused(f"{url}: {problem}")
 
     def _with_retries(self, what: str, url: str, func, span: str = "", policy: bool = True):
         """``func()`` with retries on transient failures. Each attempt is a debug line (what,
@@ -358,7 +362,7 @@ class Origins:
                 self.stats.add("origin_errors")
                 raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         except FetchError as exc:
-            if self._failed is not None and "origin policy" not in str(exc):
+            if self._failed is not None and not isinstance(exc, Refused):  # a reload may allow it
                 self._failed[key] = str(exc)
             raise
         self.stats.add("origin_bytes", len(data))

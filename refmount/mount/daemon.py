@@ -108,7 +108,6 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
     """
     ready = ReadyPipe(ready_fd)
     mountpoint = os.path.abspath(opts.mountpoint)
-    engine = None
     try:
         _setup_logging(opts)
         device = check_mountpoint(mountpoint)
