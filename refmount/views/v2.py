@@ -42,7 +42,7 @@ ZARR3_CODEC = "refmount.zarr3"  # the decoded view's marker: decode this chunk w
 _TIME_UNITS = {"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "μs", "ns", "ps", "fs", "as", "generic"}
 
 
-def v2_dtype(data_type, endian: str | None) -> str:
+def v2_dtype(data_type, endian: str | None) -> str | list:
     """The Zarr v2 (numpy) dtype string of a Zarr v3 data type whose chunks the ``bytes`` codec
     wrote with ``endian`` byte order -- the one place this mapping lives. Every multi-byte type
     carries its byte order (``<c16``, ``>M8[s]``, ``<U5``); one-byte and byte-string types ``|``."""
@@ -55,6 +55,12 @@ def v2_dtype(data_type, endian: str | None) -> str:
     if not isinstance(data_type, dict):
         raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
     name, config = data_type.get("name"), data_type.get("configuration") or {}
+    if name == "structured":  # Zarr v2's list of [name, dtype] fields, each with the byte order
+        fields = config.get("fields")
+        if not isinstance(fields, list) or not fields or not all(isinstance(f, list) and len(f) == 2
+                                                                  and isinstance(f[0], str) for f in fields):
+            raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
+        return [[field, v2_dtype(kind, endian)] for field, kind in fields]
     if name in ("numpy.datetime64", "numpy.timedelta64"):
         unit, scale = config.get("unit"), config.get("scale_factor", 1)
         if unit not in _TIME_UNITS or type(scale) is not int or scale < 1:
