@@ -198,3 +198,20 @@ def test_unknown_codecs_and_vlen_strings_are_left_out_at_mount(tmp_path, mount, 
         assert sorted(os.listdir(root)) == [".zgroup", ".zmetadata", "good"]
     log = (tmp_path / "refmount.log").read_text()
     assert len([line for line in log.splitlines() if "no-such-codec" in line]) == 1 and "left out: odd, odd2" in log
+
+
+def test_a_reference_longer_than_its_original_fails_at_the_first_short_read(tmp_path, http_origin, mount):
+    """A real scan_grib output claims 1.6 GB for a 1 KB file: the decoded view asks for the first
+    block, gets fewer bytes than asked and fails -- it does not request the whole claimed length."""
+    (http_origin.dir / "small.bin").write_bytes(bytes(1024))
+    meta = {"zarr_format": 2, "shape": [400_000_000], "chunks": [400_000_000], "dtype": "<f4", "fill_value": 0,
+            "order": "C", "filters": None, "compressor": {"id": "zlib", "level": 1}}
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}', "v/.zarray": json.dumps(meta),
+                                                       "v/0": [f"{http_origin.url}/small.bin", 0, 1_600_000_000]}}))
+    with mount(str(refs), view="decoded", cache_size=64 << 20) as root:
+        with pytest.raises(OSError) as err:
+            with open(os.path.join(root, "v", "0"), "rb") as f:
+                f.read(4096)
+        assert err.value.errno == 5
+    assert http_origin.counts["GET"] <= 3 and http_origin.counts["bytes"] <= 3 * 1024
