@@ -120,7 +120,9 @@ class Engine:
             return None
         directory = disk.default_directory(tag) if opts.cache_dir == "auto" else opts.cache_dir
         size = opts.disk_cache_size if opts.disk_cache_size is not None else disk.default_size(directory)
-        return DiskCache(directory, size, self.counters)
+        # a fetch ends within timeout x retries plus backoff: a lease lasts that long, and a bit
+        lease = opts.timeout * opts.retries + 0.2 * (2 ** opts.retries) + 5
+        return DiskCache(directory, size, self.counters, shared=opts.shared_cache, lease_seconds=lease)
 
     def _check_decoded_fits(self) -> None:
         """A decoded chunk is served from the memory cache: one that cannot stay there would be

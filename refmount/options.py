@@ -188,6 +188,14 @@ def _view(value: Any) -> str:
     return value
 
 
+def _address(value: Any) -> str:
+    text = str(value)
+    port = text.rpartition(":")[2]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise RefmountError("expected [HOST:]PORT, e.g. 127.0.0.1:9750")
+    return text
+
+
 def _table(value: Any) -> dict:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise RefmountError("expected a table of tables, one per protocol ([storage-options.s3])")
@@ -218,6 +226,11 @@ class MountOptions:
                              factory=default_cache_size, convert=_size, kind="size")
     cache_dir: str | None = option(help="persistent disk cache directory ('auto': under $XDG_CACHE_HOME; default: none)",
                                    kind="path")
+    shared_cache: bool = option(False, convert=_bool, kind="flag",
+                                help="the --cache-dir is shared by several daemons, on this machine or many (NFS, Lustre, "
+                                "GPFS): no lock, entries published atomically and verified, one fetch per entry for all")
+    metrics_addr: str | None = option(metavar="[HOST:]PORT", convert=_address,
+                                      help="serve Prometheus/OpenMetrics metrics here (HOST defaults to 127.0.0.1)")
     disk_cache_size: int | None = option(help="disk cache bound (default: 10GiB, at most half the free space)",
                                          convert=_size, kind="size")
     storage_options: dict[str, dict] = option(factory=dict, convert=_table, kind="storage", metavar="PROTOCOL.KEY=VALUE",

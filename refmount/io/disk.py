@@ -22,8 +22,10 @@ import logging
 import os
 import re
 import queue
+import socket
 import struct
 import threading
+import time
 import zlib
 from collections import OrderedDict
 
@@ -60,10 +62,25 @@ def _identity(url: str, start: int, length: int, version: str | None) -> bytes:
     return json.dumps([url, start, length, version], separators=(",", ":")).encode()
 
 
+STALE_TMP_SECONDS = 600  # a shared cache's half-written entry older than this is a dead writer's
+RESCAN_SECONDS = 30.0  # a shared cache re-learns the directory's size and order this often
+
+
 class DiskCache:
-    def __init__(self, directory: str, max_bytes: int, stats: Stats | None = None, queue_size: int = 64):
+    """``shared``: many daemons, on one machine or many (NFS, Lustre, GPFS), use the directory
+    at once: no lock, unique temporary names, entries found on disk rather than in this
+    daemon's index, size re-learnt from the directory, and a lease file per entry being fetched
+    (``lease``/``wait_for``) so N daemons asking at once cost about one origin request."""
+
+    def __init__(self, directory: str, max_bytes: int, stats: Stats | None = None, queue_size: int = 64,
+                 shared: bool = False, lease_seconds: float = 120.0):
         self.directory = os.path.abspath(directory)
         self.max_bytes = max_bytes
+        self.shared = shared
+        self.lease_seconds = lease_seconds
+        self._host = socket.gethostname()
+        self._full_until = 0.0
+        self._rescanned = time.monotonic()
         self.stats = stats or Stats()
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, int] = OrderedDict()  # name -> file size, oldest first
@@ -89,8 +106,12 @@ class DiskCache:
                 os.chmod(d, 0o700)
                 log.warning("cache directory %s: was readable by others; now mode 0700", d)
             fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.makedirs(os.path.join(d, "tmp"), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.join(d, "leases"), mode=0o700, exist_ok=True)
         except OSError as exc:
             raise RefmountError(f"cache directory {d}: {exc.strerror}") from None
+        if self.shared:  # no flock: it breaks on NFS, and sharing is the point
+            return fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -100,16 +121,18 @@ class DiskCache:
             raise RefmountError(f"cache directory {d}: cannot be locked ({exc.strerror}); use a local directory") from None
         fstype = filesystem_type(d)
         if fstype and fstype.split(".")[0] in NETWORK_FS:
-            log.warning("cache directory %s is on %s: a network filesystem makes a slow, fragile cache", d, fstype)
-        os.makedirs(os.path.join(d, "tmp"), mode=0o700, exist_ok=True)
+            log.warning("cache directory %s is on %s: a network filesystem makes a slow, fragile cache "
+                        "(--shared-cache is made for it)", d, fstype)
         return fd
 
     def _scan(self) -> None:
         """Index existing entries by last use; drop leftovers of interrupted writes."""
         found = []
+        now = time.time()
         for entry in os.scandir(os.path.join(self.directory, "tmp")):
-            try:
-                os.unlink(entry.path)
+            try:  # shared: another daemon may be writing it right now
+                if not self.shared or now - entry.stat().st_mtime > STALE_TMP_SECONDS:
+                    os.unlink(entry.path)
             except OSError:
                 pass
         for sub in os.scandir(self.directory):
@@ -133,6 +156,8 @@ class DiskCache:
 
     def has(self, url: str, start: int, length: int, version: str | None = None) -> bool:
         name = self._name(_identity(url, start, length, version))
+        if self.shared:
+            return os.path.exists(os.path.join(self.directory, name))
         with self._lock:
             return name in self._entries
 
@@ -140,15 +165,16 @@ class DiskCache:
         identity = _identity(url, start, length, version)
         name = self._name(identity)
         with self._lock:
-            if name not in self._entries:
+            if name not in self._entries and not self.shared:
                 self.stats.add("disk_misses")
                 return None
-            self._entries.move_to_end(name)
+            if name in self._entries:
+                self._entries.move_to_end(name)
         path = os.path.join(self.directory, name)
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # open, it stays readable if another daemon evicts it now
                 blob = f.read()
-            os.utime(path)
+            os.utime(path)  # the access record eviction goes by (not atime: often coarse or off)
         except OSError:
             self._forget(name, unlink=False)
             self.stats.add("disk_misses")
@@ -160,6 +186,11 @@ class DiskCache:
             self._forget(name, unlink=True)
             self.stats.add("disk_misses")
             return None
+        if self.shared:
+            with self._lock:
+                if name not in self._entries:
+                    self._entries[name] = len(blob)
+                    self._bytes += len(blob)
         self.stats.add("disk_hits")
         self.stats.add("disk_bytes_read", length)
         return data
@@ -204,24 +235,38 @@ class DiskCache:
     def _write(self, identity: bytes, data: bytes) -> None:
         name = self._name(identity)
         size = _HEADER.size + len(identity) + len(data)
-        if size > self.max_bytes:  # never evict everything for one entry that cannot fit anyway
+        if size > self.max_bytes or time.monotonic() < self._full_until:  # cannot fit, or the disk is full
             return
+        if self.shared:
+            if os.path.exists(os.path.join(self.directory, name)):
+                return  # another daemon published it
+            if time.monotonic() - self._rescanned > RESCAN_SECONDS:
+                self._rescan()
         with self._lock:
             if name in self._entries:
                 return
             self._evict(size)
             self._reserved += size
         try:
-            tmp = os.path.join(self.directory, "tmp", name.replace("/", ""))
+            tmp = os.path.join(self.directory, "tmp", f"{name.replace('/', '')}.{self._host}.{os.getpid()}.{threading.get_ident()}")
             with open(tmp, "wb") as f:
                 f.write(_HEADER.pack(MAGIC, len(identity), len(data), zlib.crc32(data)))
                 f.write(identity)
                 f.write(data)
             os.makedirs(os.path.join(self.directory, name[:2]), mode=0o700, exist_ok=True)
             os.replace(tmp, os.path.join(self.directory, name))
-        except OSError:
+        except OSError as exc:
             with self._lock:
                 self._reserved -= size
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # degrade to uncached reads, say so once a while
+                self._full_until = time.monotonic() + 60
+                log.warning("disk cache %s: no space left; reads go uncached for a minute", self.directory)
+                self.stats.add("disk_write_errors")
+                return
             raise
         with self._lock:
             self._reserved -= size
@@ -239,6 +284,99 @@ class DiskCache:
                 os.unlink(os.path.join(self.directory, name))
             except OSError:
                 pass
+
+    def _rescan(self) -> None:
+        """Shared: learn what every daemon has put in the directory (sizes, last use)."""
+        self._rescanned = time.monotonic()
+        found = []
+        for sub in os.scandir(self.directory):
+            if not sub.is_dir(follow_symlinks=False) or len(sub.name) != 2:
+                continue
+            for entry in os.scandir(sub.path):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                found.append((st.st_mtime_ns, sub.name + "/" + entry.name, st.st_size))
+        with self._lock:
+            self._entries = OrderedDict((name, size) for _, name, size in sorted(found))
+            self._bytes = sum(size for _, _, size in found)
+
+    # -- leases: one fetch for many daemons --------------------------------------------
+    def _lease_path(self, url: str, start: int, length: int, version: str | None) -> str:
+        return os.path.join(self.directory, "leases", self._name(_identity(url, start, length, version)).replace("/", ""))
+
+    def lease(self, url: str, start: int, length: int, version: str | None = None) -> bool:
+        """Take the lease to fetch this entry: True when this daemon should fetch it, False when
+        another holds a live lease (``wait_for`` it). A lease past its expiry -- its holder
+        died -- is taken over."""
+        path = self._lease_path(url, start, length, version)
+        record = json.dumps({"host": self._host, "pid": os.getpid(), "expires": time.time() + self.lease_seconds})
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    held = json.loads(f.read() or "{}")
+                expired = time.time() > float(held.get("expires", 0))
+            except (OSError, ValueError, TypeError):
+                expired = True  # unreadable: torn by a crash while it was being written
+            if not expired:
+                return False
+            self.stats.add("disk_leases_taken_over")
+            tmp = f"{path}.{self._host}.{os.getpid()}"
+            try:
+                with open(tmp, "w") as f:
+                    f.write(record)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # fetch without one
+            return True
+        except OSError:
+            return True  # no lease to be had (a read-only or full disk): fetch without one
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+        except OSError:  # a full disk: an empty lease would read as torn; fetch without one
+            self.release(url, start, length, version)
+        return True
+
+    def release(self, url: str, start: int, length: int, version: str | None = None) -> None:
+        try:
+            os.unlink(self._lease_path(url, start, length, version))
+        except OSError:
+            pass
+
+    def wait_for(self, url: str, start: int, length: int, version: str | None = None) -> bytes | None:
+        """The entry another daemon is fetching, once published; None when its lease ends or
+        expires without it (then fetch it yourself)."""
+        path = self._lease_path(url, start, length, version)
+        entry = os.path.join(self.directory, self._name(_identity(url, start, length, version)))
+        deadline = time.monotonic() + self.lease_seconds
+        delay = 0.01
+        while time.monotonic() < deadline:
+            data = self.get(url, start, length, version) if os.path.exists(entry) else None
+            if data is not None:
+                self.stats.add("disk_waits")
+                return data
+            try:
+                with open(path) as f:
+                    if time.time() > float(json.loads(f.read() or "{}").get("expires", 0)):
+                        return None
+            except (OSError, ValueError, TypeError):
+                return self.get(url, start, length, version)  # released: published, or failed
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        return None
+
+    def put_now(self, url: str, start: int, length: int, data: bytes, version: str | None = None) -> None:
+        """Store at once (a daemon holding a lease publishes before releasing it)."""
+        if len(data) == length:
+            try:
+                self._write(_identity(url, start, length, version), data)
+            except Exception as exc:
+                log.warning("disk cache write failed: %s", exc)
+                self.stats.add("disk_write_errors")
 
     def _forget(self, name: str, unlink: bool) -> None:
         with self._lock:

@@ -91,11 +91,32 @@ class Reader:
             self.origins.check(url)  # a policy reloaded since the entry was written still applies
             version = self._version(seg)
             data = self.disk.get(url, start, length, version)
-            if data is None:
+            if data is None and self.disk.shared:
+                data = self._fetch_shared(seg, version)
+            elif data is None:
                 data = self.origins.read(url, start, start + length, check)
                 self.disk.put(url, start, length, data, version)
         if self._failing and url in self._failing:  # it answers again: fetch ahead again
             self._failing.pop(url, None)
+        return data
+
+    def _fetch_shared(self, seg: Segment, version: str | None) -> bytes:
+        """A shared cache: one daemon fetches (its lease), the others wait for the entry; a
+        holder that dies or fails lets the next one fetch."""
+        url, start, length, check = seg
+        for _ in range(3):
+            if self.disk.lease(url, start, length, version):
+                try:
+                    data = self.origins.read(url, start, start + length, check)
+                    self.disk.put_now(url, start, length, data, version)
+                    return data
+                finally:
+                    self.disk.release(url, start, length, version)
+            data = self.disk.wait_for(url, start, length, version)
+            if data is not None:
+                return data
+        data = self.origins.read(url, start, start + length, check)
+        self.disk.put(url, start, length, data, version)
         return data
 
     def _version(self, seg: Segment) -> str | None:
@@ -207,12 +228,64 @@ class Reader:
             started += len(claimed)
             self.stats.add("prefetch_requests")
             self.stats.add("prefetch_chunks", len(claimed))
-            self._pool.submit(self._fetch_run, claimed, nbytes)
+            shared = self.disk is not None and self.disk.shared
+            self._pool.submit(self._fetch_run_shared if shared else self._fetch_run, claimed, nbytes)
         return started
 
     def _release(self, nbytes: int) -> None:
         with self._lock:
             self._ahead_bytes -= nbytes
+
+    def _fetch_run_shared(self, run: list[Segment], reserved: int) -> None:
+        """Fetch-ahead with a shared disk cache: ranges another daemon already published are
+        read from disk, ranges another daemon is fetching are waited for, and the rest -- this
+        daemon's leases -- are fetched as one merged request, published, then released."""
+        done: set[Segment] = set()
+        mine: list[Segment] = []
+        theirs: list[Segment] = []
+        version = self._version(run[0])
+        try:
+            for seg in run:
+                url, start, length, _ = seg
+                data = self.disk.get(url, start, length, version)
+                if data is not None:
+                    self.cache.fulfil(seg, data)
+                    done.add(seg)
+                elif self.disk.lease(url, start, length, version):
+                    mine.append(seg)
+                else:
+                    theirs.append(seg)
+            if mine:
+                url, first, _, check = mine[0]
+                end = max(s + n for _, s, n, _ in mine)
+                try:
+                    data = self.origins.read(url, first, end, check)
+                except Exception as exc:
+                    for seg in mine:
+                        self.cache.fail(seg, exc)
+                        done.add(seg)
+                else:
+                    for seg in mine:
+                        _, s, n, _ = seg
+                        piece = data[s - first : s - first + n]
+                        self.disk.put_now(url, s, n, piece, version)
+                        self.cache.fulfil(seg, piece)
+                        done.add(seg)
+                finally:
+                    for _, s, n, _ in mine:
+                        self.disk.release(url, s, n, version)
+            for seg in theirs:
+                done.add(seg)
+                self._into_cache(seg, lambda seg=seg: self._fetch(seg))
+        except Exception as exc:  # never leave a claimed range in flight: its readers would wait forever
+            for seg in run:
+                if seg not in done:
+                    self.cache.fail(seg, exc)
+            for url, s, n, _ in mine:
+                self.disk.release(url, s, n, version)
+            raise
+        finally:
+            self._release(reserved)
 
     def _fetch_run(self, run: list[Segment], reserved: int) -> None:
         url, start, _, check = run[0]

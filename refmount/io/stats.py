@@ -14,7 +14,7 @@ SAMPLES = 4096  # latencies kept per series (the most recent)
 COUNTERS = (
     "cache_hits", "cache_misses", "cache_inflight_waits", "memory_evictions", "decoded_chunks",
     "disk_hits", "disk_misses", "disk_bytes_read", "disk_writes", "disk_writes_skipped", "disk_write_errors",
-    "disk_corrupt", "disk_evictions",
+    "disk_corrupt", "disk_evictions", "disk_waits", "disk_leases_taken_over",
     "origin_requests", "origin_info_requests", "origin_bytes", "origin_errors", "origin_retries", "origin_refused", "origin_failures_remembered",
     "origin_inflight", "source_requests", "source_bytes", "prefetch_chunks", "prefetch_requests", "prefetch_used", "prefetch_wasted",
 )

@@ -114,6 +114,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         sd_notify(f"STATUS=loading {', '.join(src for _, src in opts.sources)}")
         mfusepy = load_libfuse()
         engine = Engine(opts, cache_tag=mountpoint)
+        metrics = _metrics(opts, engine)
     except RefmountError as exc:
         return _fail(ready, str(exc))
 
@@ -176,11 +177,25 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
                                + ("" if ready.fd is not None else fuse_hint()))
     finally:
         sd_notify("STOPPING=1")
+        if metrics is not None:
+            metrics.shutdown()
         engine.close()
     if not ready.sent:
         return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
     log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _metrics(opts: MountOptions, engine: Engine):
+    if not opts.metrics_addr:
+        return None
+    from refmount.io.metrics import serve_metrics
+
+    try:
+        return serve_metrics(opts.metrics_addr, engine.stats)
+    except OSError as exc:
+        engine.close()
+        raise RefmountError(f"metrics address {opts.metrics_addr}: {exc.strerror or exc}") from None
 
 
 def _fail(ready: ReadyPipe, message: str) -> int:
