@@ -174,3 +174,43 @@ def test_chunk_order_decides_v2_or_v3_by_metadata_not_by_a_name():
     assert order.after("c/0.1", 3) == ["c/1.0", "c/1.1", "c/2.0"]
     assert order.after("grp/c/3.0", 5) == ["grp/c/3.1"]
     assert order.after("v3/c/1/1", 2) == ["v3/c/2/0", "v3/c/2/1"]
+
+
+def _walk_and_see(tmp_path, http_origin, order, n=60):
+    """A real prefetcher on a real reader over the loopback origin: walk the chunks of a 1-D
+    array in ``order``; return which chunks it fetched ahead (those the walk never asked for are
+    in the memory cache only because of prediction)."""
+    from refmount.io.prefetch import Prefetcher
+
+    (http_origin.dir / "f.bin").write_bytes(os.urandom(n * 1000))
+    meta = json.dumps({"shape": [n], "chunks": [1], "dtype": "|u1", "compressor": None, "filters": None,
+                       "fill_value": 0, "order": "C", "zarr_format": 2}).encode()
+    url = f"{http_origin.url}/f.bin"
+    tree = build_index([("a/.zarray", Inline(meta))] + [(f"a/{i}", Range(url, i * 1000, 1000)) for i in range(n)])
+    reader = Reader(Origins(retries=1), MemoryCache(64 << 20), max_gap=0)
+    prefetcher = Prefetcher(reader, first_window=4, max_window=8)
+    try:
+        for i in order:
+            prefetcher.on_first_read(tree, f"a/{i}")
+            reader.read(tree.node(f"a/{i}"), 0, 1000)
+        reader._pool.shutdown(wait=True)
+        return {i for i in range(n) if (url, i * 1000, 1000, "") in reader.cache}
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("walk, ahead", [
+    (list(range(20)), set(range(20, 28))),  # grid order (also a listing's order: listings are in grid order)
+    (list(range(59, 39, -1)), set(range(32, 40))),  # reverse
+    (list(range(0, 40, 4)), {40, 44, 48, 52, 56}),  # every 4th: a time slice of a 3-D array
+    (list(range(5, 60, 7))[:5], {40, 47, 54}),  # any constant stride
+])
+def test_prefetch_follows_the_walk(tmp_path, http_origin, walk, ahead):
+    seen = _walk_and_see(tmp_path, http_origin, walk)
+    assert ahead <= seen - set(walk), sorted(seen - set(walk))
+    assert not (seen - set(walk)) - ahead - set(range(min(ahead), max(ahead) + 1)), "fetched what the walk will not read"
+
+
+def test_prefetch_stays_quiet_on_random_access(tmp_path, http_origin):
+    walk = [13, 2, 41, 7, 30, 55, 18, 1, 44, 26]
+    assert _walk_and_see(tmp_path, http_origin, walk) == set(walk)

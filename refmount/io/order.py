@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -70,12 +71,15 @@ class ChunkOrder:
                     return None if n is None else ("/".join(parts[: i + 1]), n, grid, True)
         return None
 
-    def after(self, path: str, count: int) -> list[str]:
+    def after(self, path: str, count: int, stride: int = 1) -> list[str]:
+        """The paths of the next ``count`` chunk files after ``path`` going ``stride`` chunks
+        at a time in grid order (negative: backwards), within the grid."""
         pos = self._position(path)
-        if pos is None:
+        if pos is None or not stride:
             return []
         directory, n, grid, v3 = pos
         total = math.prod(grid)
         prefix = f"{directory}/" if directory else ""
-        names = (chunk_name(m, grid) for m in range(n + 1, min(n + 1 + count, total)))
+        numbers = (n + stride * k for k in range(1, count + 1))
+        names = (chunk_name(m, grid) for m in itertools.takewhile(lambda m: 0 <= m < total, numbers))
         return [prefix + (name.replace(".", "/") if v3 else name) for name in names]

@@ -1,6 +1,7 @@
-"""Prefetch across chunk files: a reader walking an array's chunks in grid order gets the
-next ones fetched ahead, in parallel, with a window that doubles while access stays
-sequential and collapses when it turns random.
+"""Prefetch across chunk files: a reader walking an array's chunks gets the next ones fetched
+ahead, in parallel -- forward in grid order, backwards, or every n-th chunk (a time slice of a
+3-D array), learnt per array from the last accesses -- with a window that doubles while the
+predictions hold and collapses when access turns random.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Prefetcher:
         self.first_window = first_window
         self.max_window = max_window
         self._orders: weakref.WeakKeyDictionary[Index, ChunkOrder] = weakref.WeakKeyDictionary()  # per live tree
-        self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> (last n, window)
+        self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> (last n, stride, window)
         self._lock = threading.Lock()
 
     def _order(self, tree: Index) -> ChunkOrder:
@@ -39,19 +40,22 @@ class Prefetcher:
             return
         directory, n, _ = pos
         with self._lock:
-            last, window = self._streams.get(directory, (None, 0))
+            last, stride, window = self._streams.get(directory, (None, 0, 0))
             step = None if last is None else n - last
             if step is None or step == 0:
-                window = window if step == 0 else 0
-            elif 0 < step <= window + 2:
+                pass
+            elif step == stride or (stride == 1 and 0 < step <= window + 2):
+                # the walk goes on as predicted (forward readers may skip what others read)
                 window = min(max(window * 2, self.first_window), self.max_window)
-            elif not -max(window, 1) <= step < 0:  # within the window behind: parallel readers
-                window = 0  # a jump: random until proven otherwise
-            self._streams[directory] = (n if last is None else max(n, last), window)
+            elif stride > 0 and window and -window * stride <= step < 0:
+                n = last  # behind, within the window: another reader of the same walk
+            else:  # a new direction or stride: forward by one starts at once, others once confirmed
+                stride, window = step, (self.first_window if step == 1 else 0)
+            self._streams[directory] = (n, stride, window)
         if not window:
             return
         segments, decoded = [], []
-        for next_path in order.after(path, window):
+        for next_path in order.after(path, window, stride):
             ref = tree.node(next_path)
             if isinstance(ref, Decoded):
                 decoded.append(ref)
