@@ -18,13 +18,14 @@ from refmount import __version__
 
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
        refmount --config FILE [OPTIONS] [[SOURCE...] MOUNTPOINT]
-       refmount COMMAND [ARGS]   (check, inspect, stats, umount, demo; COMMAND --help for each)"""
+       refmount COMMAND [ARGS]   (check, inspect, scan, stats, umount, demo; COMMAND --help for each)"""
 
 # (command, one-line summary) for the top-level help
 COMMANDS = (
     ("(none)", "mount: serve reference sets or Icechunk repositories at MOUNTPOINT (in the background; -f to stay attached)"),
     ("check", "validate a config file or command line and its sources without mounting"),
     ("inspect", "summarise a reference set or repository without mounting: arrays, chunks, origins, missing files"),
+    ("scan", "make a reference set from NetCDF4/HDF5 files, combined along their record dimension"),
     ("stats", "counters of a running mount (--json for scripts)"),
     ("umount", "unmount (lazily when busy or when its daemon died)"),
     ("demo", "make a small NetCDF4 archive, mount it over loopback HTTP, read it with xarray"),
@@ -254,6 +255,31 @@ def cmd_inspect(argv: list[str]) -> int:
     return 0
 
 
+def cmd_scan(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="refmount scan", description="Make a kerchunk reference set (JSON v1) from "
+                                "NetCDF4/HDF5 files; several files are concatenated along their record (unlimited) "
+                                "dimension, its coordinate re-encoded in the first file's CF units.")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_GLOB", help="paths, globs ('/archive/*.nc'), directories or URLs")
+    p.add_argument("-o", "--output", required=True, help="the reference file to write (OUT.json, or OUT.json.zst)")
+    p.add_argument("--concat-dim", metavar="NAME", help="the dimension to concatenate along (default: the unlimited one)")
+    p.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="files scanned at once")
+    p.add_argument("--storage-option", action="append", default=[], metavar="PROTOCOL.KEY=VALUE",
+                   help="fsspec option for remote originals (as for mounting)")
+    args = p.parse_args(argv)
+    import logging
+
+    from refmount.scan import scan, write
+
+    logging.basicConfig(format="refmount: warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    refs, summary = scan(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
+                         storage_options=parse_storage_options(args.storage_option))
+    write(refs, args.output)
+    left = f", {summary['left_out']} variable(s) left out (see warnings)" if summary["left_out"] else ""
+    print(f"refmount: scanned {summary['files']} file(s) in {summary['seconds']} s: {summary['arrays']} arrays, "
+          f"{summary['chunks']} chunks, {summary['referenced_bytes']:,} bytes referenced{left} -> {args.output}")
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="refmount demo", description="Mount a generated NetCDF4 archive over loopback HTTP and read it with xarray.")
     p.add_argument("--keep", metavar="DIR", help="build the demo in DIR and keep it")
@@ -357,7 +383,8 @@ def cmd_stats(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"umount": cmd_umount, "inspect": cmd_inspect, "demo": cmd_demo, "check": cmd_check, "stats": cmd_stats}
+    commands = {"umount": cmd_umount, "inspect": cmd_inspect, "demo": cmd_demo, "check": cmd_check, "stats": cmd_stats,
+                "scan": cmd_scan}
     if not argv:
         print(f"usage: {USAGE}\n\n{_epilog()}\n\nrefmount --help lists the mount options.", file=sys.stderr)
         return 2

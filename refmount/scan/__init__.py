@@ -1,0 +1,120 @@
+"""``refmount scan``: make a kerchunk reference set from NetCDF4/HDF5 originals.
+
+``scan(["/archive/*.nc"], jobs=4)`` scans every file in a process pool (``hdf5.py``) and combines
+them along the record dimension (``combine.py``); ``write`` saves the set as JSON (``.json.zst``
+compressed). Originals may be local or any fsspec URL (read through the origins' filesystems).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from refmount.errors import RefmountError
+from refmount.scan.combine import combine
+from refmount.scan.hdf5 import FileScan, scan_file
+from refmount.urls import location_of, split_protocol
+
+log = logging.getLogger("refmount.scan")
+
+
+def expand(patterns: list[str], storage_options: dict | None = None) -> list[str]:
+    """Files named by paths, globs and directories (their ``*.nc``, ``*.h5``), sorted; local
+    paths absolute, remote ones as URLs."""
+    files: list[str] = []
+    for pattern in patterns:
+        protocol, path = split_protocol(location_of(pattern))
+        if protocol == "file":
+            if os.path.isdir(path):
+                found = [p for ext in ("nc", "nc4", "h5", "hdf5", "he5") for p in glob.glob(os.path.join(path, f"*.{ext}"))]
+            else:
+                found = glob.glob(path) if glob.has_magic(path) else [path]
+        else:
+            from refmount.io.origins import Origins
+
+            fs = Origins(storage_options or {}).filesystem(protocol)
+            found = [f"{protocol}://{p.split('://')[-1]}" for p in fs.glob(path)] if glob.has_magic(path) else [path]
+        if not found:
+            raise RefmountError(f"{pattern}: no such file")
+        files += sorted(found)
+    return files
+
+
+def _scan_one(url: str, storage_options: dict) -> FileScan:
+    import h5py
+
+    protocol, path = split_protocol(url)
+    try:
+        if protocol == "file":
+            with h5py.File(path, "r") as opened:
+                return scan_file(path, opened)
+        from refmount.io.origins import Origins
+
+        fs = Origins(storage_options).filesystem(protocol)
+        with fs.open(path, "rb", block_size=1 << 20, cache_type="blockcache") as raw, h5py.File(raw, "r") as opened:
+            return scan_file(url, opened)
+    except FileNotFoundError:
+        raise RefmountError(f"{url}: no such file") from None
+    except OSError as exc:
+        raise RefmountError(f"{url}: not an HDF5/NetCDF4 file ({exc})") from None
+
+
+def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, storage_options: dict | None = None,
+         progress: bool | None = None) -> tuple[dict, dict]:
+    """``(reference set, summary)`` for the files ``patterns`` name."""
+    from tqdm import tqdm
+
+    began = time.monotonic()
+    files = expand(patterns, storage_options)
+    storage_options = storage_options or {}
+    scans: dict[str, FileScan] = {}
+    bar = tqdm(total=len(files), unit="file", disable=not (sys.stderr.isatty() if progress is None else progress))
+    try:
+        if jobs > 1 and len(files) > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(_scan_one, url, storage_options): url for url in files}
+                for future in as_completed(futures):
+                    scans[futures[future]] = future.result()
+                    bar.update()
+        else:
+            for url in files:
+                scans[url] = _scan_one(url, storage_options)
+                bar.update()
+    finally:
+        bar.close()
+    ordered = [scans[url] for url in files]
+    for one in ordered:
+        for warning in one.warnings:
+            log.warning("%s", warning)
+    refs = combine(ordered, concat_dim)
+    ranged = [v for v in refs["refs"].values() if isinstance(v, list)]
+    summary = {"files": len(files), "arrays": sum(1 for k in refs["refs"] if k.endswith("/.zarray")),
+               "chunks": sum(1 for k in refs["refs"] if not k.rpartition("/")[2].startswith(".")),
+               "referenced_bytes": sum(v[2] for v in ranged if len(v) == 3), "seconds": round(time.monotonic() - began, 2),
+               "left_out": sum(len(one.warnings) for one in ordered)}
+    return refs, summary
+
+
+def write(refs: dict, output: str) -> str:
+    """Save ``refs`` as ``OUTPUT`` (``.json``, or zstd-compressed for ``.zst``); returns the path."""
+    data = json.dumps(refs, separators=(",", ":")).encode()
+    if output.endswith(".zst"):
+        import zstandard
+
+        data = zstandard.compress(data, 9)
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise RefmountError(f"{output}: {exc.strerror}") from None
+    return output
+
+
+__all__ = ["expand", "scan", "write"]

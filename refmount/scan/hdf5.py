@@ -1,0 +1,214 @@
+"""One HDF5 / NetCDF4 file -> kerchunk references, with h5py.
+
+Chunked datasets are walked once with ``chunk_iter`` (not a call per chunk); contiguous ones are
+one range (split along the first axis when large and uncompressed, so reads parallelise); compact
+ones and small variables are inline. Filters map to numcodecs ids; a filter numcodecs cannot
+decode here, a chunk stored with a filter skipped (``filter_mask``), or a variable-length type
+leaves that variable out with a warning -- never a reference that decodes to garbage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# HDF5 filter id -> numcodecs codec description (None: cannot be described)
+_DEFLATE, _SHUFFLE, _FLETCHER32, _SZIP, _NBIT, _SCALEOFFSET, _LZF, _BLOSC, _LZ4, _BSHUF, _ZSTD = \
+    1, 2, 3, 4, 5, 6, 32000, 32001, 32004, 32008, 32015
+_NAMES = {_SZIP: "szip", _NBIT: "nbit", _SCALEOFFSET: "scaleoffset", _LZF: "lzf", _BLOSC: "blosc",
+          _LZ4: "lz4", _BSHUF: "bitshuffle"}
+INLINE_BYTES = 500  # variables (and chunks) this small are kept in the references themselves
+SPLIT_BYTES = 64 << 20  # contiguous uncompressed variables larger than this: several chunks
+DIGEST_BYTES = 64 << 20  # variables up to this size get a digest of their values (combine checks)
+_INTERNAL_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid", "_Netcdf4Coordinates",
+                   "_nc3_strict", "_NCProperties", "_FillValue"}
+
+
+class Skip(Exception):
+    """A variable that cannot be described by references (said in a warning)."""
+
+
+@dataclass
+class Variable:
+    path: str
+    zarray: dict
+    zattrs: dict
+    dims: list[str]
+    refs: dict[str, object]  # chunk key -> [url, offset, length] or inline bytes
+    digest: str | None = None  # of the values, for small variables
+    values: list | None = None  # 1-D coordinate values (for combining along a dimension)
+    unlimited: bool = False  # a netCDF record (unlimited) dimension's coordinate
+
+
+@dataclass
+class FileScan:
+    url: str
+    groups: dict[str, dict] = field(default_factory=dict)  # path -> attributes
+    variables: dict[str, Variable] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        return sum(len(v.refs) for v in self.variables.values())
+
+
+def _json_value(value):
+    """An HDF5 attribute as JSON."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [_json_value(v) for v in value.tolist()] if value.ndim else _json_value(value.item())
+    if isinstance(value, (np.generic,)):
+        return _json_value(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _fill(dtype: np.dtype, value):
+    if value is None:
+        return None
+    if dtype.kind in "SV":
+        return base64.b64encode(np.asarray(value, dtype=dtype).tobytes()).decode()
+    return _json_value(np.asarray(value, dtype=dtype).item() if dtype.kind not in "O" else value)
+
+
+def _filters(dset) -> list[dict]:
+    plist = dset.id.get_create_plist()
+    out = []
+    for i in range(plist.get_nfilters()):
+        code, _flags, values, _name = plist.get_filter(i)
+        if code == _DEFLATE:
+            out.append({"id": "zlib", "level": int(values[0]) if values else 4})
+        elif code == _SHUFFLE:
+            out.append({"id": "shuffle", "elementsize": dset.dtype.itemsize})
+        elif code == _FLETCHER32:
+            out.append({"id": "fletcher32"})
+        elif code == _ZSTD:
+            out.append({"id": "zstd", "level": int(values[0]) if values else 1})
+        else:
+            raise Skip(f"filter {_NAMES.get(code, 'id ' + str(code))} (HDF5 filter {code}) cannot be described")
+    return out
+
+
+def _dims(dset, sizes: dict[int, str]) -> tuple[list[str], bool]:
+    if dset.is_scale and dset.ndim == 1:  # a netCDF coordinate: its own dimension
+        return [dset.name.rpartition("/")[2]], True
+    names = []
+    for axis, dim in enumerate(dset.dims):
+        scales = list(dim.values())
+        if scales:
+            names.append(scales[0].name.rpartition("/")[2])
+        else:
+            names.append(sizes.setdefault(dset.shape[axis], f"phony_dim_{len(sizes)}"))
+    return names, False
+
+
+def scan_file(url: str, opened) -> FileScan:
+    """References for every group and variable of one HDF5 file; ``opened`` is the open
+    ``h5py.File`` (of a local path or a file object from the origins)."""
+    import h5py
+
+    scan = FileScan(url)
+    sizes: dict[int, str] = {}
+
+    def visit(name, obj):
+        path = name
+        if isinstance(obj, h5py.Group):
+            scan.groups[path] = {k: _json_value(v) for k, v in obj.attrs.items() if k not in _INTERNAL_ATTRS}
+            return
+        try:
+            variable = _variable(url, path, obj, sizes)
+        except Skip as exc:
+            scan.warnings.append(f"{url}: variable {path}: {exc}; left out")
+            return
+        if variable is not None:
+            scan.variables[path] = variable
+
+    scan.groups[""] = {k: _json_value(v) for k, v in opened.attrs.items() if k not in _INTERNAL_ATTRS}
+    opened.visititems(visit)
+    return scan
+
+
+def _variable(url: str, path: str, dset, sizes: dict[int, str]) -> Variable | None:
+    import h5py
+
+    name = dset.attrs.get("NAME", b"")
+    if isinstance(name, bytes) and name.startswith(b"This is a netCDF dimension but not a netCDF variable"):
+        return None  # a dimension without values: nothing to serve
+    dtype = dset.dtype
+    if dtype.hasobject or h5py.check_vlen_dtype(dtype) is not None or (dtype.fields and any(
+            h5py.check_vlen_dtype(f[0]) is not None for f in dtype.fields.values())):
+        raise Skip(f"variable-length type {dtype} has no fixed-size layout")
+    shape = list(dset.shape)
+    layout = dset.id.get_create_plist().get_layout()
+    filters = _filters(dset)
+    # the netCDF _FillValue where there is one; else HDF5's own fill value only where it was set
+    # (the default 0 is not a fill value readers should mask: a time of 0 is a real time)
+    fill = dset.attrs.get("_FillValue")
+    if fill is None and dtype.kind in "iufc" and dset.fillvalue != 0:
+        fill = dset.fillvalue
+    chunks = list(dset.chunks) if dset.chunks else list(shape)
+    zattrs = {k: _json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
+    if "_FillValue" in dset.attrs:
+        zattrs["_FillValue"] = _json_value(dset.attrs["_FillValue"])
+    dims, _ = _dims(dset, sizes)
+    zattrs["_ARRAY_DIMENSIONS"] = dims
+    refs: dict[str, object] = {}
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    if layout == h5py.h5d.CHUNKED:
+        found = []
+        dset.id.chunk_iter(lambda info: found.append((info.chunk_offset, info.filter_mask, info.byte_offset, info.size)))
+        for offset, mask, byte_offset, size in found:
+            if mask:
+                raise Skip(f"chunk {offset} is stored with filters skipped (filter mask {mask}); "
+                           "the variable's codecs cannot decode it")
+            key = ".".join(str(o // c) for o, c in zip(offset, chunks)) or "0"
+            refs[key] = [url, int(byte_offset), int(size)]
+    elif layout == h5py.h5d.CONTIGUOUS:
+        offset, size = dset.id.get_offset(), dset.id.get_storage_size()
+        if offset is not None and size:
+            rows = _split_rows(shape, dtype.itemsize) if not filters and nbytes > SPLIT_BYTES else None
+            if rows:
+                chunks[0] = rows
+                step = rows * (nbytes // shape[0])
+                for i in range(shape[0] // rows):
+                    refs[".".join(["%d" % i] + ["0"] * (len(shape) - 1))] = [url, int(offset) + i * step, int(step)]
+            else:
+                refs[".".join(["0"] * len(shape)) or "0"] = [url, int(offset), int(size)]
+    else:  # compact: the data lives in the object header
+        refs[".".join(["0"] * len(shape)) or "0"] = np.ascontiguousarray(dset[()]).tobytes()
+    zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype.str if not dtype.fields
+              else [[n, f[0].str] for n, f in dtype.fields.items()], "compressor": None,
+              "filters": filters or None, "fill_value": _fill(dtype, fill), "order": "C"}
+    variable = Variable(path, zarray, zattrs, dims, refs)
+    # values are read only where combining needs them: coordinates, and the digest of variables
+    # without a record dimension (those must be identical in every file)
+    if nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):
+        values = dset[()]
+        variable.digest = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+        if dset.ndim == 1:
+            variable.values = values.tolist()
+    variable.unlimited = dset.ndim == 1 and dset.maxshape[0] is None and dims == [path.rpartition("/")[2]]
+    return variable
+
+
+def _split_rows(shape: list[int], itemsize: int) -> int | None:
+    """Rows per chunk for a large contiguous variable: a divisor of the first axis (every chunk
+    the same size, as Zarr v2 needs) whose chunks stay under ``SPLIT_BYTES``; None if none helps."""
+    if not shape or shape[0] < 2:
+        return None
+    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    best = None
+    for rows in range(1, shape[0]):
+        if shape[0] % rows == 0 and rows * row <= SPLIT_BYTES:
+            best = rows
+    return best

@@ -1,0 +1,158 @@
+"""refmount scan: NetCDF4/HDF5 files written with h5py -> references -> the mount, xarray and
+fsspec read the same values as h5py; combining checks everything that could go silently wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+NY, NX = 6, 8
+
+
+def _write(path, start: int, steps: int, units: str, scale: float = 1.0, dtype="f4", extra=True):
+    """A NetCDF4-style file: time (unlimited, CF units), lat, lon, t2m (time, lat, lon) chunked
+    with shuffle + gzip, a contiguous big-endian orog, a compact variable."""
+    rng = np.random.default_rng(start)
+    with h5py.File(path, "w") as f:
+        f.attrs["title"] = "scan test"
+        t = f.create_dataset("time", data=(np.arange(start, start + steps) * 6 / scale), maxshape=(None,), chunks=(16,))
+        t.attrs["units"] = units
+        t.attrs["calendar"] = "standard"
+        for name, n in (("lat", NY), ("lon", NX)):
+            f.create_dataset(name, data=np.linspace(-50, 50, n).astype("f4"))
+        for name in ("time", "lat", "lon"):
+            f[name].make_scale(name)
+        field = f.create_dataset("t2m", data=(rng.normal(280, 5, (steps, NY, NX))).astype(dtype), chunks=(1, NY, NX),
+                                 compression="gzip", shuffle=True, maxshape=(None, NY, NX))
+        field.attrs["units"] = "K"
+        orog = f.create_dataset("orog", data=np.arange(NY * NX, dtype=">f4").reshape(NY, NX))
+        for ds, dims in ((field, ("time", "lat", "lon")), (orog, ("lat", "lon"))):
+            for axis, dim in enumerate(dims):
+                ds.dims[axis].attach_scale(f[dim])
+        if extra:
+            f.create_dataset("flag", data=np.array([1, 2, 3], dtype="i2"))
+            f.create_dataset("names", data=["a", "bb"], dtype=h5py.string_dtype())  # variable length: left out
+    return str(path)
+
+
+@pytest.fixture
+def archive(tmp_path):
+    files = [_write(tmp_path / "a_0.nc", 0, 4, "hours since 2024-01-01 00:00:00"),
+             _write(tmp_path / "a_1.nc", 4, 4, "days since 2024-01-01", scale=24.0),  # other units: same instants
+             _write(tmp_path / "a_2.nc", 8, 3, "hours since 2024-01-01T06:00:00Z")]
+    with h5py.File(files[2], "a") as f:  # this file's epoch is 6 h later: its values are 6 h smaller
+        f["time"][...] = f["time"][...] - 6
+    return tmp_path, files
+
+
+def _expected(files):
+    t2m = np.concatenate([h5py.File(p)["t2m"][...] for p in files])
+    times = np.datetime64("2024-01-01T00:00") + np.arange(11) * np.timedelta64(6, "h")
+    return t2m, times
+
+
+def test_scan_combine_and_read_through_the_mount(archive, mount):
+    import xarray
+
+    directory, files = archive
+    out = directory / "refs.json"
+    result = run_cli("scan", str(directory / "a_*.nc"), "-o", str(out), "-j", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refmount: scanned 3 file(s)") and f"-> {out}" in result.stdout
+    assert "names" in result.stderr and "variable-length" in result.stderr  # said, and left out
+    t2m, times = _expected(files)
+    with mount(str(out)) as root:
+        ds = xarray.open_zarr(root)
+        np.testing.assert_array_equal(ds["t2m"].values, t2m)
+        np.testing.assert_array_equal(ds["time"].values.astype("datetime64[m]"), times)
+        np.testing.assert_array_equal(ds["orog"].values, h5py.File(files[0])["orog"][...])
+        np.testing.assert_array_equal(ds["flag"].values, [1, 2, 3])
+        assert "names" not in ds and ds.attrs["title"] == "scan test" and ds["t2m"].dims == ("time", "lat", "lon")
+    refs = json.loads(out.read_text())["refs"]
+    assert json.loads(refs["t2m/.zarray"])["filters"] == [{"id": "shuffle", "elementsize": 4}, {"id": "zlib", "level": 4}]
+    single = run_cli("scan", files[0], "-o", str(directory / "one.json"), "-j", "1")
+    assert single.returncode == 0, single.stderr
+
+
+def test_the_output_reads_the_same_through_fsspec(archive):
+    import fsspec
+    import zarr
+
+    directory, files = archive
+    out = directory / "refs.json.zst"
+    assert run_cli("scan", *files, "-o", str(out)).returncode == 0
+    import zstandard
+
+    refs = json.loads(zstandard.ZstdDecompressor().decompress(out.read_bytes(), max_output_size=1 << 28))
+    fs = fsspec.filesystem("reference", fo=refs)
+    group = zarr.open_group(fs.get_mapper(""), mode="r", zarr_format=2)
+    np.testing.assert_array_equal(group["t2m"][...], _expected(files)[0])
+
+
+def test_parallel_and_serial_scans_are_identical(archive):
+    directory, files = archive
+    for jobs in ("1", "2"):
+        assert run_cli("scan", *files, "-o", str(directory / f"j{jobs}.json"), "-j", jobs).returncode == 0
+    assert (directory / "j1.json").read_text() == (directory / "j2.json").read_text()
+
+
+@pytest.mark.parametrize("break_it, fragment", [
+    (lambda d: _write(d / "a_1.nc", 4, 4, "hours since 2024-01-01", dtype="f8"), "dtype differs between"),
+    (lambda d: _write(d / "a_0.nc", 0, 3, "hours since 2024-01-01"), None),  # 3 steps: fine, chunks are 1 step
+    (lambda d: _write(d / "a_1.nc", 4, 4, "hours since 2024-01-01", extra=False), "is in"),
+])
+def test_combining_mismatches_are_one_line_errors(archive, break_it, fragment):
+    directory, files = archive
+    break_it(directory)
+    result = run_cli("scan", str(directory / "a_*.nc"), "-o", str(directory / "x.json"))
+    if fragment is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("refmount: ") and fragment in last, result.stderr
+
+
+def test_static_variables_must_match_and_chunks_must_line_up(tmp_path):
+    a = _write(tmp_path / "a.nc", 0, 4, "hours since 2024-01-01")
+    b = _write(tmp_path / "b.nc", 4, 4, "hours since 2024-01-01")
+    with h5py.File(b, "a") as f:
+        f["orog"][0, 0] = -1  # a static field that differs
+    result = run_cli("scan", a, b, "-o", str(tmp_path / "x.json"))
+    assert result.returncode == 1 and "orog has no concatenated dimension but differs between" in result.stderr
+    with h5py.File(tmp_path / "c.nc", "w") as f:
+        f.create_dataset("time", data=np.arange(3.0), maxshape=(None,), chunks=(2,)).make_scale("time")
+        f.create_dataset("v", data=np.arange(3.0), chunks=(2,), maxshape=(None,)).dims[0].attach_scale(f["time"])
+    with h5py.File(tmp_path / "d.nc", "w") as f:
+        f.create_dataset("time", data=np.arange(3.0, 6.0), maxshape=(None,), chunks=(2,)).make_scale("time")
+        f.create_dataset("v", data=np.arange(3.0), chunks=(2,), maxshape=(None,)).dims[0].attach_scale(f["time"])
+    result = run_cli("scan", str(tmp_path / "c.nc"), str(tmp_path / "d.nc"), "-o", str(tmp_path / "y.json"))
+    assert result.returncode == 1 and "not a multiple of the chunk length 2" in result.stderr
+
+
+def test_a_chunk_stored_with_a_filter_skipped_leaves_its_variable_out(tmp_path):
+    path = tmp_path / "masked.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("v", shape=(4,), chunks=(2,), dtype="i4", compression="gzip")
+        d[0:2] = [1, 2]
+        d.id.write_direct_chunk((2,), np.array([3, 4], dtype="i4").tobytes(), filter_mask=1)  # gzip skipped
+        f.create_dataset("ok", data=np.arange(4))
+    result = run_cli("scan", str(path), "-o", str(tmp_path / "m.json"))
+    assert result.returncode == 0, result.stderr
+    assert "variable v: chunk (2,) is stored with filters skipped" in result.stderr
+    refs = json.loads((tmp_path / "m.json").read_text())["refs"]
+    assert "v/.zarray" not in refs and "ok/.zarray" in refs
+
+
+def test_bad_inputs_are_one_line(tmp_path):
+    (tmp_path / "not.nc").write_bytes(b"plain text")
+    for args, fragment in (([str(tmp_path / "nope*.nc")], "no such file"), ([str(tmp_path / "not.nc")], "not an HDF5")):
+        result = run_cli("scan", *args, "-o", str(tmp_path / "x.json"))
+        assert result.returncode == 1 and "Traceback" not in result.stderr and fragment in result.stderr
+    assert not os.path.exists(tmp_path / "x.json")
