@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""refmount scan against h5py's bare chunk walk and kerchunk, on the same files in one run.
+
+    .venv/bin/python benchmarks/scan.py [--files 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+def big_file(path: Path) -> None:
+    with h5py.File(path, "w") as f:  # 10,000 chunks
+        d = f.create_dataset("v", shape=(100, 100, 400), chunks=(1, 1, 400), dtype="f4", compression="gzip", shuffle=True)
+        d[...] = np.random.default_rng(0).normal(size=(100, 100, 400)).astype("f4")
+
+
+def small_files(directory: Path, n: int) -> list[str]:
+    paths = []
+    for i in range(n):
+        path = directory / f"s_{i:05d}.nc"
+        with h5py.File(path, "w") as f:
+            t = f.create_dataset("time", data=[float(i)], maxshape=(None,), chunks=(1,))
+            t.attrs["units"] = "days since 2000-01-01"
+            t.make_scale("time")
+            for name, size in (("lat", 10), ("lon", 20)):
+                f.create_dataset(name, data=np.arange(size, dtype="f4")).make_scale(name)
+            v = f.create_dataset("v", data=np.full((1, 10, 20), i, dtype="f4"), chunks=(1, 10, 20), maxshape=(None, 10, 20),
+                                 compression="gzip")
+            for axis, dim in enumerate(("time", "lat", "lon")):
+                v.dims[axis].attach_scale(f[dim])
+        paths.append(str(path))
+    return paths
+
+
+def timed(func) -> float:
+    began = time.perf_counter()
+    func()
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--files", type=int, default=1000)
+    args = p.parse_args()
+    from kerchunk.combine import MultiZarrToZarr
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    from refmount.scan import scan
+
+    work = Path(tempfile.mkdtemp(prefix="refmount-scan-bench-"))
+    big = work / "big.h5"
+    big_file(big)
+
+    def bare():
+        with h5py.File(big) as f:
+            found = []
+            f["v"].id.chunk_iter(lambda info: found.append(info.byte_offset))
+
+    t_bare = min(timed(bare) for _ in range(3))
+    t_ours = min(timed(lambda: scan([str(big)], jobs=1, progress=False)) for _ in range(3))
+    t_kerchunk = timed(lambda: SingleHdf5ToZarr(str(big), inline_threshold=0).translate())
+    print(f"one HDF5 file, 10,000 chunks: h5py chunk_iter {t_bare:.3f} s, refmount scan {t_ours:.3f} s "
+          f"({t_ours / t_bare:.2f} x, target <= 2), kerchunk {t_kerchunk:.2f} s (refmount {t_ours / t_kerchunk:.3f} x, "
+          "target <= 0.2)")
+    paths = small_files(work, args.files)
+    out = work / "many.json"
+    t_cli = timed(lambda: subprocess.run([sys.executable, "-m", "refmount", "scan", *paths, "-o", str(out), "-j", "2"],
+                                         check=True, capture_output=True))
+
+    def kerchunk_many():
+        singles = [SingleHdf5ToZarr(p, inline_threshold=0).translate() for p in paths]
+        MultiZarrToZarr(singles, concat_dims=["time"], identical_dims=["lat", "lon"]).translate()
+
+    t_k = timed(kerchunk_many)
+    print(f"{args.files} small NetCDF4 files combined along time: refmount scan -j 2 {t_cli:.1f} s (process start "
+          f"included), kerchunk SingleHdf5ToZarr + MultiZarrToZarr {t_k:.1f} s ({t_cli / t_k:.2f} x, target <= 0.1)")
+    subprocess.run(["rm", "-rf", str(work)])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
