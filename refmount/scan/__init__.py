@@ -45,19 +45,19 @@ def expand(patterns: list[str], storage_options: dict | None = None) -> list[str
     return files
 
 
-def _scan_one(url: str, storage_options: dict) -> FileScan:
+def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
     import h5py
 
     protocol, path = split_protocol(url)
     try:
         if protocol == "file":
             with h5py.File(path, "r") as opened:
-                return scan_file(path, opened)
+                return scan_file(path, opened, combining)
         from refmount.io.origins import Origins
 
         fs = Origins(storage_options).filesystem(protocol)
         with fs.open(path, "rb", block_size=1 << 20, cache_type="blockcache") as raw, h5py.File(raw, "r") as opened:
-            return scan_file(url, opened)
+            return scan_file(url, opened, combining)
     except FileNotFoundError:
         raise RefmountError(f"{url}: no such file") from None
     except OSError as exc:
@@ -77,13 +77,13 @@ def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, stor
     try:
         if jobs > 1 and len(files) > 1:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(_scan_one, url, storage_options): url for url in files}
+                futures = {pool.submit(_scan_one, url, storage_options, True): url for url in files}
                 for future in as_completed(futures):
                     scans[futures[future]] = future.result()
                     bar.update()
         else:
             for url in files:
-                scans[url] = _scan_one(url, storage_options)
+                scans[url] = _scan_one(url, storage_options, len(files) > 1)
                 bar.update()
     finally:
         bar.close()

@@ -112,9 +112,10 @@ def _dims(dset, sizes: dict[int, str]) -> tuple[list[str], bool]:
     return names, False
 
 
-def scan_file(url: str, opened) -> FileScan:
+def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     """References for every group and variable of one HDF5 file; ``opened`` is the open
-    ``h5py.File`` (of a local path or a file object from the origins)."""
+    ``h5py.File`` (of a local path or a file object from the origins). ``combining``: read what
+    combining with other files needs (coordinates, digests of variables without a record dimension)."""
     import h5py
 
     scan = FileScan(url)
@@ -126,7 +127,7 @@ def scan_file(url: str, opened) -> FileScan:
             scan.groups[path] = {k: _json_value(v) for k, v in obj.attrs.items() if k not in _INTERNAL_ATTRS}
             return
         try:
-            variable = _variable(url, path, obj, sizes)
+            variable = _variable(url, path, obj, sizes, combining)
         except Skip as exc:
             scan.warnings.append(f"{url}: variable {path}: {exc}; left out")
             return
@@ -138,7 +139,7 @@ def scan_file(url: str, opened) -> FileScan:
     return scan
 
 
-def _variable(url: str, path: str, dset, sizes: dict[int, str]) -> Variable | None:
+def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool) -> Variable | None:
     import h5py
 
     name = dset.attrs.get("NAME", b"")
@@ -192,7 +193,7 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str]) -> Variable | No
     variable = Variable(path, zarray, zattrs, dims, refs)
     # values are read only where combining needs them: coordinates, and the digest of variables
     # without a record dimension (those must be identical in every file)
-    if nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):
+    if combining and nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):
         values = dset[()]
         variable.digest = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
         if dset.ndim == 1:
