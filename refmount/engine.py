@@ -25,7 +25,8 @@ from refmount.io.prefetch import Prefetcher
 from refmount.io.reader import Reader
 from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
-from refmount.sources import open_source
+from refmount.scan import is_archive, scan_kept
+from refmount.sources import kerchunk_json, open_source
 from refmount.views import apply_view
 
 log = logging.getLogger("refmount")
@@ -91,7 +92,7 @@ class Engine:
         policy = OriginPolicy(opts.allow_origin, shared=is_shared(opts.allow_other))
         settings = opts.source_settings()
         try:
-            indexes = {name: apply_view(open_source(src, self.origins, **settings), opts.views.get(name, opts.view))
+            indexes = {name: apply_view(self._source(src, opts, settings), opts.views.get(name, opts.view))
                        for name, src in opts.sources}
         except FetchError as exc:  # a source's object could not be read: a one-line error
             raise RefmountError(str(exc)) from None
@@ -110,6 +111,17 @@ class Engine:
         if missing:
             log.warning("%s; their chunks fail with EIO (--allow-missing)", missing_message(missing))
         return tree, policy
+
+    def _source(self, src: str, opts: MountOptions, settings: dict) -> Index:
+        """A reference set or repository -- or an archive of NetCDF4/HDF5 files (a glob, a
+        file, a directory), scanned here, the result kept in the cache directory so a remount
+        (or another node sharing it) starts without scanning while the files are unchanged."""
+        if not is_archive(src):
+            return open_source(src, self.origins, **settings)
+        directory = opts.cache_dir if opts.cache_dir and opts.cache_dir != "auto" else disk.default_directory("scans")
+        refs, kept = scan_kept(src, directory, opts.storage_options)
+        log.info("%s: %s", src, "scan kept from an earlier mount" if kept else "scanned")
+        return kerchunk_json.from_refs(refs, src)
 
     def swap(self, tree: Index, policy: OriginPolicy) -> None:
         self.tree, self.origins.policy = tree, policy

@@ -100,6 +100,69 @@ def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, stor
     return refs, summary
 
 
+ARCHIVE_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".he5")
+
+
+def is_archive(source: str) -> bool:
+    """A source naming original files rather than a reference set: a glob, a NetCDF4/HDF5 file,
+    or a directory holding such files (and no reference set or repository)."""
+    location = location_of(source)
+    if "|" in location:
+        return False
+    protocol, path = split_protocol(location)
+    if glob.has_magic(path) or path.lower().endswith(ARCHIVE_SUFFIXES):
+        return True
+    if protocol == "file" and os.path.isdir(path):
+        if any(os.path.exists(os.path.join(path, marker)) for marker in (".zmetadata", "repo", "refs")):
+            return False
+        return any(name.lower().endswith(ARCHIVE_SUFFIXES) for name in os.listdir(path))
+    return False
+
+
+def identities(files: list[str], storage_options: dict | None = None) -> list[list]:
+    """What names each original's state: path, size, modification time (remote: size and ETag)."""
+    out = []
+    for url in files:
+        protocol, path = split_protocol(url)
+        try:
+            if protocol == "file":
+                st = os.stat(path)
+                out.append([url, st.st_size, st.st_mtime_ns])
+            else:
+                from refmount.io.origins import Origins
+
+                origins = Origins(storage_options or {})
+                out.append([url, origins.size(url), origins.version(url)])
+        except Exception as exc:
+            raise RefmountError(f"{url}: {exc}") from None
+    return out
+
+
+def scan_kept(source: str, directory: str, storage_options: dict | None = None, jobs: int = 4) -> tuple[dict, bool]:
+    """``(references, kept)`` for an archive source: the scan kept in ``directory`` when every
+    original is as it was (same files, sizes, times), else a new scan, then kept there."""
+    import hashlib
+
+    import zstandard
+
+    files = expand([source], storage_options)
+    key = hashlib.sha256(json.dumps(identities(files, storage_options)).encode()).hexdigest()[:32]
+    path = os.path.join(directory, "scans", f"{key}.json.zst")
+    try:
+        with open(path, "rb") as f:
+            return json.loads(zstandard.ZstdDecompressor().decompress(f.read(), max_output_size=1 << 34)), True
+    except (OSError, ValueError, zstandard.ZstdError):
+        pass  # not kept, or unreadable: scan again
+    refs, summary = scan(files, jobs=jobs, progress=False)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write(refs, path)
+    except (OSError, RefmountError) as exc:
+        log.warning("scan of %s not kept in %s: %s", source, directory, exc)
+    log.info("scanned %s: %d files, %d chunks in %.1f s", source, summary["files"], summary["chunks"], summary["seconds"])
+    return refs, False
+
+
 def write(refs: dict, output: str) -> str:
     """Save ``refs`` as ``OUTPUT`` (``.json``, or zstd-compressed for ``.zst``); returns the path."""
     data = json.dumps(refs, separators=(",", ":")).encode()
@@ -117,4 +180,4 @@ def write(refs: dict, output: str) -> str:
     return output
 
 
-__all__ = ["expand", "scan", "write"]
+__all__ = ["expand", "identities", "is_archive", "scan", "scan_kept", "write"]

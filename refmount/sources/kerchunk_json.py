@@ -51,6 +51,11 @@ def load(location: str, origins: Origins) -> Index:
     return _load_set(location, doc, base, mtime_ns)
 
 
+def from_refs(doc: dict, where: str, mtime_ns: int = 0) -> CompactIndex:
+    """An index of a reference set already in memory (``refmount scan``'s, with absolute URLs)."""
+    return _load_set(where, doc, "/", mtime_ns)
+
+
 def _load_set(where: str, doc, base: str, mtime_ns: int) -> CompactIndex:
     if not isinstance(doc, dict):
         raise RefmountError(f"{where}: a reference set must be a JSON object, not {type(doc).__name__}")

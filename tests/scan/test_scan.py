@@ -156,3 +156,26 @@ def test_bad_inputs_are_one_line(tmp_path):
         result = run_cli("scan", *args, "-o", str(tmp_path / "x.json"))
         assert result.returncode == 1 and "Traceback" not in result.stderr and fragment in result.stderr
     assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_mounting_an_archive_directly_keeps_the_scan(archive, mount, tmp_path):
+    """``refmount '/archive/*.nc' MNT``: scanned at mount, the result kept in the cache directory;
+    a remount with unchanged files does not scan again, a changed original is scanned again."""
+    import xarray
+
+    directory, files = archive
+    cache = tmp_path / "cache"
+    log = tmp_path / "log"
+    t2m, _ = _expected(files)
+    for scans, kept in ((1, 0), (1, 1)):  # the first mount scans, the second finds it kept
+        with mount(str(directory / "a_*.nc"), cache_dir=str(cache), log_file=str(log)) as root:
+            np.testing.assert_array_equal(xarray.open_zarr(root)["t2m"].values, t2m)
+        text = log.read_text()
+        assert (text.count("nc: scanned"), text.count("scan kept from an earlier mount")) == (scans, kept), text
+    assert len(list((cache / "scans").iterdir())) == 1
+    _write(directory / "a_2.nc", 8, 3, "hours since 2024-01-01")  # rewritten: new values, same times
+    with h5py.File(files[2], "a") as f:
+        f["time"][...] = np.arange(8, 11) * 6.0
+    with mount(str(directory / "a_*.nc"), cache_dir=str(cache), log_file=str(log)) as root:
+        np.testing.assert_array_equal(xarray.open_zarr(root)["t2m"].values, _expected(files)[0])
+    assert len(list((cache / "scans").iterdir())) == 2  # scanned again, kept again
