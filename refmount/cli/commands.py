@@ -237,14 +237,19 @@ def cmd_inspect(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import logging
 
-    from refmount.io.origins import Origins, unreadable_local
-    from refmount.sources import open_source
     from refmount.cli.summary import render, summarize
+    from refmount.io.origins import Origins, unreadable_local
+    from refmount.scan import is_archive, scan
+    from refmount.sources import kerchunk_json, open_source
 
     logging.getLogger("refmount.icechunk").setLevel(logging.ERROR)  # the summary lists unauthorised containers
     origins = Origins(parse_storage_options(args.storage_option))
-    tree = open_source(location_of(args.source), origins, tuple(args.authorize_virtual),
-                       tuple(parse_relocation(r) for r in args.relocate), args.all_refs)
+    if is_archive(args.source):  # original files: what a mount of them would serve (scanned now)
+        refs, _ = scan([args.source], jobs=min(4, os.cpu_count() or 1), storage_options=origins.storage_options)
+        tree = kerchunk_json.from_refs(refs, args.source)
+    else:
+        tree = open_source(location_of(args.source), origins, tuple(args.authorize_virtual),
+                           tuple(parse_relocation(r) for r in args.relocate), args.all_refs)
     summary = summarize(tree)
     urls = [url for url in tree.urls() if not url.endswith("/")]
     unreadable = unreadable_local(urls)
@@ -322,6 +327,7 @@ def cmd_check(argv: list[str]) -> int:
 def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
     from refmount.io.origins import Origins, unreadable_local
     from refmount.io.policy import OriginPolicy, is_shared
+    from refmount.scan import expand, is_archive
     from refmount.sources import open_source
 
     problems = []
@@ -330,6 +336,12 @@ def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
     policy = OriginPolicy(opts.allow_origin, shared=is_shared(bool(opts.allow_other)))
     origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, policy=policy)
     for name, source in opts.sources:
+        if is_archive(source):  # original files, scanned at mount: that they exist is what check can say
+            try:
+                expand([source], opts.storage_options)
+            except RefmountError as exc:
+                problems.append(f"source {name}: {exc}")
+            continue
         try:
             tree = open_source(source, origins, **opts.source_settings())
         except (RefmountError, FetchError) as exc:

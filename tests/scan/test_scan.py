@@ -179,3 +179,16 @@ def test_mounting_an_archive_directly_keeps_the_scan(archive, mount, tmp_path):
     with mount(str(directory / "a_*.nc"), cache_dir=str(cache), log_file=str(log)) as root:
         np.testing.assert_array_equal(xarray.open_zarr(root)["t2m"].values, _expected(files)[0])
     assert len(list((cache / "scans").iterdir())) == 2  # scanned again, kept again
+
+
+def test_inspect_and_check_take_an_archive(archive):
+    directory, files = archive
+    result = run_cli("inspect", "--json", str(directory / "a_*.nc"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    t2m = next(a for a in summary["arrays"] if a["path"] == "t2m")
+    assert t2m["shape"] == [11, NY, NX] and t2m["refs"]["ranged"] == 11 and summary["origin_files"] == 3
+    (directory / "mnt").mkdir()
+    assert run_cli("check", str(directory / "a_*.nc"), str(directory / "mnt")).returncode == 0
+    bad = run_cli("check", str(directory / "zz_*.nc"), str(directory / "mnt"))
+    assert bad.returncode == 1 and "no such file" in bad.stderr
