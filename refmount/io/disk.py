@@ -127,7 +127,6 @@ class DiskCache:
 
     def _scan(self) -> None:
         """Index existing entries by last use; drop leftovers of interrupted writes."""
-        found = []
         now = time.time()
         for entry in os.scandir(os.path.join(self.directory, "tmp")):
             try:  # shared: another daemon may be writing it right now
@@ -135,19 +134,9 @@ class DiskCache:
                     os.unlink(entry.path)
             except OSError:
                 pass
-        for sub in os.scandir(self.directory):
-            if not sub.is_dir(follow_symlinks=False) or len(sub.name) != 2:
-                continue
-            for entry in os.scandir(sub.path):
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                found.append((st.st_mtime_ns, sub.name + "/" + entry.name, st.st_size))
-        for _, name, size in sorted(found):
-            self._entries[name] = size
-            self._bytes += size
-        self._evict(0)
+        self._rescan()
+        with self._lock:
+            self._evict(0)
 
     # -- entries ------------------------------------------------------------------------
     def _name(self, identity: bytes) -> str:
@@ -286,7 +275,8 @@ class DiskCache:
                 pass
 
     def _rescan(self) -> None:
-        """Shared: learn what every daemon has put in the directory (sizes, last use)."""
+        """Learn the entries in the directory, least recently used first (at start; shared:
+        what every daemon has put there, every ``RESCAN_SECONDS``)."""
         self._rescanned = time.monotonic()
         found = []
         for sub in os.scandir(self.directory):
