@@ -82,8 +82,8 @@ class Mounted:
 
 
 def refmount_mount(refs: str, mountpoint: str, *extra: str) -> Mounted:
-    allow = ["--allow-origin", "/", "--allow-origin", "http://127.0.0.1"]  # our own originals, run as root
-    return Mounted([PY, "-m", "refmount", "-f", "--log-level", "WARNING", *allow, *extra, refs, mountpoint], mountpoint)
+    # root's own mount reads its own originals: no allow list (the policy is for shared mounts)
+    return Mounted([PY, "-m", "refmount", "-f", "--log-level", "WARNING", *extra, refs, mountpoint], mountpoint)
 
 
 def timed(argv: list[str]) -> float:

@@ -33,6 +33,12 @@ class _Collector:
         for name, help_text in GAUGES.items():
             if name in data:
                 yield GaugeMetricFamily(f"refmount_{name}", help_text, value=float(data[name]))
+        for name in ("origin_requests", "origin_bytes", "origin_errors", "origin_retries"):
+            family = CounterMetricFamily(f"refmount_{name}_by_host", f"{name.replace('_', ' ')} per origin host",
+                                         labels=["host"])
+            for host, counts in sorted((data.get("by_host") or {}).items()):
+                family.add_metric([host], float(counts.get(name, 0)))
+            yield family
         latency = GaugeMetricFamily("refmount_origin_latency_seconds", "origin request latency of the last 4096 "
                                     "requests", labels=["quantile"])
         for label, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max")):

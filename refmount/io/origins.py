@@ -191,6 +191,12 @@ class Origins:
             self.stats.observe("origin_latency", time.monotonic() - began)
             self.stats.add("origin_inflight", -1)
 
+    def _count(self, url: str, name: str, amount: int = 1) -> None:
+        """A counter in total and for the origin's host (``local`` for local files)."""
+        self.stats.add(name, amount)
+        host = url.partition("://")[2].partition("/")[0] if "://" in url else "local"
+        self.stats.add_labelled(name, host, amount)
+
     def check(self, url: str) -> None:
         """``FetchError`` when the origin policy refuses ``url``."""
         problem = self.policy.problem(url)
@@ -210,17 +216,17 @@ class Origins:
             try:
                 result = self._timed(func)
             except FetchError as exc:  # already says what failed (a changed original)
-                self.stats.add("origin_errors")
+                self._count(url, "origin_errors")
                 log.debug("%s %s%s -> %s (%.1f ms)", what, url, span, exc, (time.monotonic() - t0) * 1000)
                 raise
             except Exception as exc:  # classify, then retry or give up
                 cause = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 log.debug("%s %s%s -> %s (%.1f ms)", what, url, span, cause, (time.monotonic() - t0) * 1000)
                 if attempt == self.retries or not _is_transient(exc):
-                    self.stats.add("origin_errors")
+                    self._count(url, "origin_errors")
                     raise FetchError(f"{what} {url}{span}: {cause} ({attempt} attempt{'s' if attempt > 1 else ''}, "
                                      f"{time.monotonic() - began:.2f} s)") from exc
-                self.stats.add("origin_retries")
+                self._count(url, "origin_retries")
                 log.info("retrying %s %s%s after %s", what, url, span, cause)
                 wait = getattr(exc, "retry_after", None)  # the server's Retry-After, within one timeout
                 time.sleep(delay if wait is None else min(max(wait, delay), self.timeout))
@@ -240,7 +246,7 @@ class Origins:
         the daemon (never closed, so never reused under a concurrent reader); others are
         opened per read. With a ``check``, the file's identity is verified before and after."""
         self.check(url)
-        self.stats.add("origin_requests")
+        self._count(url, "origin_requests")
         began = time.monotonic()
         try:
             fd = self._fds.get(path)
@@ -266,18 +272,18 @@ class Origins:
                 if not keep:
                     os.close(fd)
         except FetchError:
-            self.stats.add("origin_errors")
+            self._count(url, "origin_errors")
             raise
         except OSError as exc:
-            self.stats.add("origin_errors")
+            self._count(url, "origin_errors")
             raise FetchError(f"read {url} [{start}, {end}): {exc.strerror}") from exc
         except ValueError as exc:  # a path no file can have (NUL, a lone surrogate)
-            self.stats.add("origin_errors")
+            self._count(url, "origin_errors")
             raise FetchError(f"read {url!r}: {exc}") from exc
-        self.stats.add("origin_bytes", len(data))
+        self._count(url, "origin_bytes", len(data))
         log.debug("pread %s [%d, %d) -> %d bytes (%.1f ms)", url, start, end, len(data), (time.monotonic() - began) * 1000)
         if len(data) != end - start:
-            self.stats.add("origin_errors")
+            self._count(url, "origin_errors")
             raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         return data
 
@@ -327,7 +333,7 @@ class Origins:
             etag = next((info[k] for k in ("ETag", "etag") if info.get(k)), None)
             problem = changed(url, check, etag, _modified(info))
             if problem is not None:
-                self.stats.add("origin_errors")
+                self._count(url, "origin_errors")
                 raise problem
 
         http = protocol in ("http", "https")
@@ -342,7 +348,7 @@ class Origins:
             raise FetchError(failed)  # the same words: the log says it once
 
         def attempt() -> bytes:
-            self.stats.add("origin_requests")
+            self._count(url, "origin_requests")
             try:
                 if http:
                     return fsspec.asyn.sync(fs.loop, get_range, fs, path, start, end, kwargs.get("headers", {}),
@@ -359,13 +365,13 @@ class Origins:
         try:
             data = self._with_retries("read", url, attempt, f" [{start}, {end})")
             if len(data) != end - start:
-                self.stats.add("origin_errors")
+                self._count(url, "origin_errors")
                 raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         except FetchError as exc:
             if self._failed is not None and not isinstance(exc, Refused):  # a reload may allow it
                 self._failed[key] = str(exc)
             raise
-        self.stats.add("origin_bytes", len(data))
+        self._count(url, "origin_bytes", len(data))
         return data
 
     def _refused_redirect(self, url: str) -> str | None:

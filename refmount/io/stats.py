@@ -27,11 +27,19 @@ class Stats:
         self._counts: Counter[str] = Counter()
         self._samples: dict[str, deque] = {}
         self._gauges: dict[str, Callable[[], int]] = {}
+        self._labelled: dict[str, Counter[str]] = {}
         self.started = time.time()
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counts[name] += amount
+
+    def add_labelled(self, name: str, label: str, amount: int = 1) -> None:
+        """A counter per label (per origin host), shown under ``by_host`` (bounded to 256 labels)."""
+        with self._lock:
+            counts = self._labelled.setdefault(label, Counter()) if len(self._labelled) < 256 or label in self._labelled \
+                else self._labelled.setdefault("other", Counter())
+            counts[name] += amount
 
     def observe(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -48,6 +56,7 @@ class Stats:
         with self._lock:
             data: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
             data.update(self._counts)
+            by_host = {host: dict(counts) for host, counts in self._labelled.items()}
             samples = {name: sorted(series) for name, series in self._samples.items()}
         for name in sorted(set(LATENCIES) | set(samples)):
             values = samples.get(name) or [0.0]
@@ -57,4 +66,5 @@ class Stats:
         for name, read in self._gauges.items():
             data[name] = read()
         data["uptime_s"] = int(time.time() - self.started)
+        data["by_host"] = by_host
         return data

@@ -166,6 +166,11 @@ def test_metrics_endpoint_matches_the_stats(origin, tmp_path, mount):
     assert samples["refmount_cache_misses_total"] == 3 and samples["refmount_origin_errors_total"] == 0
     assert samples["refmount_memory_cache_bytes"] == 3 * CHUNK
     assert any(f.name == "refmount_origin_latency_seconds" for f in text_string_to_metric_families(text))
+    host = origin.url.removeprefix("http://")
+    by_host = {(s.name, s.labels.get("host")): s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.labels.get("host")}
+    assert by_host[("refmount_origin_requests_by_host_total", host)] == 3
+    assert by_host[("refmount_origin_bytes_by_host_total", host)] == 3 * CHUNK
 
 
 def test_a_busy_metrics_port_is_one_line(tmp_path, mountpoint):
