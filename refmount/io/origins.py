@@ -342,7 +342,10 @@ class Origins:
         if flagged is not None and time.monotonic() < flagged[1]:
             raise FetchError(f"read {url} [{start}, {end}): {flagged[0]}")
         key = (url, start, end, check)
-        failed = self._failed.get(key) if self._failed is not None else None
+        failed = None
+        if self._failed is not None:
+            with self._lock:  # cachetools caches are not thread-safe
+                failed = self._failed.get(key)
         if failed is not None:  # a dead range costs one request per failed_ttl, however many readers
             self.stats.add("origin_failures_remembered")
             raise FetchError(failed)  # the same words: the log says it once
@@ -369,7 +372,8 @@ class Origins:
                 raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         except FetchError as exc:
             if self._failed is not None and not isinstance(exc, Refused):  # a reload may allow it
-                self._failed[key] = str(exc)
+                with self._lock:
+                    self._failed[key] = str(exc)
             raise
         self._count(url, "origin_bytes", len(data))
         return data

@@ -96,7 +96,7 @@ class Reader:
             elif data is None:
                 data = self.origins.read(url, start, start + length, check)
                 self.disk.put(url, start, length, data, version)
-        if self._failing and url in self._failing:  # it answers again: fetch ahead again
+        with self._lock:  # it answers again: fetch ahead again (cachetools caches need a lock)
             self._failing.pop(url, None)
         return data
 
@@ -203,8 +203,10 @@ class Reader:
 
     def fetch_ahead(self, segments: list[Segment]) -> int:
         """Start fetching ``segments`` in the background; returns how many were started."""
+        with self._lock:
+            failing = {s[0] for s in segments if s[0] in self._failing}
         wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache
-                  and s[0] not in self._failing]
+                  and s[0] not in failing]
         started = 0
         if self.disk is not None:  # what the disk holds is loaded from there, one by one
             on_disk = [s for s in wanted if self._on_disk(s)]
@@ -298,7 +300,8 @@ class Reader:
                     # the origin failed, not one range: readers waiting on these share the
                     # failure; later readers ask for their own range (no retry storm from here)
                     log.warning("prefetch %s [%d, %d) failed: %s", url, start, end, exc)
-                    self._failing[url] = True
+                    with self._lock:
+                        self._failing[url] = True
                     for seg in run:
                         self.cache.fail(seg, exc)
                     return
