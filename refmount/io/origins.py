@@ -318,24 +318,7 @@ class Origins:
         protocol, path = split_protocol(url)
         if protocol == "file":  # local originals: one pread on a kept descriptor
             return self._pread(url, path, start, end, check)
-        fs = self.filesystem(protocol)
-        kwargs = {}
-        if check and protocol in ("http", "https"):  # the origin enforces it: no extra request
-            kind, _, expected = check.partition(":")
-            header = {"etag": ("If-Match", lambda v: f'"{_bare(v)}"'), "mtime": ("If-Unmodified-Since", lambda v: formatdate(int(v), usegmt=True))}
-            if kind in header and (kind != "mtime" or expected.isdigit()):
-                name, form = header[kind]
-                kwargs["headers"] = {name: form(expected)}
-            else:
-                raise FetchError(f"{url}: unknown checksum {check!r}")
-        elif check:  # other object stores: compare what ``info`` reports first
-            info = self._with_retries("stat", url, lambda: self._call(fs, "info", path))
-            etag = next((info[k] for k in ("ETag", "etag") if info.get(k)), None)
-            problem = changed(url, check, etag, _modified(info))
-            if problem is not None:
-                self._count(url, "origin_errors")
-                raise problem
-
+        # a dead range, or a host that ignores Range, fails here: before any request, checks included
         http = protocol in ("http", "https")
         host = url.partition("://")[2].partition("/")[0]
         flagged = self._no_range.get(host) if http else None
@@ -349,6 +332,28 @@ class Origins:
         if failed is not None:  # a dead range costs one request per failed_ttl, however many readers
             self.stats.add("origin_failures_remembered")
             raise FetchError(failed)  # the same words: the log says it once
+
+        fs = self.filesystem(protocol)
+        kwargs = {}
+        if check and protocol in ("http", "https"):  # the origin enforces it: no extra request
+            kind, _, expected = check.partition(":")
+            header = {"etag": ("If-Match", lambda v: f'"{_bare(v)}"'), "mtime": ("If-Unmodified-Since", lambda v: formatdate(int(v), usegmt=True))}
+            if kind in header and (kind != "mtime" or expected.isdigit()):
+                name, form = header[kind]
+                kwargs["headers"] = {name: form(expected)}
+            else:
+                raise FetchError(f"{url}: unknown checksum {check!r}")
+        elif check:  # other object stores: compare what ``info`` reports first
+            try:
+                info = self._with_retries("stat", url, lambda: self._call(fs, "info", path))
+            except FetchError as exc:
+                self._remember(key, exc)
+                raise
+            etag = next((info[k] for k in ("ETag", "etag") if info.get(k)), None)
+            problem = changed(url, check, etag, _modified(info))
+            if problem is not None:
+                self._count(url, "origin_errors")
+                raise problem
 
         def attempt() -> bytes:
             self._count(url, "origin_requests")
@@ -371,12 +376,16 @@ class Origins:
                 self._count(url, "origin_errors")
                 raise ShortRead(f"read {url} [{start}, {end}): got {len(data)} of {end - start} bytes")
         except FetchError as exc:
-            if self._failed is not None and not isinstance(exc, Refused):  # a reload may allow it
-                with self._lock:
-                    self._failed[key] = str(exc)
+            self._remember(key, exc)
             raise
         self._count(url, "origin_bytes", len(data))
         return data
+
+    def _remember(self, key: tuple, exc: FetchError) -> None:
+        """Keep a failed range's error for ``failed_ttl`` (not a refusal: a reload may allow it)."""
+        if self._failed is not None and not isinstance(exc, Refused):
+            with self._lock:
+                self._failed[key] = str(exc)
 
     def _refused_redirect(self, url: str) -> str | None:
         """Why a redirect target may not be followed (the origin policy, at every hop)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import multiprocessing
 import os
 import sys
 import time
@@ -62,6 +63,10 @@ def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
         raise RefmountError(f"{url}: no such file") from None
     except OSError as exc:
         raise RefmountError(f"{url}: not an HDF5/NetCDF4 file ({exc})") from None
+    except RefmountError:
+        raise
+    except Exception as exc:  # an HDF5 layout nobody foresaw: one line naming the file, never a traceback
+        raise RefmountError(f"{url}: cannot scan: {type(exc).__name__}: {exc}") from None
 
 
 def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, storage_options: dict | None = None,
@@ -76,7 +81,8 @@ def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, stor
     bar = tqdm(total=len(files), unit="file", disable=not (sys.stderr.isatty() if progress is None else progress))
     try:
         if jobs > 1 and len(files) > 1:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # fresh interpreters, not forks: a mounted daemon rescanning on reload has threads
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = {pool.submit(_scan_one, url, storage_options, True): url for url in files}
                 for future in as_completed(futures):
                     scans[futures[future]] = future.result()
