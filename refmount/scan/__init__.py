@@ -17,8 +17,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from refmount.errors import RefmountError
+from refmount.scan import netcdf3
 from refmount.scan.combine import combine
-from refmount.scan.hdf5 import FileScan, scan_file
+from refmount.scan.hdf5 import scan_file
+from refmount.scan.model import FileScan, Skip
 from refmount.urls import location_of, split_protocol
 
 log = logging.getLogger("refmount.scan")
@@ -52,17 +54,32 @@ def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
     protocol, path = split_protocol(url)
     try:
         if protocol == "file":
-            with h5py.File(path, "r") as opened:
-                return scan_file(path, opened, combining)
-        from refmount.io.origins import Origins
+            raw = open(path, "rb")
+            name = path
+        else:
+            from refmount.io.origins import Origins
 
-        fs = Origins(storage_options).filesystem(protocol)
-        with fs.open(path, "rb", block_size=1 << 20, cache_type="blockcache") as raw, h5py.File(raw, "r") as opened:
-            return scan_file(url, opened, combining)
+            fs = Origins(storage_options).filesystem(protocol)
+            raw = fs.open(path, "rb", block_size=1 << 20, cache_type="blockcache")
+            name = url
+        with raw:
+            head = raw.read(8)
+            raw.seek(0)
+            if netcdf3.is_netcdf3(head):
+                try:
+                    return netcdf3.scan_file(name, raw, raw.seek(0, 2), combining)
+                except Skip as exc:
+                    raise RefmountError(f"{url}: not a readable netCDF3 file ({exc})") from None
+            if protocol == "file":  # HDF5's own file driver: no Python call per read
+                raw.close()
+                with h5py.File(path, "r") as opened:
+                    return scan_file(name, opened, combining)
+            with h5py.File(raw, "r") as opened:
+                return scan_file(name, opened, combining)
     except FileNotFoundError:
         raise RefmountError(f"{url}: no such file") from None
     except OSError as exc:
-        raise RefmountError(f"{url}: not an HDF5/NetCDF4 file ({exc})") from None
+        raise RefmountError(f"{url}: not a netCDF3, NetCDF4 or HDF5 file ({exc})") from None
     except RefmountError:
         raise
     except Exception as exc:  # an HDF5 layout nobody foresaw: one line naming the file, never a traceback

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from refmount.errors import RefmountError
-from refmount.scan.hdf5 import FileScan, Variable
+from refmount.scan.model import FileScan, Variable
 
 _DECODING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "dtype")
 _SINCE = re.compile(r"\s*(\w+)\s+since\s+(.+?)\s*\Z", re.I)

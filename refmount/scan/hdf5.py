@@ -9,76 +9,28 @@ leaves that variable out with a warning -- never a reference that decodes to gar
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
-from dataclasses import dataclass, field
 
 import numpy as np
+
+from refmount.scan.model import (
+    DIGEST_BYTES,
+    SPLIT_BYTES,
+    FileScan,
+    Skip,
+    Variable,
+    fill_value,
+    json_value,
+    split_rows,
+)
 
 # HDF5 filter id -> numcodecs codec description (None: cannot be described)
 _DEFLATE, _SHUFFLE, _FLETCHER32, _SZIP, _NBIT, _SCALEOFFSET, _LZF, _BLOSC, _LZ4, _BSHUF, _ZSTD = \
     1, 2, 3, 4, 5, 6, 32000, 32001, 32004, 32008, 32015
 _NAMES = {_SZIP: "szip", _NBIT: "nbit", _SCALEOFFSET: "scaleoffset", _LZF: "lzf", _BLOSC: "blosc",
           _LZ4: "lz4", _BSHUF: "bitshuffle"}
-INLINE_BYTES = 500  # variables (and chunks) this small are kept in the references themselves
-SPLIT_BYTES = 64 << 20  # contiguous uncompressed variables larger than this: several chunks
-DIGEST_BYTES = 64 << 20  # variables up to this size get a digest of their values (combine checks)
 _INTERNAL_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid", "_Netcdf4Coordinates",
                    "_nc3_strict", "_NCProperties", "_FillValue"}
-
-
-class Skip(Exception):
-    """A variable that cannot be described by references (said in a warning)."""
-
-
-@dataclass
-class Variable:
-    path: str
-    zarray: dict
-    zattrs: dict
-    dims: list[str]
-    refs: dict[str, object]  # chunk key -> [url, offset, length] or inline bytes
-    digest: str | None = None  # of the values, for small variables
-    values: list | None = None  # 1-D coordinate values (for combining along a dimension)
-    unlimited: bool = False  # a netCDF record (unlimited) dimension's coordinate
-
-
-@dataclass
-class FileScan:
-    url: str
-    groups: dict[str, dict] = field(default_factory=dict)  # path -> attributes
-    variables: dict[str, Variable] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def chunks(self) -> int:
-        return sum(len(v.refs) for v in self.variables.values())
-
-
-def _json_value(value):
-    """An HDF5 attribute as JSON."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return [_json_value(v) for v in value.tolist()] if value.ndim else _json_value(value.item())
-    if isinstance(value, (np.generic,)):
-        return _json_value(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _fill(dtype: np.dtype, value):
-    if value is None:
-        return None
-    if dtype.kind in "SV":
-        return base64.b64encode(np.asarray(value, dtype=dtype).tobytes()).decode()
-    return _json_value(np.asarray(value, dtype=dtype).item() if dtype.kind not in "O" else value)
 
 
 def _filters(dset) -> list[dict]:
@@ -94,6 +46,13 @@ def _filters(dset) -> list[dict]:
             out.append({"id": "fletcher32"})
         elif code == _ZSTD:
             out.append({"id": "zstd", "level": int(values[0]) if values else 1})
+        elif code == _BLOSC:  # a self-describing blosc frame: numcodecs needs no parameter to decode it
+            names = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
+            cname = names[values[6]] if len(values) > 6 and values[6] < len(names) else "lz4"
+            out.append({"id": "blosc", "cname": cname, "clevel": int(values[4]) if len(values) > 4 else 5,
+                        "shuffle": int(values[5]) if len(values) > 5 else 1, "blocksize": 0})
+        elif code in (_LZ4, _BSHUF):
+            raise Skip(f"filter {_NAMES[code]} (HDF5 filter {code}) frames its data in a way no numcodecs codec decodes")
         else:
             raise Skip(f"filter {_NAMES.get(code, 'id ' + str(code))} (HDF5 filter {code}) cannot be described")
     return out
@@ -124,7 +83,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     def visit(name, obj):
         path = name
         if isinstance(obj, h5py.Group):
-            scan.groups[path] = {k: _json_value(v) for k, v in obj.attrs.items() if k not in _INTERNAL_ATTRS}
+            scan.groups[path] = {k: json_value(v) for k, v in obj.attrs.items() if k not in _INTERNAL_ATTRS}
             return
         try:
             variable = _variable(url, path, obj, sizes, combining)
@@ -134,7 +93,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
         if variable is not None:
             scan.variables[path] = variable
 
-    scan.groups[""] = {k: _json_value(v) for k, v in opened.attrs.items() if k not in _INTERNAL_ATTRS}
+    scan.groups[""] = {k: json_value(v) for k, v in opened.attrs.items() if k not in _INTERNAL_ATTRS}
     opened.visititems(visit)
     return scan
 
@@ -158,9 +117,9 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
     if fill is None and dtype.kind in "iufc" and dset.fillvalue != 0:
         fill = dset.fillvalue
     chunks = list(dset.chunks) if dset.chunks else list(shape)
-    zattrs = {k: _json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
+    zattrs = {k: json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
     if "_FillValue" in dset.attrs:
-        zattrs["_FillValue"] = _json_value(dset.attrs["_FillValue"])
+        zattrs["_FillValue"] = json_value(dset.attrs["_FillValue"])
     dims, _ = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
     refs: dict[str, object] = {}
@@ -177,7 +136,7 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
     elif layout == h5py.h5d.CONTIGUOUS:
         offset, size = dset.id.get_offset(), dset.id.get_storage_size()
         if offset is not None and size:
-            rows = _split_rows(shape, dtype.itemsize) if not filters and nbytes > SPLIT_BYTES else None
+            rows = split_rows(shape, dtype.itemsize) if not filters and nbytes > SPLIT_BYTES else None
             if rows:
                 chunks[0] = rows
                 step = rows * (nbytes // shape[0])
@@ -189,7 +148,7 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
         refs[".".join(["0"] * len(shape)) or "0"] = np.ascontiguousarray(dset[()]).tobytes()
     zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype.str if not dtype.fields
               else [[n, f[0].str] for n, f in dtype.fields.items()], "compressor": None,
-              "filters": filters or None, "fill_value": _fill(dtype, fill), "order": "C"}
+              "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}
     variable = Variable(path, zarray, zattrs, dims, refs)
     # values are read only where combining needs them: coordinates, and the digest of variables
     # without a record dimension (those must be identical in every file)
@@ -200,16 +159,3 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
             variable.values = values.tolist()
     variable.unlimited = dset.ndim == 1 and dset.maxshape[0] is None and dims == [path.rpartition("/")[2]]
     return variable
-
-
-def _split_rows(shape: list[int], itemsize: int) -> int | None:
-    """Rows per chunk for a large contiguous variable: a divisor of the first axis (every chunk
-    the same size, as Zarr v2 needs) whose chunks stay under ``SPLIT_BYTES``; None if none helps."""
-    if not shape or shape[0] < 2:
-        return None
-    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
-    best = None
-    for rows in range(1, shape[0]):
-        if shape[0] % rows == 0 and rows * row <= SPLIT_BYTES:
-            best = rows
-    return best

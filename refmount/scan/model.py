@@ -1,0 +1,80 @@
+"""What a scan of one original file yields, whatever its format (``hdf5.py``, ``netcdf3.py``):
+groups with their attributes and variables with their Zarr v2 metadata and chunk references."""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INLINE_BYTES = 500  # variables (and chunks) this small are kept in the references themselves
+SPLIT_BYTES = 64 << 20  # contiguous uncompressed variables larger than this: several chunks
+DIGEST_BYTES = 64 << 20  # variables up to this size get a digest of their values (combine checks)
+
+
+class Skip(Exception):
+    """A variable that cannot be described by references (said in a warning)."""
+
+
+@dataclass
+class Variable:
+    path: str
+    zarray: dict
+    zattrs: dict
+    dims: list[str]
+    refs: dict[str, object]  # chunk key -> [url, offset, length] or inline bytes
+    digest: str | None = None  # of the values, for small variables
+    values: list | None = None  # 1-D coordinate values (for combining along a dimension)
+    unlimited: bool = False  # a netCDF record (unlimited) dimension's coordinate
+
+
+@dataclass
+class FileScan:
+    url: str
+    groups: dict[str, dict] = field(default_factory=dict)  # path -> attributes
+    variables: dict[str, Variable] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        return sum(len(v.refs) for v in self.variables.values())
+
+
+def json_value(value):
+    """An HDF5 attribute as JSON."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [json_value(v) for v in value.tolist()] if value.ndim else json_value(value.item())
+    if isinstance(value, (np.generic,)):
+        return json_value(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def fill_value(dtype: np.dtype, value):
+    if value is None:
+        return None
+    if dtype.kind in "SV":
+        return base64.b64encode(np.asarray(value, dtype=dtype).tobytes()).decode()
+    return json_value(np.asarray(value, dtype=dtype).item() if dtype.kind not in "O" else value)
+
+
+def split_rows(shape: list[int], itemsize: int) -> int | None:
+    """Rows per chunk for a large contiguous variable: a divisor of the first axis (every chunk
+    the same size, as Zarr v2 needs) whose chunks stay under ``SPLIT_BYTES``; None if none helps."""
+    if not shape or shape[0] < 2:
+        return None
+    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    best = None
+    for rows in range(1, shape[0]):
+        if shape[0] % rows == 0 and rows * row <= SPLIT_BYTES:
+            best = rows
+    return best
