@@ -7,14 +7,20 @@ import json
 import os
 import sys
 
-from refmount.errors import FetchError, RefmountError
-from refmount.cli import config
-from refmount.views import VIEWS
-from refmount.options import (OPTIONS, MountOptions, default_log_file, parse_relocation, parse_storage_options, split_name,
-                              split_sources)
-from refmount.urls import location_of
-
 from refmount import __version__
+from refmount.cli import config
+from refmount.errors import FetchError, RefmountError
+from refmount.options import (
+    OPTIONS,
+    MountOptions,
+    default_log_file,
+    parse_relocation,
+    parse_storage_options,
+    split_name,
+    split_sources,
+)
+from refmount.urls import location_of
+from refmount.views import VIEWS
 
 USAGE = """refmount [OPTIONS] SOURCE [SOURCE...] MOUNTPOINT
        refmount --config FILE [OPTIONS] [[SOURCE...] MOUNTPOINT]
@@ -268,8 +274,9 @@ def cmd_scan(argv: list[str]) -> int:
     p.add_argument("-o", "--output", required=True, help="the reference file to write (OUT.json, or OUT.json.zst)")
     p.add_argument("--concat-dim", metavar="NAME", help="the dimension to concatenate along (default: the unlimited one)")
     p.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="files scanned at once")
-    p.add_argument("--storage-option", action="append", default=[], metavar="PROTOCOL.KEY=VALUE",
-                   help="fsspec option for remote originals (as for mounting)")
+    p.add_argument("--storage-options", "--storage-option", dest="storage_option", action="append", default=[],
+                   metavar="PROTOCOL.KEY=VALUE", help="fsspec option for remote originals, as for mounting "
+                   "(-o is the output here), e.g. s3.endpoint_url=http://127.0.0.1:9000 (repeatable)")
     args = p.parse_args(argv)
     import logging
 
@@ -377,8 +384,8 @@ def cmd_stats(argv: list[str]) -> int:
     p.add_argument("mountpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
-    from refmount.mount.mountpoint import filesystem_type, is_dead, is_mounted
     from refmount.cli.summary import render_stats
+    from refmount.mount.mountpoint import filesystem_type, is_dead, is_mounted
 
     if not is_mounted(args.mountpoint) or filesystem_type(args.mountpoint) != "fuse.refmount":
         raise RefmountError(f"{args.mountpoint}: not a refmount mount")

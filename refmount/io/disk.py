@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
-import re
 import queue
+import re
 import socket
 import struct
 import threading

@@ -16,7 +16,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from refmount.errors import RefmountError
+from refmount.errors import FetchError, RefmountError
 from refmount.scan import netcdf3
 from refmount.scan.combine import combine
 from refmount.scan.hdf5 import scan_file
@@ -56,11 +56,11 @@ def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
         if protocol == "file":
             raw = open(path, "rb")
             name = path
-        else:
+        else:  # through the origins: their timeouts, retries and policy, a request per 1 MiB block
+            from refmount.io.blockfile import OriginFile
             from refmount.io.origins import Origins
 
-            fs = Origins(storage_options).filesystem(protocol)
-            raw = fs.open(path, "rb", block_size=1 << 20, cache_type="blockcache")
+            raw = OriginFile(Origins(storage_options), url)
             name = url
         with raw:
             head = raw.read(8)
@@ -78,6 +78,8 @@ def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
                 return scan_file(name, opened, combining)
     except FileNotFoundError:
         raise RefmountError(f"{url}: no such file") from None
+    except FetchError as exc:
+        raise RefmountError(f"{url}: cannot read: {exc}") from None
     except OSError as exc:
         raise RefmountError(f"{url}: not a netCDF3, NetCDF4 or HDF5 file ({exc})") from None
     except RefmountError:

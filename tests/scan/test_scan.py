@@ -192,3 +192,83 @@ def test_inspect_and_check_take_an_archive(archive):
     assert run_cli("check", str(directory / "a_*.nc"), str(directory / "mnt")).returncode == 0
     bad = run_cli("check", str(directory / "zz_*.nc"), str(directory / "mnt"))
     assert bad.returncode == 1 and "no such file" in bad.stderr
+
+
+def test_plugin_filters_numcodecs_decodes_are_read_and_others_left_out(tmp_path, mount):
+    """HDF5 plugin filters (hdf5plugin): blosc and zstd frames are what numcodecs decodes; the
+    LZ4 and bitshuffle plugins frame their data their own way: those variables are left out, said."""
+    import xarray
+
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    values = np.arange(4000, dtype="f4").reshape(40, 100) / 7
+    path = tmp_path / "plugins.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("blosc", data=values, chunks=(10, 100), **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=1))
+        f.create_dataset("blosc_zstd", data=values, chunks=(10, 50), **hdf5plugin.Blosc(cname="zstd", shuffle=2))
+        f.create_dataset("zstd", data=values, chunks=(20, 100), **hdf5plugin.Zstd())
+        f.create_dataset("lz4", data=values, chunks=(20, 100), **hdf5plugin.LZ4())
+        f.create_dataset("bitshuffle", data=values, chunks=(20, 100), **hdf5plugin.Bitshuffle())
+    result = run_cli("scan", str(path), "-o", str(tmp_path / "p.json"))
+    assert result.returncode == 0, result.stderr
+    assert "variable lz4: filter lz4 (HDF5 filter 32004)" in result.stderr
+    assert "variable bitshuffle: filter bitshuffle (HDF5 filter 32008)" in result.stderr
+    with mount(str(tmp_path / "p.json")) as root:
+        ds = xarray.open_zarr(root, consolidated=False)
+        assert sorted(ds.data_vars) == ["blosc", "blosc_zstd", "zstd"]
+        for name in ds.data_vars:
+            np.testing.assert_array_equal(ds[name].values, values)
+
+
+def _same_refs_but_urls(remote: dict, local: dict, prefix: str, directory) -> None:
+    assert remote.keys() == local.keys()
+    for key, value in local.items():
+        if isinstance(value, list):
+            assert remote[key] == [value[0].replace(str(directory), prefix), *value[1:]], key
+        else:
+            assert remote[key] == value, key
+
+
+def test_scan_of_http_originals_reads_blocks_through_the_origins(archive, http_origin, mount):
+    """Originals on the loopback HTTP server: the same references as the local scan (other URLs),
+    a request per 1 MiB block at most -- not one per HDF5 metadata read -- and the mount reads them."""
+    import shutil
+
+    import xarray
+
+    directory, files = archive
+    for path in files:
+        shutil.copy(path, http_origin.dir)
+    urls = [f"{http_origin.url}/{os.path.basename(p)}" for p in files]
+    assert run_cli("scan", *files, "-o", str(directory / "local.json")).returncode == 0
+    http_origin.reset()
+    result = run_cli("scan", *urls, "-o", str(directory / "http.json"), "-j", "1")
+    assert result.returncode == 0, result.stderr
+    assert http_origin.counts["GET"] + http_origin.counts["HEAD"] <= 2 * len(files), http_origin.counts
+    remote = json.loads((directory / "http.json").read_text())["refs"]
+    _same_refs_but_urls(remote, json.loads((directory / "local.json").read_text())["refs"], http_origin.url, directory)
+    with mount(str(directory / "http.json")) as root:
+        np.testing.assert_array_equal(xarray.open_zarr(root)["t2m"].values, _expected(files)[0])
+    missing = run_cli("scan", f"{http_origin.url}/nope.nc", "-o", str(directory / "x.json"))
+    assert missing.returncode == 1 and "nope.nc" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_scan_of_s3_originals(archive, s3_endpoint, tmp_path, mount):
+    import s3fs
+    import zarr
+
+    directory, files = archive
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("scans")
+    for path in files:
+        fs.put(path, f"scans/{os.path.basename(path)}")
+    result = run_cli("scan", "s3://scans/a_*.nc", "-o", str(tmp_path / "s3.json"), "--storage-options",
+                     f"s3.endpoint_url={s3_endpoint}", "--storage-options", "s3.key=testing",
+                     "--storage-options", "s3.secret=testing")
+    assert result.returncode == 0, result.stderr
+    assert run_cli("scan", *files, "-o", str(tmp_path / "local.json")).returncode == 0
+    remote = json.loads((tmp_path / "s3.json").read_text())["refs"]
+    _same_refs_but_urls(remote, json.loads((tmp_path / "local.json").read_text())["refs"], "s3://scans", directory)
+    options = {"s3": {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}}
+    with mount(str(tmp_path / "s3.json"), storage_options=options) as root:
+        group = zarr.open_group(root, mode="r", zarr_format=2)
+        np.testing.assert_array_equal(group["t2m"][...], _expected(files)[0])
