@@ -31,9 +31,10 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
     (a killed notebook kernel), the daemon unmounts and exits too -- unless ``detach=True``.
     """
     from refmount.cli.commands import to_args
-    from refmount.engine import options_for
     from refmount.mount.daemon import spawn
     from refmount.mount.mountpoint import unmount
+
+    from refmount.engine import options_for
 
     opts = options_for(source, mountpoint=mountpoint, **options)
     proc = spawn(to_args(opts), tied=not detach)

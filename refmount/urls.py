@@ -12,6 +12,7 @@ import re
 
 from refmount.errors import RefmountError
 
+
 _IPV6_HOST = re.compile(r"^([a-z][a-z0-9+.-]*://)\[[0-9a-f:.%a-z]*\]", re.I)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from refmount.errors import RefmountError
 from refmount.options import OPTIONS, _table, _view, source_name, split_name
 
+
 # config key -> (MountOptions field, converter, is a local path): derived from the one table
 KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     name.replace("_", "-"): (name, f.metadata["convert"], f.metadata["kind"] == "path")

@@ -6,8 +6,8 @@ import json
 import math
 from collections import Counter
 
-from refmount.grid import edges_v3, grid_of
 from refmount.index import Index, Inline, Range, Unreadable, Whole
+from refmount.grid import edges_v3, grid_of
 from refmount.urls import split_protocol
 
 

@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import re
+import queue
 import socket
 import struct
 import threading

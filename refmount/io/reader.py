@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cachetools import TTLCache
 
-from refmount.errors import FetchError, ShortRead
-from refmount.index import Decoded, Inline, Range, Ref, Unreadable
 from refmount.io.cache import MemoryCache
 from refmount.io.disk import DiskCache
 from refmount.io.origins import Origins
+from refmount.errors import FetchError, ShortRead
+from refmount.index import Decoded, Inline, Range, Ref, Unreadable
 
 log = logging.getLogger("refmount.reader")
 

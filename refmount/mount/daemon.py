@@ -19,12 +19,7 @@ from typing import Callable
 
 from refmount.engine import Engine
 from refmount.errors import RefmountError
-from refmount.mount.mountpoint import (
-    check_mountpoint,
-    fuse_hint,
-    lazy_unmount,
-    load_libfuse,
-)
+from refmount.mount.mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse
 from refmount.mount.notify import sd_notify
 from refmount.mount.operations import RefFS, fuse_class
 from refmount.mount.reload import Reloader

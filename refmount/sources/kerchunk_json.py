@@ -13,11 +13,12 @@ import json
 import numpy as np
 
 from refmount.errors import RefmountError
-from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
 from refmount.io.origins import Origins
+from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
+from refmount.urls import parent_of, resolve
 from refmount.sources.reading import decompress, read_file
 from refmount.sources.templates import expand_gen, fill_url
-from refmount.urls import parent_of, resolve
+
 
 try:  # several times faster on large sets; the standard library otherwise
     import orjson

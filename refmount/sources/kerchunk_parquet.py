@@ -24,20 +24,11 @@ import pyarrow as pa
 from cachetools import LRUCache
 
 from refmount.errors import FetchError, RefmountError
-from refmount.grid import chunk_name, chunk_number, grid_of
-from refmount.index import (
-    CompactIndex,
-    Dir,
-    Index,
-    Inline,
-    Range,
-    Ref,
-    Unreadable,
-    Whole,
-)
 from refmount.io.origins import Origins
-from refmount.sources.reading import read_file
+from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Unreadable, Whole
+from refmount.grid import chunk_name, chunk_number, grid_of
 from refmount.urls import parent_of, resolve, split_protocol
+from refmount.sources.reading import read_file
 
 log = logging.getLogger("refmount.parquet")
 

@@ -23,9 +23,9 @@ from typing import Iterator
 import numpy as np
 
 from refmount.errors import FetchError
+from refmount.views.v2 import ZARR3_CODEC
 from refmount.index import Decoded, Dir, Index, Inline, Ref
 from refmount.views.common import View, consolidate, within
-from refmount.views.v2 import ZARR3_CODEC
 
 log = logging.getLogger("refmount.views")
 

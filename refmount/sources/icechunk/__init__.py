@@ -14,14 +14,14 @@ import weakref
 from dataclasses import dataclass, field
 
 from refmount.errors import RefmountError
-from refmount.index import Index
 from refmount.io.origins import Origins
+from refmount.index import Index
+from refmount.urls import location_of, split_protocol
 from refmount.sources.icechunk import url
 from refmount.sources.icechunk.refs import AllRefsIndex
 from refmount.sources.icechunk.repository import Repository
 from refmount.sources.icechunk.tree import SnapshotIndex
 from refmount.sources.icechunk.virtual import AUTHORIZE_HINT, VirtualAccess
-from refmount.urls import location_of, split_protocol
 
 log = logging.getLogger("refmount.icechunk")
 

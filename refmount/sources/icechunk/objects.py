@@ -16,13 +16,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from refmount.errors import RefmountError
-from refmount.sources.icechunk.binary import (
-    MANIFEST,
-    SNAPSHOT,
-    Table,
-    encode_id,
-    open_object,
-)
+from refmount.sources.icechunk.binary import MANIFEST, SNAPSHOT, Table, encode_id, open_object
 
 
 @dataclass(slots=True)

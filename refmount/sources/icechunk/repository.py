@@ -8,25 +8,19 @@ manifests are immutable, so one ``Repository`` object keeps them across refreshe
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 import re
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 import yaml
 from cachetools import LRUCache
 
 from refmount.errors import RefmountError
-from refmount.io.origins import Origins
-from refmount.sources.icechunk.binary import (
-    REPO_INFO,
-    Table,
-    encode_id,
-    flexbuffer,
-    open_object,
-)
+from refmount.sources.icechunk.binary import REPO_INFO, Table, encode_id, flexbuffer, open_object
 from refmount.sources.icechunk.objects import Manifest, Snapshot, parse_snapshot
+from refmount.io.origins import Origins
 from refmount.sources.icechunk.storage import Storage
 
 SNAPSHOT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{20}\Z")
