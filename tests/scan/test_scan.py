@@ -205,8 +205,9 @@ def test_plugin_filters_numcodecs_decodes_are_read_and_others_left_out(tmp_path,
     pytest.importorskip("hdf5plugin")
     values = np.arange(4000, dtype="f4").reshape(40, 100) / 7
     path = tmp_path / "plugins.h5"
-    # written in a fresh interpreter: hdf5plugin's filters fail in one where netCDF4 (with its own
-    # HDF5 library) was imported first, as other tests here do
+    # written in a fresh interpreter without HDF5_PLUGIN_PATH: importing netCDF4 (as other tests
+    # here do) points it at netCDF4's own plugins, built for another HDF5 library
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
     subprocess.run([sys.executable, "-c", f"""
 import h5py, hdf5plugin, numpy as np
 values = np.arange(4000, dtype="f4").reshape(40, 100) / 7
@@ -216,7 +217,7 @@ with h5py.File({str(path)!r}, "w") as f:
     f.create_dataset("zstd", data=values, chunks=(20, 100), **hdf5plugin.Zstd())
     f.create_dataset("lz4", data=values, chunks=(20, 100), **hdf5plugin.LZ4())
     f.create_dataset("bitshuffle", data=values, chunks=(20, 100), **hdf5plugin.Bitshuffle())
-"""], check=True, timeout=60)
+"""], check=True, timeout=60, env=env)
     result = run_cli("scan", str(path), "-o", str(tmp_path / "p.json"))
     assert result.returncode == 0, result.stderr
     assert "variable lz4: filter lz4 (HDF5 filter 32004)" in result.stderr
