@@ -271,21 +271,28 @@ def cmd_scan(argv: list[str]) -> int:
                                 "NetCDF4/HDF5 files; several files are concatenated along their record (unlimited) "
                                 "dimension, its coordinate re-encoded in the first file's CF units.")
     p.add_argument("files", nargs="+", metavar="FILE_OR_GLOB", help="paths, globs ('/archive/*.nc'), directories or URLs")
-    p.add_argument("-o", "--output", required=True, help="the reference file to write (OUT.json, or OUT.json.zst)")
+    p.add_argument("-o", "--output", required=True, help="what to write: OUT.json, OUT.json.zst (compressed) or "
+                   "OUT.parq (a Parquet reference directory, for very many files or chunks)")
     p.add_argument("--concat-dim", metavar="NAME", help="the dimension to concatenate along (default: the unlimited one)")
     p.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="files scanned at once")
+    p.add_argument("--dask", metavar="SCHEDULER", help="scan on this dask.distributed cluster (tcp://host:8786) "
+                   "instead of local processes")
+    p.add_argument("--record-size", type=int, default=None, metavar="N",
+                   help="chunks per Parquet record file (default 10000)")
     p.add_argument("--storage-options", "--storage-option", dest="storage_option", action="append", default=[],
                    metavar="PROTOCOL.KEY=VALUE", help="fsspec option for remote originals, as for mounting "
                    "(-o is the output here), e.g. s3.endpoint_url=http://127.0.0.1:9000 (repeatable)")
     args = p.parse_args(argv)
     import logging
 
-    from refmount.scan import scan, write
+    from refmount.scan import scan_combined, write
 
     logging.basicConfig(format="refmount: warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
-    refs, summary = scan(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
-                         storage_options=parse_storage_options(args.storage_option))
-    write(refs, args.output)
+    if args.record_size is not None and args.record_size < 1:
+        raise RefmountError(f"--record-size {args.record_size}: must be at least 1")
+    combined, summary = scan_combined(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
+                                      storage_options=parse_storage_options(args.storage_option), dask=args.dask)
+    write(combined, args.output, args.record_size)
     left = f", {summary['left_out']} variable(s) left out (see warnings)" if summary["left_out"] else ""
     print(f"refmount: scanned {summary['files']} file(s) in {summary['seconds']} s: {summary['arrays']} arrays, "
           f"{summary['chunks']} chunks, {summary['referenced_bytes']:,} bytes referenced{left} -> {args.output}")

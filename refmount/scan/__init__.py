@@ -1,24 +1,28 @@
-"""``refmount scan``: make a kerchunk reference set from NetCDF4/HDF5 originals.
+"""``refmount scan``: make a kerchunk reference set from netCDF3, NetCDF4 and HDF5 originals.
 
-``scan(["/archive/*.nc"], jobs=4)`` scans every file in a process pool (``hdf5.py``) and combines
-them along the record dimension (``combine.py``); ``write`` saves the set as JSON (``.json.zst``
-compressed). Originals may be local or any fsspec URL (read through the origins' filesystems).
-"""
+``scan(["/archive/*.nc"], jobs=4)`` scans every file (``hdf5.py``, ``netcdf3.py``) in a process
+pool or on a dask.distributed cluster and combines them, as they come, along the record dimension
+(``combine.py``); ``write`` saves the set as JSON (``.json.zst`` compressed) or as a Parquet
+reference directory (``parquet.py``). Originals may be local or any fsspec URL, read through the
+origins (``refmount.io``)."""
 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import logging
 import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 from refmount.errors import FetchError, RefmountError
 from refmount.scan import netcdf3
-from refmount.scan.combine import combine
+from refmount.scan.combine import Combined, Combiner
 from refmount.scan.hdf5 import scan_file
 from refmount.scan.model import FileScan, Skip
 from refmount.urls import location_of, split_protocol
@@ -88,41 +92,107 @@ def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
         raise RefmountError(f"{url}: cannot scan: {type(exc).__name__}: {exc}") from None
 
 
-def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, storage_options: dict | None = None,
-         progress: bool | None = None) -> tuple[dict, dict]:
-    """``(reference set, summary)`` for the files ``patterns`` name."""
+def _reachable(address: str) -> None:
+    """A refused TCP connection to the scheduler fails now, not after the client's timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme in ("tcp", "tls") and parts.hostname and parts.port:
+        socket.create_connection((parts.hostname, parts.port), timeout=10).close()
+
+
+def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None) -> Iterator[FileScan]:
+    """Each file's scan, in the files' order: here, in a pool of ``jobs`` fresh interpreters, or
+    on the dask.distributed cluster at ``dask``; a bounded number in flight, so results are
+    combined as they come and memory does not grow with the number of files."""
+    combining = len(files) > 1
+    if dask is None and (jobs <= 1 or len(files) <= 1):
+        for url in files:
+            yield _scan_one(url, storage_options, combining)
+        return
+    if dask is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise RefmountError("--dask needs dask.distributed: pip install distributed") from None
+        try:
+            _reachable(dask)
+            client = Client(dask, timeout=30)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise RefmountError(f"dask scheduler {dask}: cannot connect ({exc})") from None
+        window = max(64, 8 * max(len(client.scheduler_info().get("workers", {})), 1))
+
+        def submit(url):
+            return client.submit(_scan_one, url, storage_options, combining, pure=False)
+        closing = client.close
+    else:
+        # fresh interpreters, not forks: a mounted daemon rescanning on reload has threads
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        window = 8 * jobs
+
+        def submit(url):
+            return pool.submit(_scan_one, url, storage_options, combining)
+
+        def closing():
+            pool.shutdown(wait=True, cancel_futures=True)
+    pending: deque = deque()
+    upcoming = iter(files)
+    try:
+        for url in itertools.islice(upcoming, window):
+            pending.append(submit(url))
+        while pending:
+            done = pending.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(submit(following))
+            yield done
+    finally:
+        for future in pending:
+            future.cancel()
+        closing()
+
+
+def scan_combined(patterns: list[str], jobs: int = 1, concat_dim: str | None = None,
+                  storage_options: dict | None = None, progress: bool | None = None,
+                  dask: str | None = None) -> tuple[Combined, dict]:
+    """``(combined set, summary)`` for the files ``patterns`` name; ``dask``: a scheduler address."""
     from tqdm import tqdm
 
     began = time.monotonic()
     files = expand(patterns, storage_options)
-    storage_options = storage_options or {}
-    scans: dict[str, FileScan] = {}
+    combiner = Combiner(len(files), concat_dim)
+    said: dict[str, int] = {}  # a variable left out of every file is said once
+    chunks = 0
     bar = tqdm(total=len(files), unit="file", disable=not (sys.stderr.isatty() if progress is None else progress))
     try:
-        if jobs > 1 and len(files) > 1:
-            # fresh interpreters, not forks: a mounted daemon rescanning on reload has threads
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_scan_one, url, storage_options, True): url for url in files}
-                for future in as_completed(futures):
-                    scans[futures[future]] = future.result()
-                    bar.update()
-        else:
-            for url in files:
-                scans[url] = _scan_one(url, storage_options, len(files) > 1)
-                bar.update()
+        for one in _scans(files, storage_options or {}, jobs, dask):
+            for warning in one.warnings:
+                text = warning.removeprefix(f"{one.url}: ")
+                if text not in said:
+                    log.warning("%s", warning)
+                said[text] = said.get(text, 0) + 1
+            combiner.add(one)
+            chunks += one.chunks
+            bar.update()
+            bar.set_postfix(chunks=chunks, refresh=False)
     finally:
         bar.close()
-    ordered = [scans[url] for url in files]
-    for one in ordered:
-        for warning in one.warnings:
-            log.warning("%s", warning)
-    refs = combine(ordered, concat_dim)
-    ranged = [v for v in refs["refs"].values() if isinstance(v, list)]
-    summary = {"files": len(files), "arrays": sum(1 for k in refs["refs"] if k.endswith("/.zarray")),
-               "chunks": sum(1 for k in refs["refs"] if not k.rpartition("/")[2].startswith(".")),
-               "referenced_bytes": sum(v[2] for v in ranged if len(v) == 3), "seconds": round(time.monotonic() - began, 2),
-               "left_out": sum(len(one.warnings) for one in ordered)}
-    return refs, summary
+    for text, times in said.items():
+        if times > 1:
+            log.warning("(%s: the same in %d files)", text.partition(":")[0], times)
+    combined = combiner.result()
+    summary = {"files": len(files), "arrays": len(combined.arrays), "chunks": combined.chunks,
+               "referenced_bytes": combined.referenced_bytes, "seconds": round(time.monotonic() - began, 2),
+               "left_out": len(said)}
+    return combined, summary
+
+
+def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, storage_options: dict | None = None,
+         progress: bool | None = None, dask: str | None = None) -> tuple[dict, dict]:
+    """``(kerchunk v1 reference set, summary)`` for the files ``patterns`` name."""
+    combined, summary = scan_combined(patterns, jobs, concat_dim, storage_options, progress, dask)
+    return combined.to_refs(), summary
 
 
 ARCHIVE_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".he5")
@@ -188,8 +258,21 @@ def scan_kept(source: str, directory: str, storage_options: dict | None = None, 
     return refs, False
 
 
-def write(refs: dict, output: str) -> str:
-    """Save ``refs`` as ``OUTPUT`` (``.json``, or zstd-compressed for ``.zst``); returns the path."""
+def is_parquet_output(output: str) -> bool:
+    return output.rstrip("/").endswith((".parq", ".parquet"))
+
+
+def write(refs: dict | Combined, output: str, record_size: int | None = None) -> str:
+    """Save a set as ``OUTPUT``: ``.json`` (zstd-compressed for ``.zst``), or a Parquet reference
+    directory for ``.parq``/``.parquet`` (from a ``Combined``, written array by array); returns the path."""
+    if is_parquet_output(output):
+        from refmount.scan.parquet import RECORD_SIZE, write_parquet
+
+        if not isinstance(refs, Combined):
+            raise RefmountError(f"{output}: Parquet output is written from a scan")
+        return write_parquet(refs, output, record_size or RECORD_SIZE)
+    if isinstance(refs, Combined):
+        refs = refs.to_refs()
     data = json.dumps(refs, separators=(",", ":")).encode()
     if output.endswith(".zst"):
         import zstandard
@@ -205,4 +288,4 @@ def write(refs: dict, output: str) -> str:
     return output
 
 
-__all__ = ["expand", "identities", "is_archive", "scan", "scan_kept", "write"]
+__all__ = ["expand", "identities", "is_archive", "scan", "scan_combined", "scan_kept", "write"]

@@ -1,5 +1,10 @@
 """Many files' references -> one reference set, concatenated along a dimension.
 
+Files are added one at a time, in order (``Combiner.add``): each is checked against the first and
+only what the result needs is kept, compactly (chunk indices, offsets and sizes in flat arrays; a
+file's metadata is dropped once checked), so 100,000 files combine in bounded memory. The result
+(``Combined``) is a kerchunk v1 dict, or is written straight to a Parquet reference directory.
+
 The default dimension is the netCDF record (unlimited) dimension. Its coordinate is taken from
 every file, decoded with its own CF ``units`` (``days since 2000-01-01``...) so files with different
 epochs combine correctly, re-encoded in the first file's units and stored inline. Every other
@@ -14,6 +19,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+from array import array
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,122 +64,229 @@ def _reencode(values: list, units: str, target: str, calendar, where: str) -> li
     return ((times - goal_epoch).astype("float64") / step).tolist()
 
 
-def combine(scans: list[FileScan], concat_dim: str | None = None) -> dict:
-    """One kerchunk v1 reference set (``{"version": 1, "refs": ...}``) for ``scans`` in order."""
-    if len(scans) == 1:
-        return _refs(scans[0].groups, scans[0].variables)
-    first = scans[0]
-    if concat_dim is None:
-        unlimited = [v.path.rpartition("/")[2] for v in first.variables.values() if v.unlimited]
-        if len(unlimited) != 1:
-            raise RefmountError(f"{first.url}: {'no' if not unlimited else 'more than one'} unlimited dimension "
-                                f"({', '.join(unlimited) or 'none'}): name the one to concatenate with --concat-dim")
-        concat_dim = unlimited[0]
-    if not any(concat_dim in v.dims for v in first.variables.values()):
-        raise RefmountError(f"{first.url}: no variable has dimension {concat_dim!r}")
-    variables: dict[str, Variable] = {}
-    for path, var in first.variables.items():
-        parts = [scan.variables.get(path) for scan in scans]
-        for scan, part in zip(scans, parts):
-            if part is None:
-                raise RefmountError(f"variable {path} is in {first.url} but not in {scan.url}")
-        if concat_dim not in var.dims:
-            variables[path] = _identical(path, scans, parts)
-        elif path.rpartition("/")[2] == concat_dim and var.zarray["shape"] and len(var.dims) == 1:
-            variables[path] = _coordinate(path, scans, parts)
+class _Refs:
+    """One array's chunk references, compactly: grid index, file number, offset, size per chunk
+    (inline bytes aside)."""
+
+    def __init__(self, ndim: int):
+        self.ndim = ndim
+        self.index, self.file, self.offset, self.size = array("q"), array("l"), array("q"), array("q")
+        self.inline: dict[int, bytes] = {}  # position among the chunks -> bytes
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def add(self, file_no: int, key: str, value, axis: int | None = None, shift: int = 0) -> None:
+        index = [int(i) for i in key.split(".")] if self.ndim else []
+        if axis is not None:
+            index[axis] += shift
+        self.index.extend(index)
+        self.file.append(file_no)
+        if isinstance(value, bytes):
+            self.inline[len(self.file) - 1] = value
+            self.offset.append(0)
+            self.size.append(len(value))
         else:
-            variables[path] = _concatenated(path, scans, parts, var.dims.index(concat_dim))
-    for scan in scans[1:]:
+            self.offset.append(value[1])
+            self.size.append(value[2])
+
+    def flat(self, grid: list[int]) -> np.ndarray:
+        """Each chunk's row-major position in the chunk grid."""
+        if not self.ndim:
+            return np.zeros(len(self), dtype=np.int64)
+        index = np.frombuffer(self.index, dtype=np.int64).reshape(-1, self.ndim)
+        return np.ravel_multi_index(tuple(index.T), grid).astype(np.int64) if len(index) else np.zeros(0, np.int64)
+
+
+@dataclass
+class Combined:
+    """A combined reference set: metadata (key -> JSON-able object) and each array's chunks."""
+
+    files: list[str]
+    metadata: dict[str, object] = field(default_factory=dict)
+    arrays: dict[str, tuple[dict, _Refs]] = field(default_factory=dict)  # path -> (.zarray, chunks)
+
+    @property
+    def chunks(self) -> int:
+        return sum(len(refs) for _, refs in self.arrays.values())
+
+    @property
+    def referenced_bytes(self) -> int:
+        return sum(sum(refs.size) - sum(len(v) for v in refs.inline.values()) for _, refs in self.arrays.values())
+
+    def keys(self, path: str):
+        """``(key, value)`` of each chunk of one array, in grid order."""
+        zarray, refs = self.arrays[path]
+        index = np.frombuffer(refs.index, dtype=np.int64).reshape(-1, refs.ndim) if refs.ndim else None
+        for i in np.argsort(refs.flat(grid_of(zarray)), kind="stable"):
+            key = ".".join(map(str, index[i].tolist())) if refs.ndim else "0"
+            value = refs.inline.get(int(i))
+            yield key, value if value is not None else [self.files[refs.file[i]], refs.offset[i], refs.size[i]]
+
+    def to_refs(self) -> dict:
+        """The kerchunk v1 dict (``{"version": 1, "refs": ...}``)."""
+        out: dict[str, object] = {key: json.dumps(value) for key, value in self.metadata.items()}
+        for path in self.arrays:
+            for key, value in self.keys(path):
+                out[f"{path}/{key}"] = "base64:" + base64.b64encode(value).decode() if isinstance(value, bytes) else value
+        return {"version": 1, "refs": out}
+
+
+def grid_of(zarray: dict) -> list[int]:
+    return [-(-s // c) if c else 0 for s, c in zip(zarray["shape"], zarray["chunks"])] or [1]
+
+
+class Combiner:
+    """Adds files' scans in order; ``result()`` is the combined set. ``count`` files in all."""
+
+    def __init__(self, count: int, concat_dim: str | None = None):
+        self.count, self.concat_dim = count, concat_dim
+        self.first: FileScan | None = None
+        self.files: list[str] = []
+        self.kinds: dict[str, str] = {}  # path -> "static" | "coordinate" | "concat"
+        self.layout: dict[str, Variable] = {}  # the first file's variables, without their chunks
+        self.lengths: dict[str, int] = {}  # concatenated variables: length so far along the dimension
+        self.last_length: dict[str, int] = {}
+        self.values: dict[str, list] = {}
+        self.refs: dict[str, _Refs] = {}
+
+    def add(self, scan: FileScan) -> None:
+        n = len(self.files)
+        self.files.append(scan.url)
+        if self.first is None:
+            self._start(scan)
+        first = self.first
+        for path in first.variables:
+            if path not in scan.variables:
+                raise RefmountError(f"variable {path} is in {first.url} but not in {scan.url}")
         extra = set(scan.variables) - set(first.variables)
         if extra:
             raise RefmountError(f"variable {sorted(extra)[0]} is in {scan.url} but not in {first.url}")
-    return _refs(first.groups, variables)
+        for path, kind in self.kinds.items():
+            part, ref = scan.variables[path], self.layout[path]
+            if kind == "static":
+                if n:
+                    _same_layout(path, first.url, ref, scan.url, part, None)
+                    if ref.digest is not None and part.digest != ref.digest:
+                        raise RefmountError(f"variable {path} has no concatenated dimension but differs between "
+                                            f"{first.url} and {scan.url}")
+                else:
+                    for key, value in part.refs.items():
+                        self.refs[path].add(n, key, value)
+            elif kind == "coordinate":
+                self._coordinate(path, scan, part)
+            else:
+                self._concatenate(path, n, scan, part)
 
+    def _start(self, scan: FileScan) -> None:
+        self.first = scan
+        if self.count > 1:
+            if self.concat_dim is None:
+                unlimited = [v.path.rpartition("/")[2] for v in scan.variables.values() if v.unlimited]
+                if len(unlimited) != 1:
+                    raise RefmountError(f"{scan.url}: {'no' if not unlimited else 'more than one'} unlimited dimension "
+                                        f"({', '.join(unlimited) or 'none'}): name the one to concatenate with --concat-dim")
+                self.concat_dim = unlimited[0]
+            if not any(self.concat_dim in v.dims for v in scan.variables.values()):
+                raise RefmountError(f"{scan.url}: no variable has dimension {self.concat_dim!r}")
+        for path, var in scan.variables.items():
+            if self.count == 1 or self.concat_dim not in var.dims:
+                kind = "static"
+            elif path.rpartition("/")[2] == self.concat_dim and var.zarray["shape"] and len(var.dims) == 1:
+                kind = "coordinate"
+                self.values[path] = []
+            else:
+                kind = "concat"
+                self.lengths[path] = 0
+            self.kinds[path] = kind
+            self.layout[path] = Variable(path, var.zarray, var.zattrs, var.dims, {}, var.digest)
+            self.refs[path] = _Refs(len(var.zarray["shape"]))
 
-def _same_layout(path: str, scans, parts, axis: int | None) -> None:
-    ref = parts[0]
-    for scan, part in zip(scans[1:], parts[1:]):
-        for field in ("dtype", "filters", "compressor", "fill_value", "order"):
-            if part.zarray.get(field) != ref.zarray.get(field):
-                raise RefmountError(f"variable {path}: {field} differs between {scans[0].url} "
-                                    f"({ref.zarray.get(field)!r}) and {scan.url} ({part.zarray.get(field)!r})")
-        if part.zarray["chunks"] != ref.zarray["chunks"]:
-            raise RefmountError(f"variable {path}: chunk shape differs between {scans[0].url} {ref.zarray['chunks']} "
-                                f"and {scan.url} {part.zarray['chunks']}")
-        others = [i for i in range(len(ref.zarray["shape"])) if i != axis]
-        if [part.zarray["shape"][i] for i in others] != [ref.zarray["shape"][i] for i in others]:
-            raise RefmountError(f"variable {path}: shape differs between {scans[0].url} {ref.zarray['shape']} and "
-                                f"{scan.url} {part.zarray['shape']} (other than along the concatenated dimension)")
-        for attr in _DECODING_ATTRS:
-            if part.zattrs.get(attr) != ref.zattrs.get(attr):
-                raise RefmountError(f"variable {path}: {attr} differs between {scans[0].url} ({ref.zattrs.get(attr)!r}) "
-                                    f"and {scan.url} ({part.zattrs.get(attr)!r})")
-
-
-def _identical(path, scans, parts) -> Variable:
-    _same_layout(path, scans, parts, None)
-    ref = parts[0]
-    for scan, part in zip(scans[1:], parts[1:]):
-        if ref.digest is not None and part.digest != ref.digest:
-            raise RefmountError(f"variable {path} has no concatenated dimension but differs between {scans[0].url} "
-                                f"and {scan.url}")
-    return ref
-
-
-def _concatenated(path, scans, parts, axis: int) -> Variable:
-    _same_layout(path, scans, parts, axis)
-    chunk = parts[0].zarray["chunks"][axis]
-    refs: dict[str, object] = {}
-    length = 0
-    for n, (scan, part) in enumerate(zip(scans, parts)):
-        size = part.zarray["shape"][axis]
+    def _concatenate(self, path: str, n: int, scan: FileScan, part: Variable) -> None:
+        ref = self.layout[path]
+        axis = ref.dims.index(self.concat_dim)
+        _same_layout(path, self.first.url, ref, scan.url, part, axis)
+        chunk, length = ref.zarray["chunks"][axis], self.lengths[path]
         if length % chunk:
-            raise RefmountError(f"variable {path}: {scans[n - 1].url} has {parts[n - 1].zarray['shape'][axis]} "
-                                f"steps along {part.dims[axis]}, not a multiple of the chunk length {chunk}; its "
-                                "last chunk would not line up with the next file's (rechunk, or combine fewer files)")
-        shift = length // chunk
+            raise RefmountError(f"variable {path}: {self.files[n - 1]} has {self.last_length[path]} steps along "
+                                f"{self.concat_dim}, not a multiple of the chunk length {chunk}; its last chunk would "
+                                "not line up with the next file's (rechunk, or combine fewer files)")
+        refs = self.refs[path]
         for key, value in part.refs.items():
-            index = key.split(".")
-            index[axis] = str(int(index[axis]) + shift)
-            refs[".".join(index)] = value
-        length += size
-    zarray = dict(parts[0].zarray, shape=[length if i == axis else s for i, s in enumerate(parts[0].zarray["shape"])])
-    return Variable(path, zarray, parts[0].zattrs, parts[0].dims, refs)
+            refs.add(n, key, value, axis, length // chunk)
+        self.last_length[path] = part.zarray["shape"][axis]
+        self.lengths[path] = length + self.last_length[path]
 
-
-def _coordinate(path, scans, parts) -> Variable:
-    """The concatenated dimension's coordinate: every file's values, in the first file's units, inline."""
-    ref = parts[0]
-    units, calendar = ref.zattrs.get("units"), ref.zattrs.get("calendar")
-    values: list = []
-    for scan, part in zip(scans, parts):
+    def _coordinate(self, path: str, scan: FileScan, part: Variable) -> None:
+        ref = self.layout[path]
         if part.values is None:
             raise RefmountError(f"{scan.url}: coordinate {path} is too large to combine")
+        calendar = ref.zattrs.get("calendar")
         if part.zattrs.get("calendar") != calendar:
-            raise RefmountError(f"coordinate {path}: calendar differs between {scans[0].url} and {scan.url}")
-        values += _reencode(part.values, part.zattrs.get("units"), units, calendar, f"coordinate {path} of {scan.url}")
-    dtype = np.dtype(ref.zarray["dtype"])
-    array = np.asarray(values, dtype="float64")
-    if dtype.kind in "iu" and not np.array_equal(array, np.round(array)):
-        dtype = np.dtype(dtype.byteorder + "f8" if dtype.byteorder in "<>" else "f8")  # re-encoding made fractions
-    data = array.astype(dtype)
-    if len(np.unique(data)) != len(data):
-        raise RefmountError(f"coordinate {path}: the files repeat values ({scans[0].url} ... {scans[-1].url}); "
-                            "they overlap, or are not in order")
-    zarray = dict(ref.zarray, shape=[len(data)], chunks=[len(data)], dtype=dtype.str, filters=None, compressor=None)
-    return Variable(path, zarray, ref.zattrs, ref.dims, {"0": data.tobytes()})
+            raise RefmountError(f"coordinate {path}: calendar differs between {self.first.url} and {scan.url}")
+        values = _reencode(part.values, part.zattrs.get("units"), ref.zattrs.get("units"), calendar,
+                           f"coordinate {path} of {scan.url}")
+        self.values[path].append(np.asarray(values, dtype="float64"))
+
+    def result(self) -> Combined:
+        if self.first is None:
+            raise RefmountError("no files to combine")
+        out = Combined(self.files)
+        for path, attrs in self.first.groups.items():
+            prefix = f"{path}/" if path else ""
+            out.metadata[prefix + ".zgroup"] = {"zarr_format": 2}
+            if attrs:
+                out.metadata[prefix + ".zattrs"] = attrs
+        for path, kind in self.kinds.items():
+            var, refs = self.layout[path], self.refs[path]
+            zarray = var.zarray
+            if kind == "coordinate":
+                zarray, data = self._coordinate_values(path)
+                refs.add(0, "0", data)
+            elif kind == "concat":
+                axis = var.dims.index(self.concat_dim)
+                zarray = dict(zarray, shape=[self.lengths[path] if i == axis else s for i, s in enumerate(zarray["shape"])])
+            out.metadata[f"{path}/.zarray"] = zarray
+            out.metadata[f"{path}/.zattrs"] = var.zattrs
+            out.arrays[path] = (zarray, refs)
+        return out
+
+    def _coordinate_values(self, path: str) -> tuple[dict, bytes]:
+        """The concatenated dimension's coordinate: every file's values, in the first file's units, inline."""
+        ref = self.layout[path]
+        dtype = np.dtype(ref.zarray["dtype"])
+        array = np.concatenate(self.values[path])
+        if dtype.kind in "iu" and not np.array_equal(array, np.round(array)):
+            dtype = np.dtype(dtype.byteorder + "f8" if dtype.byteorder in "<>" else "f8")  # re-encoding made fractions
+        data = array.astype(dtype)
+        if len(np.unique(data)) != len(data):
+            raise RefmountError(f"coordinate {path}: the files repeat values ({self.files[0]} ... {self.files[-1]}); "
+                                "they overlap, or are not in order")
+        zarray = dict(ref.zarray, shape=[len(data)], chunks=[len(data)], dtype=dtype.str, filters=None, compressor=None)
+        return zarray, data.tobytes()
 
 
-def _refs(groups: dict[str, dict], variables: dict[str, Variable]) -> dict:
-    refs: dict[str, object] = {}
-    for path, attrs in groups.items():
-        prefix = f"{path}/" if path else ""
-        refs[prefix + ".zgroup"] = json.dumps({"zarr_format": 2})
-        if attrs:
-            refs[prefix + ".zattrs"] = json.dumps(attrs)
-    for path, var in variables.items():
-        refs[f"{path}/.zarray"] = json.dumps(var.zarray)
-        refs[f"{path}/.zattrs"] = json.dumps(var.zattrs)
-        for key, value in var.refs.items():
-            refs[f"{path}/{key}"] = "base64:" + base64.b64encode(value).decode() if isinstance(value, bytes) else value
-    return {"version": 1, "refs": refs}
+def _same_layout(path: str, first_url: str, ref: Variable, url: str, part: Variable, axis: int | None) -> None:
+    for name in ("dtype", "filters", "compressor", "fill_value", "order"):
+        if part.zarray.get(name) != ref.zarray.get(name):
+            raise RefmountError(f"variable {path}: {name} differs between {first_url} "
+                                f"({ref.zarray.get(name)!r}) and {url} ({part.zarray.get(name)!r})")
+    if part.zarray["chunks"] != ref.zarray["chunks"]:
+        raise RefmountError(f"variable {path}: chunk shape differs between {first_url} {ref.zarray['chunks']} "
+                            f"and {url} {part.zarray['chunks']}")
+    others = [i for i in range(len(ref.zarray["shape"])) if i != axis]
+    if [part.zarray["shape"][i] for i in others] != [ref.zarray["shape"][i] for i in others]:
+        raise RefmountError(f"variable {path}: shape differs between {first_url} {ref.zarray['shape']} and "
+                            f"{url} {part.zarray['shape']} (other than along the concatenated dimension)")
+    for attr in _DECODING_ATTRS:
+        if part.zattrs.get(attr) != ref.zattrs.get(attr):
+            raise RefmountError(f"variable {path}: {attr} differs between {first_url} ({ref.zattrs.get(attr)!r}) "
+                                f"and {url} ({part.zattrs.get(attr)!r})")
+
+
+def combine(scans: list[FileScan], concat_dim: str | None = None) -> dict:
+    """One kerchunk v1 reference set (``{"version": 1, "refs": ...}``) for ``scans`` in order."""
+    combiner = Combiner(len(scans), concat_dim)
+    for one in scans:
+        combiner.add(one)
+    return combiner.result().to_refs()

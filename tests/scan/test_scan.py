@@ -282,3 +282,62 @@ def test_scan_of_s3_originals(archive, s3_endpoint, tmp_path, mount):
     with mount(str(tmp_path / "s3.json"), storage_options=options) as root:
         group = zarr.open_group(root, mode="r", zarr_format=2)
         np.testing.assert_array_equal(group["t2m"][...], _expected(files)[0])
+
+
+def _read_all(mapper_or_root) -> dict:
+    import zarr
+
+    group = zarr.open_group(mapper_or_root, mode="r", zarr_format=2)
+    return {name: group[name][...] for name in group.array_keys()}
+
+
+def test_parquet_output_reads_the_same_through_fsspec_and_the_mount(archive, mount):
+    """``-o OUT.parq``: the LazyReferenceMapper layout, record files padded to the record size;
+    fsspec's ReferenceFileSystem and a mount read the same values as the JSON output."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    directory, files = archive
+    assert run_cli("scan", *files, "-o", str(directory / "refs.json")).returncode == 0
+    result = run_cli("scan", *files, "-o", str(directory / "refs.parq"), "--record-size", "4")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((directory / "refs.parq" / ".zmetadata").read_text())
+    assert meta["record_size"] == 4 and meta["metadata"]["t2m/.zarray"]["shape"] == [11, NY, NX]
+    records = sorted(p.name for p in (directory / "refs.parq" / "t2m").iterdir())
+    assert records == ["refs.0.parq", "refs.1.parq", "refs.2.parq"]  # 11 chunks, 4 a record
+    last = pq.read_table(directory / "refs.parq" / "t2m" / "refs.2.parq").to_pydict()
+    assert len(last["path"]) == 4 and last["path"][3] is None and last["path"][0] == files[2]  # padded
+    expected = _read_all(fsspec.filesystem("reference", fo=str(directory / "refs.json")).get_mapper(""))
+    through_fsspec = _read_all(fsspec.filesystem("reference", fo=str(directory / "refs.parq")).get_mapper(""))
+    assert expected.keys() == through_fsspec.keys() and "time" in expected
+    for name, values in expected.items():
+        np.testing.assert_array_equal(through_fsspec[name], values, strict=True)
+    with mount(str(directory / "refs.parq")) as root:
+        mounted = _read_all(root)
+        for name, values in expected.items():
+            np.testing.assert_array_equal(mounted[name], values, strict=True)
+    (directory / "plain").mkdir()
+    refused = run_cli("scan", *files, "-o", str(directory / "plain.parq"))
+    assert refused.returncode == 0  # a new directory
+    (directory / "other.parq").mkdir()
+    (directory / "other.parq" / "keep.txt").write_text("mine")
+    refused = run_cli("scan", *files, "-o", str(directory / "other.parq"))
+    assert refused.returncode == 1 and "is not a Parquet reference set; not overwritten" in refused.stderr
+    assert (directory / "other.parq" / "keep.txt").read_text() == "mine"
+
+
+def test_a_dask_cluster_scan_equals_the_local_one(archive):
+    """``--dask SCHEDULER``: the per-file scans run on a real dask.distributed LocalCluster."""
+    distributed = pytest.importorskip("distributed")
+    directory, files = archive
+    assert run_cli("scan", *files, "-o", str(directory / "local.json"), "-j", "1").returncode == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  processes=True) as cluster:
+        result = run_cli("scan", *files, "-o", str(directory / "dask.json"), "--dask", cluster.scheduler_address)
+        assert result.returncode == 0, result.stderr
+        bad = run_cli("scan", str(directory / "a_0.nc"), str(directory / "nope.nc"), "-o", str(directory / "x.json"),
+                      "--dask", cluster.scheduler_address)
+        assert bad.returncode == 1 and "nope.nc: no such file" in bad.stderr and "Traceback" not in bad.stderr
+    assert (directory / "dask.json").read_text() == (directory / "local.json").read_text()
+    unreachable = run_cli("scan", *files, "-o", str(directory / "y.json"), "--dask", "tcp://127.0.0.1:9", timeout=120)
+    assert unreachable.returncode == 1 and "dask scheduler tcp://127.0.0.1:9: cannot connect" in unreachable.stderr
