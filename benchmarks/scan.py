@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """refmount scan against h5py's bare chunk walk and kerchunk, on the same files in one run.
 
-    .venv/bin/python benchmarks/scan.py [--files 1000]
+    .venv/bin/python benchmarks/scan.py [--files 1000] [--tiny 100000]
+
+``--tiny N`` also scans N tiny files to a Parquet reference set, with a local pool (-j 2) and on a
+dask.distributed LocalCluster (--dask), printing files/s and the peak resident memory of the
+scanning process tree (the target: < 1 GB).
 """
 
 from __future__ import annotations
@@ -42,6 +46,60 @@ def small_files(directory: Path, n: int) -> list[str]:
     return paths
 
 
+def tiny_files(directory: Path, n: int) -> str:
+    """``n`` copies of one small NetCDF4 file, each with its own time value (patched in place)."""
+    template = directory / "template.nc"
+    with h5py.File(template, "w") as f:
+        t = f.create_dataset("time", data=[0.0], maxshape=(None,), chunks=(1,), dtype="<f8")
+        t.attrs["units"] = "hours since 2000-01-01"
+        t.make_scale("time")
+        v = f.create_dataset("v", data=np.arange(20, dtype="f4").reshape(1, 4, 5), chunks=(1, 4, 5), maxshape=(None, 4, 5))
+        v.dims[0].attach_scale(t)
+        offset = t.id.get_chunk_info(0).byte_offset
+    data = bytearray(template.read_bytes())
+    tiny = directory / "tiny"
+    tiny.mkdir()
+    for i in range(n):
+        data[offset:offset + 8] = np.float64(i).tobytes()
+        (tiny / f"t_{i:06d}.nc").write_bytes(data)
+    return str(tiny / "t_*.nc")
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, int]:
+    """Run ``cmd``; (seconds, peak summed RSS in bytes of it and its children, sampled every 0.1 s)."""
+    import psutil
+
+    began = time.perf_counter()
+    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [proc, *proc.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    if proc.returncode:
+        raise SystemExit(proc.stderr.read().decode())
+    return time.perf_counter() - began, peak
+
+
+def tiny_benchmark(work: Path, n: int) -> None:
+    from distributed import LocalCluster
+
+    began = time.perf_counter()
+    pattern = tiny_files(work, n)
+    print(f"{n} tiny files written in {time.perf_counter() - began:.0f} s")
+    scan = [sys.executable, "-m", "refmount", "scan", pattern, "-o", str(work / "tiny.parq")]
+    seconds, rss = peak_rss(scan + ["-j", "2"])
+    print(f"{n} tiny files -> Parquet, -j 2: {seconds:.0f} s, {n / seconds:.0f} files/s, peak RSS of the scan "
+          f"(all processes) {rss / 2**20:.0f} MiB (target < 1024)")
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        seconds, rss = peak_rss(scan + ["--dask", cluster.scheduler_address])
+    print(f"{n} tiny files -> Parquet on a 2-worker LocalCluster: {seconds:.0f} s, {n / seconds:.0f} files/s, peak RSS "
+          f"of the client {rss / 2**20:.0f} MiB (target < 1024)")
+
+
 def timed(func) -> float:
     began = time.perf_counter()
     func()
@@ -51,6 +109,7 @@ def timed(func) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--tiny", type=int, default=0, metavar="N", help="also N tiny files to Parquet (memory, files/s)")
     args = p.parse_args()
     from kerchunk.combine import MultiZarrToZarr
     from kerchunk.hdf import SingleHdf5ToZarr
@@ -93,6 +152,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "refmount", "umount", str(mnt)], check=True, capture_output=True)
         print(f"direct mount of {args.files} files, {label}: {t:.2f} s (target for the remount: <= 0.2 s; the "
               "command's own start, imports and libfuse included)")
+    if args.tiny:
+        tiny_benchmark(work, args.tiny)
     subprocess.run(["rm", "-rf", str(work)])
 
 

@@ -121,36 +121,42 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None)
             client = Client(dask, timeout=30)
         except (OSError, TimeoutError, ValueError) as exc:
             raise RefmountError(f"dask scheduler {dask}: cannot connect ({exc})") from None
-        window = max(64, 8 * max(len(client.scheduler_info().get("workers", {})), 1))
+        workers = max(len(client.scheduler_info().get("workers", {})), 1)
 
-        def submit(url):
-            return client.submit(_scan_one, url, storage_options, combining, pure=False)
+        def submit(batch):
+            return client.submit(_scan_batch, batch, storage_options, combining, pure=False)
         closing = client.close
     else:
         # fresh interpreters, not forks: a mounted daemon rescanning on reload has threads
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        window = 8 * jobs
+        workers = jobs
 
-        def submit(url):
-            return pool.submit(_scan_one, url, storage_options, combining)
+        def submit(batch):
+            return pool.submit(_scan_batch, batch, storage_options, combining)
 
         def closing():
             pool.shutdown(wait=True, cancel_futures=True)
+    # several files a task (a task costs a round trip), about 8 tasks in flight per worker
+    size = max(1, min(64, len(files) // (workers * 16)))
+    batches = (files[i:i + size] for i in range(0, len(files), size))
     pending: deque = deque()
-    upcoming = iter(files)
     try:
-        for url in itertools.islice(upcoming, window):
-            pending.append(submit(url))
+        for batch in itertools.islice(batches, 8 * workers):
+            pending.append(submit(batch))
         while pending:
             done = pending.popleft().result()
-            following = next(upcoming, None)
+            following = next(batches, None)
             if following is not None:
                 pending.append(submit(following))
-            yield done
+            yield from done
     finally:
         for future in pending:
             future.cancel()
         closing()
+
+
+def _scan_batch(urls: list[str], storage_options: dict, combining: bool) -> list[FileScan]:
+    return [_scan_one(url, storage_options, combining) for url in urls]
 
 
 def scan_combined(patterns: list[str], jobs: int = 1, concat_dim: str | None = None,
