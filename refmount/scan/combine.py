@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refmount.errors import RefmountError
-from refmount.scan.model import FileScan, Variable
+from refmount.scan.model import Chunks, FileScan, Variable
 
 _DECODING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "dtype")
 _SINCE = re.compile(r"\s*(\w+)\s+since\s+(.+?)\s*\Z", re.I)
@@ -76,19 +76,19 @@ class _Refs:
     def __len__(self) -> int:
         return len(self.file)
 
-    def add(self, file_no: int, key: str, value, axis: int | None = None, shift: int = 0) -> None:
-        index = [int(i) for i in key.split(".")] if self.ndim else []
-        if axis is not None:
-            index[axis] += shift
-        self.index.extend(index)
-        self.file.append(file_no)
-        if isinstance(value, bytes):
-            self.inline[len(self.file) - 1] = value
-            self.offset.append(0)
-            self.size.append(len(value))
-        else:
-            self.offset.append(value[1])
-            self.size.append(value[2])
+    def add(self, file_no: int, chunks: Chunks, axis: int | None = None, shift: int = 0) -> None:
+        """One file's chunks, moved ``shift`` chunks along ``axis``."""
+        index = chunks.index
+        if axis is not None and shift:
+            index = index.copy()
+            index[:, axis] += shift
+        base = len(self.file)
+        self.index.frombytes(np.ascontiguousarray(index, dtype=np.int64).tobytes())
+        self.file.frombytes(np.full(len(chunks), file_no, dtype=np.dtype("l")).tobytes())
+        self.offset.frombytes(chunks.offset.astype(np.int64).tobytes())
+        self.size.frombytes(chunks.size.astype(np.int64).tobytes())
+        for row, data in chunks.inline.items():
+            self.inline[base + row] = data
 
     def flat(self, grid: list[int]) -> np.ndarray:
         """Each chunk's row-major position in the chunk grid."""
@@ -114,20 +114,33 @@ class Combined:
     def referenced_bytes(self) -> int:
         return sum(sum(refs.size) - sum(len(v) for v in refs.inline.values()) for _, refs in self.arrays.values())
 
-    def keys(self, path: str):
-        """``(key, value)`` of each chunk of one array, in grid order."""
+    def keys(self, path: str) -> tuple[list[str], list]:
+        """The keys and values of one array's chunks, in grid order."""
         zarray, refs = self.arrays[path]
-        index = np.frombuffer(refs.index, dtype=np.int64).reshape(-1, refs.ndim) if refs.ndim else None
-        for i in np.argsort(refs.flat(grid_of(zarray)), kind="stable"):
-            key = ".".join(map(str, index[i].tolist())) if refs.ndim else "0"
-            value = refs.inline.get(int(i))
-            yield key, value if value is not None else [self.files[refs.file[i]], refs.offset[i], refs.size[i]]
+        order = np.argsort(refs.flat(grid_of(zarray)), kind="stable")
+        if refs.ndim:
+            index = np.frombuffer(refs.index, dtype=np.int64).reshape(-1, refs.ndim)[order]
+            keys = [".".join(map(str, row)) for row in index.tolist()]
+        else:
+            keys = ["0"] * len(order)
+        files = np.frombuffer(refs.file, dtype=np.dtype("l"))[order].tolist()
+        offsets = np.frombuffer(refs.offset, dtype=np.int64)[order].tolist()
+        sizes = np.frombuffer(refs.size, dtype=np.int64)[order].tolist()
+        urls = self.files
+        values: list = [[urls[f], o, n] for f, o, n in zip(files, offsets, sizes)]
+        if refs.inline:
+            position = np.empty_like(order)
+            position[order] = np.arange(len(order))
+            for row, data in refs.inline.items():
+                values[position[row]] = data
+        return keys, values
 
     def to_refs(self) -> dict:
         """The kerchunk v1 dict (``{"version": 1, "refs": ...}``)."""
         out: dict[str, object] = {key: json.dumps(value) for key, value in self.metadata.items()}
         for path in self.arrays:
-            for key, value in self.keys(path):
+            keys, values = self.keys(path)
+            for key, value in zip(keys, values):
                 out[f"{path}/{key}"] = "base64:" + base64.b64encode(value).decode() if isinstance(value, bytes) else value
         return {"version": 1, "refs": out}
 
@@ -171,8 +184,7 @@ class Combiner:
                         raise RefmountError(f"variable {path} has no concatenated dimension but differs between "
                                             f"{first.url} and {scan.url}")
                 else:
-                    for key, value in part.refs.items():
-                        self.refs[path].add(n, key, value)
+                    self.refs[path].add(n, part.refs)
             elif kind == "coordinate":
                 self._coordinate(path, scan, part)
             else:
@@ -199,7 +211,7 @@ class Combiner:
                 kind = "concat"
                 self.lengths[path] = 0
             self.kinds[path] = kind
-            self.layout[path] = Variable(path, var.zarray, var.zattrs, var.dims, {}, var.digest)
+            self.layout[path] = Variable(path, var.zarray, var.zattrs, var.dims, Chunks.empty(0), var.digest)
             self.refs[path] = _Refs(len(var.zarray["shape"]))
 
     def _concatenate(self, path: str, n: int, scan: FileScan, part: Variable) -> None:
@@ -211,9 +223,7 @@ class Combiner:
             raise RefmountError(f"variable {path}: {self.files[n - 1]} has {self.last_length[path]} steps along "
                                 f"{self.concat_dim}, not a multiple of the chunk length {chunk}; its last chunk would "
                                 "not line up with the next file's (rechunk, or combine fewer files)")
-        refs = self.refs[path]
-        for key, value in part.refs.items():
-            refs.add(n, key, value, axis, length // chunk)
+        self.refs[path].add(n, part.refs, axis, length // chunk)
         self.last_length[path] = part.zarray["shape"][axis]
         self.lengths[path] = length + self.last_length[path]
 
@@ -242,7 +252,7 @@ class Combiner:
             zarray = var.zarray
             if kind == "coordinate":
                 zarray, data = self._coordinate_values(path)
-                refs.add(0, "0", data)
+                refs.add(0, Chunks.one(1, data=data))
             elif kind == "concat":
                 axis = var.dims.index(self.concat_dim)
                 zarray = dict(zarray, shape=[self.lengths[path] if i == axis else s for i, s in enumerate(zarray["shape"])])

@@ -13,16 +13,8 @@ import hashlib
 
 import numpy as np
 
-from refmount.scan.model import (
-    DIGEST_BYTES,
-    SPLIT_BYTES,
-    FileScan,
-    Skip,
-    Variable,
-    fill_value,
-    json_value,
-    split_rows,
-)
+from refmount.scan.model import (DIGEST_BYTES, SPLIT_BYTES, Chunks, FileScan, Skip, Variable, fill_value,
+                                  json_value, split_rows)
 
 # HDF5 filter id -> numcodecs codec description (None: cannot be described)
 _DEFLATE, _SHUFFLE, _FLETCHER32, _SZIP, _NBIT, _SCALEOFFSET, _LZF, _BLOSC, _LZ4, _BSHUF, _ZSTD = \
@@ -122,30 +114,35 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
         zattrs["_FillValue"] = json_value(dset.attrs["_FillValue"])
     dims, _ = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
-    refs: dict[str, object] = {}
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
     if layout == h5py.h5d.CHUNKED:
-        found = []
-        dset.id.chunk_iter(lambda info: found.append((info.chunk_offset, info.filter_mask, info.byte_offset, info.size)))
-        for offset, mask, byte_offset, size in found:
-            if mask:
-                raise Skip(f"chunk {offset} is stored with filters skipped (filter mask {mask}); "
-                           "the variable's codecs cannot decode it")
-            key = ".".join(str(o // c) for o, c in zip(offset, chunks)) or "0"
-            refs[key] = [url, int(byte_offset), int(size)]
+        found: list = []
+        dset.id.chunk_iter(found.append)  # one pass over the B-tree, no Python call per chunk of ours
+        masked = next((info for info in found if info.filter_mask), None)
+        if masked is not None:
+            raise Skip(f"chunk {masked.chunk_offset} is stored with filters skipped (filter mask "
+                       f"{masked.filter_mask}); the variable's codecs cannot decode it")
+        n = len(found)
+        offsets = np.array([info.chunk_offset for info in found], dtype=np.int64).reshape(n, len(shape))
+        refs = Chunks.ranges(offsets // np.asarray(chunks, dtype=np.int64), [info.byte_offset for info in found],
+                             [info.size for info in found])
     elif layout == h5py.h5d.CONTIGUOUS:
         offset, size = dset.id.get_offset(), dset.id.get_storage_size()
+        refs = Chunks.empty(len(shape))
         if offset is not None and size:
             rows = split_rows(shape, dtype.itemsize) if not filters and nbytes > SPLIT_BYTES else None
             if rows:
                 chunks[0] = rows
                 step = rows * (nbytes // shape[0])
-                for i in range(shape[0] // rows):
-                    refs[".".join(["%d" % i] + ["0"] * (len(shape) - 1))] = [url, int(offset) + i * step, int(step)]
+                count = shape[0] // rows
+                index = np.zeros((count, len(shape)), dtype=np.int64)
+                index[:, 0] = np.arange(count)
+                refs = Chunks.ranges(index, int(offset) + step * np.arange(count, dtype=np.int64),
+                                     np.full(count, step, dtype=np.int64))
             else:
-                refs[".".join(["0"] * len(shape)) or "0"] = [url, int(offset), int(size)]
+                refs = Chunks.one(len(shape), int(offset), int(size))
     else:  # compact: the data lives in the object header
-        refs[".".join(["0"] * len(shape)) or "0"] = np.ascontiguousarray(dset[()]).tobytes()
+        refs = Chunks.one(len(shape), data=np.ascontiguousarray(dset[()]).tobytes())
     zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype.str if not dtype.fields
               else [[n, f[0].str] for n, f in dtype.fields.items()], "compressor": None,
               "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}

@@ -19,12 +19,45 @@ class Skip(Exception):
 
 
 @dataclass
+class Chunks:
+    """A variable's chunk references in one file, as arrays: row ``i`` is the chunk at grid index
+    ``index[i]``, bytes ``[offset[i], offset[i] + size[i])`` of the file -- or ``inline[i]``."""
+
+    index: np.ndarray  # (n, ndim) int64
+    offset: np.ndarray  # (n,) int64
+    size: np.ndarray  # (n,) int64
+    inline: dict[int, bytes] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    @classmethod
+    def ranges(cls, index, offset, size) -> "Chunks":
+        """``index``: (n, ndim) grid indices; ``offset``, ``size``: n each."""
+        return cls(np.asarray(index, dtype=np.int64), np.asarray(offset, dtype=np.int64),
+                   np.asarray(size, dtype=np.int64))
+
+    @classmethod
+    def one(cls, ndim: int, offset: int = 0, size: int = 0, data: bytes | None = None) -> "Chunks":
+        """The single chunk at the grid's origin: a range, or ``data`` inline."""
+        chunks = cls(np.zeros((1, ndim), dtype=np.int64), np.array([offset], dtype=np.int64),
+                     np.array([size if data is None else len(data)], dtype=np.int64))
+        if data is not None:
+            chunks.inline[0] = data
+        return chunks
+
+    @classmethod
+    def empty(cls, ndim: int) -> "Chunks":
+        return cls(np.zeros((0, ndim), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+@dataclass
 class Variable:
     path: str
     zarray: dict
     zattrs: dict
     dims: list[str]
-    refs: dict[str, object]  # chunk key -> [url, offset, length] or inline bytes
+    refs: Chunks
     digest: str | None = None  # of the values, for small variables
     values: list | None = None  # 1-D coordinate values (for combining along a dimension)
     unlimited: bool = False  # a netCDF record (unlimited) dimension's coordinate

@@ -13,16 +13,8 @@ import struct
 
 import numpy as np
 
-from refmount.scan.model import (
-    DIGEST_BYTES,
-    SPLIT_BYTES,
-    FileScan,
-    Skip,
-    Variable,
-    fill_value,
-    json_value,
-    split_rows,
-)
+from refmount.scan.model import (DIGEST_BYTES, SPLIT_BYTES, Chunks, FileScan, Skip, Variable, fill_value,
+                                  json_value, split_rows)
 
 MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 _TYPES = {1: "i1", 2: "S1", 3: ">i2", 4: ">i4", 5: ">f4", 6: ">f8",
@@ -153,28 +145,32 @@ def _variable(url, f, name, shape, attrs, dtype, begin, numrecs, record_size, si
     if dtype.kind == "S" and isinstance(fill, str):
         fill = fill.encode()
     per_row = int(np.prod(lengths[1:], dtype=np.int64)) * dtype.itemsize
-    refs: dict[str, object] = {}
     chunks = list(lengths)
+    ndim = len(lengths)
     if is_record:
         chunks[0] = 1
-        rest = ".0" * (len(lengths) - 1)
-        for i in range(numrecs):
-            start = begin + i * record_size
-            if start + per_row > size:
-                raise Skip(f"record {i} runs past the end of the file ({size} bytes): truncated file")
-            refs[f"{i}{rest}"] = [url, start, per_row]
+        starts = begin + record_size * np.arange(numrecs, dtype=np.int64)
+        if numrecs and int(starts[-1]) + per_row > size:
+            last = int(np.argmax(starts + per_row > size))
+            raise Skip(f"record {last} runs past the end of the file ({size} bytes): truncated file")
+        index = np.zeros((numrecs, ndim), dtype=np.int64)
+        index[:, 0] = np.arange(numrecs)
+        refs = Chunks.ranges(index, starts, np.full(numrecs, per_row, dtype=np.int64))
     else:
         nbytes = int(np.prod(lengths, dtype=np.int64)) * dtype.itemsize
         if begin + nbytes > size:
             raise Skip(f"its data runs past the end of the file ({size} bytes): truncated file")
         rows = split_rows(lengths, dtype.itemsize) if nbytes > SPLIT_BYTES else None
+        refs = Chunks.empty(ndim)
         if rows:
             chunks[0] = rows
             step = rows * per_row
-            for i in range(lengths[0] // rows):
-                refs[".".join([str(i)] + ["0"] * (len(lengths) - 1))] = [url, begin + i * step, step]
+            count = lengths[0] // rows
+            index = np.zeros((count, ndim), dtype=np.int64)
+            index[:, 0] = np.arange(count)
+            refs = Chunks.ranges(index, begin + step * np.arange(count, dtype=np.int64), np.full(count, step, dtype=np.int64))
         elif nbytes:
-            refs[".".join(["0"] * len(lengths)) or "0"] = [url, begin, nbytes]
+            refs = Chunks.one(ndim, begin, nbytes)
     chunks = [max(c, 1) for c in chunks]
     zarray = {"zarr_format": 2, "shape": lengths, "chunks": chunks, "dtype": dtype.str, "compressor": None,
               "filters": None, "fill_value": fill_value(dtype, fill), "order": "C"}
@@ -183,7 +179,7 @@ def _variable(url, f, name, shape, attrs, dtype, begin, numrecs, record_size, si
     total = int(np.prod(lengths, dtype=np.int64)) * dtype.itemsize
     # values only where combining needs them: the record coordinate, and static variables' digests
     if combining and total <= DIGEST_BYTES and (variable.unlimited or not is_record):
-        data = b"".join(_read(f, ref[1], ref[2]) for ref in refs.values())
+        data = b"".join(_read(f, int(o), int(n)) for o, n in zip(refs.offset, refs.size))
         values = np.frombuffer(data, dtype=dtype)
         variable.digest = hashlib.sha256(data).hexdigest()
         if len(lengths) == 1:
