@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Iterator
 
 from refmount.errors import FetchError, RefmountError
@@ -19,13 +20,14 @@ from refmount.index import Dir, Index, Union
 from refmount.io import disk
 from refmount.io.cache import MemoryCache
 from refmount.io.disk import DiskCache
+from refmount.io.kept import KeptIndexes
 from refmount.io.origins import Origins, missing_message, unreadable_local
 from refmount.io.policy import OriginPolicy, is_shared
 from refmount.io.prefetch import Prefetcher
 from refmount.io.reader import Reader
 from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
-from refmount.scan import is_archive, scan_kept
+from refmount.scan import expand, identities, is_archive, scan
 from refmount.sources import kerchunk_json, open_source
 from refmount.views import apply_view
 
@@ -113,15 +115,26 @@ class Engine:
         return tree, policy
 
     def _source(self, src: str, opts: MountOptions, settings: dict) -> Index:
-        """A reference set or repository -- or an archive of NetCDF4/HDF5 files (a glob, a
-        file, a directory), scanned here, the result kept in the cache directory so a remount
-        (or another node sharing it) starts without scanning while the files are unchanged."""
+        """A reference set or repository -- or an archive of netCDF/HDF5 files (a glob, a file, a
+        directory), scanned here. Parsed JSON indexes and archive scans are kept in the cache
+        directory (``io.kept``), so a remount, or another node sharing it, maps them instead of
+        parsing or scanning again while the files are unchanged."""
+        kept = KeptIndexes(opts.cache_dir if opts.cache_dir and opts.cache_dir != "auto"
+                           else disk.default_directory("kept"))
         if not is_archive(src):
-            return open_source(src, self.origins, **settings)
-        directory = opts.cache_dir if opts.cache_dir and opts.cache_dir != "auto" else disk.default_directory("scans")
-        refs, kept = scan_kept(src, directory, opts.storage_options)
-        log.info("%s: %s", src, "scan kept from an earlier mount" if kept else "scanned")
-        return kerchunk_json.from_refs(refs, src)
+            return open_source(src, self.origins, **settings, kept=kept)
+        files = expand([src], opts.storage_options)
+        identity = {"archive": identities(files, opts.storage_options)}
+        index = kept.get(identity)
+        if index is not None:
+            log.info("%s: scan kept from an earlier mount (%d files)", src, len(files))
+            return index
+        refs, summary = scan(files, jobs=min(4, os.cpu_count() or 1), progress=False,
+                             storage_options=opts.storage_options)
+        log.info("%s: scanned %d files, %d chunks in %.1f s", src, summary["files"], summary["chunks"], summary["seconds"])
+        index = kerchunk_json.from_refs(refs, src)
+        kept.put(identity, index)
+        return index
 
     def swap(self, tree: Index, policy: OriginPolicy) -> None:
         self.tree, self.origins.policy = tree, policy

@@ -360,6 +360,55 @@ class CompactIndex(Index):
     def __len__(self) -> int:
         return self._n
 
+    # -- keeping (``refmount.io.kept``) -----------------------------------------------
+    def kept_form(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
+        """``(meta, arrays, blobs)``: everything this index is, as JSON-able values, NumPy arrays
+        and byte strings, for ``from_kept`` to rebuild it (memory-mapped) in another process."""
+        inline_starts = np.zeros(len(self._inline) + 1, dtype=np.int64)
+        np.cumsum([len(d) for d in self._inline], out=inline_starts[1:])
+        meta = {"n": self._n, "mtime_ns": self.mtime_ns, "urls": list(self._urls), "dirs": self._dirs}
+        arrays = {"starts": self._starts, "kind": self._kind, "a": self._a, "off": self._off, "len": self._len,
+                  "inline_starts": inline_starts}
+        return meta, arrays, {"keys": bytes(self._blob), "inline": b"".join(self._inline)}
+
+    @classmethod
+    def from_kept(cls, meta: dict, arrays: dict[str, np.ndarray], blobs: dict) -> "CompactIndex":
+        """The index ``kept_form`` described; ``blobs`` may be memory maps (slicing gives bytes).
+        Checks that the parts agree with each other (a torn or altered kept index raises
+        ``RefmountError``), in vectorised passes."""
+        index = cls(int(meta["mtime_ns"]))
+        n = int(meta["n"])
+        starts, kind, a = arrays["starts"], arrays["kind"], arrays["a"]
+        off, length, inline_starts = arrays["off"], arrays["len"], arrays["inline_starts"]
+        urls, dirs = meta["urls"], meta["dirs"]
+        keys, inline = blobs["keys"], blobs["inline"]
+        ranged = kind != cls.INLINE
+        if (len(starts) != n + 1 or any(len(x) != n for x in (kind, a, off, length)) or int(starts[0]) != 0
+                or int(starts[-1]) != len(keys) or int(inline_starts[0]) != 0 or int(inline_starts[-1]) != len(inline)
+                or (n and (np.any(np.diff(starts) <= 0) or np.any(kind < 0) or np.any(kind > cls.WHOLE)
+                           or np.any(a < 0) or np.any(a[ranged] >= len(urls)) or np.any(a[~ranged] >= len(inline_starts) - 1)))
+                or not isinstance(dirs, dict) or not all(isinstance(u, str) for u in urls)):
+            raise RefmountError("the kept index's parts do not agree")
+        index._pending_keys = index._pending = index._bulk = None
+        del index._url_ids
+        index._blob, index._starts, index._kind, index._a, index._off, index._len = keys, starts, kind, a, off, length
+        index._n, index._urls, index._dirs = n, urls, {str(k): int(v) for k, v in dirs.items()}
+        index._inline = _Slices(inline, inline_starts)
+        return index
+
+
+class _Slices:
+    """``slices[i]``: the bytes ``blob[starts[i]:starts[i + 1]]`` (a kept index's inline data)."""
+
+    def __init__(self, blob, starts: np.ndarray):
+        self.blob, self.starts = blob, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i: int) -> bytes:
+        return bytes(self.blob[int(self.starts[i]) : int(self.starts[i + 1])])
+
 
 def check_keys(keys: list[str]) -> None:
     """``check_key`` for many keys at once: substring scans of the joined keys, per key only

@@ -454,6 +454,21 @@ class Origins:
                 pass
         return time.time_ns()
 
+    def identity(self, url: str) -> list | None:
+        """What names the present state of a source object (to key what is kept from it): a local
+        file's path, size, modification and change times and inode; a remote object's size and
+        ETag or modification time (one ``info``). None when there is nothing reliable to go by."""
+        protocol, path = split_protocol(url)
+        try:
+            if protocol == "file":
+                st = os.stat(path)
+                return [os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            size = self.size(url)
+        except (OSError, RefmountError):
+            return None
+        version = self.version(url)
+        return None if version is None else [url, size, version]
+
     def size_known(self, url: str) -> bool:
         return url in self._sizes
 

@@ -239,31 +239,6 @@ def identities(files: list[str], storage_options: dict | None = None) -> list[li
     return out
 
 
-def scan_kept(source: str, directory: str, storage_options: dict | None = None, jobs: int = 4) -> tuple[dict, bool]:
-    """``(references, kept)`` for an archive source: the scan kept in ``directory`` when every
-    original is as it was (same files, sizes, times), else a new scan, then kept there."""
-    import hashlib
-
-    import zstandard
-
-    files = expand([source], storage_options)
-    key = hashlib.sha256(json.dumps(identities(files, storage_options)).encode()).hexdigest()[:32]
-    path = os.path.join(directory, "scans", f"{key}.json.zst")
-    try:
-        with open(path, "rb") as f:
-            return json.loads(zstandard.ZstdDecompressor().decompress(f.read(), max_output_size=1 << 34)), True
-    except (OSError, ValueError, zstandard.ZstdError):
-        pass  # not kept, or unreadable: scan again
-    refs, summary = scan(files, jobs=jobs, progress=False)
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write(refs, path)
-    except (OSError, RefmountError) as exc:
-        log.warning("scan of %s not kept in %s: %s", source, directory, exc)
-    log.info("scanned %s: %d files, %d chunks in %.1f s", source, summary["files"], summary["chunks"], summary["seconds"])
-    return refs, False
-
-
 def is_parquet_output(output: str) -> bool:
     return output.rstrip("/").endswith((".parq", ".parquet"))
 
@@ -294,4 +269,4 @@ def write(refs: dict | Combined, output: str, record_size: int | None = None) ->
     return output
 
 
-__all__ = ["expand", "identities", "is_archive", "scan", "scan_combined", "scan_kept", "write"]
+__all__ = ["expand", "identities", "is_archive", "scan", "scan_combined", "write"]

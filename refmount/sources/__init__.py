@@ -10,6 +10,7 @@ import logging
 
 from refmount.errors import FetchError, RefmountError
 from refmount.index import Index
+from refmount.io.kept import KeptIndexes
 from refmount.io.origins import Origins
 from refmount.sources import icechunk, kerchunk_json, kerchunk_parquet
 from refmount.urls import location_of
@@ -18,14 +19,16 @@ log = logging.getLogger("refmount.sources")
 
 
 def open_source(source: str, origins: Origins | None = None, authorize_virtual: tuple[str, ...] = (),
-                relocate: tuple[tuple[str, str], ...] = (), all_refs: bool = False) -> Index:
+                relocate: tuple[tuple[str, str], ...] = (), all_refs: bool = False,
+                kept: KeptIndexes | None = None) -> Index:
     """Load the reference set or repository at ``source`` (a path or URL) into an index.
 
-    The other arguments concern Icechunk repositories (``icechunk.Settings``). Whatever is
+    ``kept``: where parsed JSON indexes are kept between mounts. The other arguments concern
+    Icechunk repositories (``icechunk.Settings``). Whatever is
     wrong with the input, the failure is a ``RefmountError`` (one line naming the source) or,
     for an object that could not be read, a ``FetchError`` -- never another exception."""
     try:
-        return _open(source, origins, authorize_virtual, relocate, all_refs)
+        return _open(source, origins, authorize_virtual, relocate, all_refs, kept)
     except (RefmountError, FetchError):
         raise
     except RecursionError:
@@ -35,7 +38,7 @@ def open_source(source: str, origins: Origins | None = None, authorize_virtual: 
         raise RefmountError(f"{source}: malformed: {type(exc).__name__}: {exc}"[:500]) from None
 
 
-def _open(source, origins, authorize_virtual, relocate, all_refs) -> Index:
+def _open(source, origins, authorize_virtual, relocate, all_refs, kept) -> Index:
     location = location_of(source)
     origins = origins or Origins()
     settings = icechunk.Settings(origins, tuple(authorize_virtual), tuple(relocate), all_refs)
@@ -48,7 +51,7 @@ def _open(source, origins, authorize_virtual, relocate, all_refs) -> Index:
         return icechunk.load(location, settings, repo)
     if kerchunk_parquet.is_parquet_set(location):
         return kerchunk_parquet.load(location, origins)
-    return kerchunk_json.load(location, origins)
+    return kerchunk_json.load(location, origins, kept)
 
 
 __all__ = ["open_source"]

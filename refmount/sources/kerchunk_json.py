@@ -9,16 +9,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 
 import numpy as np
 
 from refmount.errors import RefmountError
+from refmount.io.kept import KEEP_MIN, KeptIndexes
 from refmount.io.origins import Origins
 from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
 from refmount.urls import parent_of, resolve
 from refmount.sources.reading import decompress, read_file
 from refmount.sources.templates import expand_gen, fill_url
 
+log = logging.getLogger("refmount.sources")
 
 try:  # several times faster on large sets; the standard library otherwise
     import orjson
@@ -33,7 +36,22 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 
-def load(location: str, origins: Origins) -> Index:
+def load(location: str, origins: Origins, kept: KeptIndexes | None = None) -> Index:
+    """The index of the JSON set at ``location``; with ``kept``, mapped from the index kept
+    there for the file as it is now, else parsed (and a large one kept for next time)."""
+    identity = origins.identity(location) if kept is not None else None
+    if identity is not None:
+        index = kept.get(identity)
+        if index is not None:
+            log.info("%s: index kept from an earlier mount (%d keys)", location, len(index))
+            return index
+    index = _parse(location, origins)
+    if identity is not None and isinstance(index, CompactIndex) and len(index) >= KEEP_MIN:
+        kept.put(identity, index)
+    return index
+
+
+def _parse(location: str, origins: Origins) -> Index:
     raw, mtime_ns = read_file(location, origins)
     text = decompress(raw, location)
     try:

@@ -172,13 +172,13 @@ def test_mounting_an_archive_directly_keeps_the_scan(archive, mount, tmp_path):
             np.testing.assert_array_equal(xarray.open_zarr(root)["t2m"].values, t2m)
         text = log.read_text()
         assert (text.count("nc: scanned"), text.count("scan kept from an earlier mount")) == (scans, kept), text
-    assert len(list((cache / "scans").iterdir())) == 1
+    assert len(list((cache / "indexes").iterdir())) == 1
     _write(directory / "a_2.nc", 8, 3, "hours since 2024-01-01")  # rewritten: new values, same times
     with h5py.File(files[2], "a") as f:
         f["time"][...] = np.arange(8, 11) * 6.0
     with mount(str(directory / "a_*.nc"), cache_dir=str(cache), log_file=str(log)) as root:
         np.testing.assert_array_equal(xarray.open_zarr(root)["t2m"].values, _expected(files)[0])
-    assert len(list((cache / "scans").iterdir())) == 2  # scanned again, kept again
+    assert len(list((cache / "indexes").iterdir())) == 2  # scanned again, kept again
 
 
 def test_inspect_and_check_take_an_archive(archive):
