@@ -80,7 +80,8 @@ class Engine:
         self.disk = self._disk_cache(cache_tag or "\n".join(src for _, src in opts.sources))
         try:
             self._check_decoded_fits()
-            self.reader = Reader(self.origins, MemoryCache(opts.cache_size, self.counters), parallel=opts.parallel,
+            chunks = max(opts.cache_size - self.tree.reserved_bytes(), opts.cache_size // 2)  # the rest: chunks
+            self.reader = Reader(self.origins, MemoryCache(chunks, self.counters), parallel=opts.parallel,
                                  max_gap=opts.max_gap, max_request=opts.max_request, disk=self.disk)
         except BaseException:
             self.close()
@@ -122,7 +123,9 @@ class Engine:
         kept = KeptIndexes(opts.cache_dir if opts.cache_dir and opts.cache_dir != "auto"
                            else disk.default_directory("kept"))
         if not is_archive(src):
-            return open_source(src, self.origins, **settings, kept=kept)
+            # a Parquet set's record files count against the cache bound: a quarter of it, shared
+            memory = max(opts.cache_size // (4 * len(opts.sources)), 1 << 20)
+            return open_source(src, self.origins, **settings, kept=kept, memory=memory)
         files = expand([src], opts.storage_options)
         identity = {"archive": identities(files, opts.storage_options)}
         index = kept.get(identity)

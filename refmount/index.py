@@ -134,6 +134,11 @@ class Index:
         none is."""
         return 0
 
+    def reserved_bytes(self) -> int:
+        """Memory this index may hold for what it reads on demand (a Parquet set's record
+        files): counted against the mount's cache bound."""
+        return 0
+
 
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|\x00")
 
@@ -479,6 +484,9 @@ class Union(Index):
 
     def largest_chunk(self) -> int:
         return max((m.largest_chunk() for m in self.members.values()), default=0)
+
+    def reserved_bytes(self) -> int:
+        return sum(m.reserved_bytes() for m in self.members.values())
 
 
 def build_index(entries: Iterable[tuple[str, Ref]], mtime_ns: int = 0) -> CompactIndex:

@@ -115,7 +115,7 @@ class _Record:
 
 
 class ParquetIndex(Index):
-    def __init__(self, location: str, origins: Origins):
+    def __init__(self, location: str, origins: Origins, record_bytes: int = RECORD_CACHE_BYTES):
         self.location = location.rstrip("/")
         self.origins = origins
         self.base = parent_of(self.location)
@@ -143,8 +143,12 @@ class ParquetIndex(Index):
             self.meta.build()
         except RefmountError as exc:
             raise RefmountError(f"{location}: {exc}") from None
-        self._records: LRUCache = LRUCache(maxsize=RECORD_CACHE_BYTES, getsizeof=lambda r: max(r.nbytes, 1) if r else 1)
+        self.record_bytes = record_bytes  # decoded record files kept, at most (counted against --cache-size)
+        self._records: LRUCache = LRUCache(maxsize=record_bytes, getsizeof=lambda r: max(r.nbytes, 1) if r else 1)
         self._lock = threading.Lock()
+
+    def reserved_bytes(self) -> int:
+        return self.record_bytes
 
     # -- records ----------------------------------------------------------------------
     def _record(self, array: str, number: int) -> _Record | None:
@@ -244,5 +248,5 @@ class ParquetIndex(Index):
             return
 
 
-def load(location: str, origins: Origins) -> ParquetIndex:
-    return ParquetIndex(location, origins)
+def load(location: str, origins: Origins, record_bytes: int | None = None) -> ParquetIndex:
+    return ParquetIndex(location, origins, record_bytes or RECORD_CACHE_BYTES)

@@ -31,6 +31,9 @@ class View(Index):
     def describe(self) -> dict | None:
         return self.tree.describe()
 
+    def reserved_bytes(self) -> int:
+        return self.tree.reserved_bytes()
+
 
 def within(path: str, roots: set[str]) -> bool:
     """``path`` is one of ``roots`` or below one (``""`` is the whole tree)."""

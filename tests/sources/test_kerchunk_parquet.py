@@ -148,3 +148,20 @@ def test_large_grid_lookup_and_listing(tmp_path):
     assert names == expected
     assert ix.node("big/9.9.4") == Range(str(tmp_path / "x.bin"), 9940, 10)
     assert ix.node("big/9.9.9") is None
+
+
+def test_record_files_held_count_against_the_cache_size(tmp_path):
+    """The decoded record files a mount holds are a quarter of ``--cache-size`` (not a fixed
+    256 MiB), and the chunk cache gets the rest: the mount's memory stays within its bound."""
+    import refmount
+
+    records = {("v", n): [row(str(tmp_path / "data.bin"), i, 1) for i in range(1000)] for n in range(40)}
+    (tmp_path / "data.bin").write_bytes(bytes(range(256)) * 4)
+    root = make_set(tmp_path / "big.parq", {"v": ([40_000], [1])}, 1000, records)
+    with refmount.open(root, cache_size="8MiB") as engine:
+        assert engine.tree.reserved_bytes() == 2 << 20
+        assert engine.reader.cache.max_bytes == 6 << 20
+        for n in range(40):  # every record file, once
+            assert engine.read(f"v/{n * 1000 + 7}") == bytes([7])
+        held = engine.tree.tree if hasattr(engine.tree, "tree") else engine.tree
+        assert 0 < held._records.currsize <= 2 << 20 and len(held._records) < 40
