@@ -114,15 +114,16 @@ class Combined:
     def referenced_bytes(self) -> int:
         return sum(sum(refs.size) - sum(len(v) for v in refs.inline.values()) for _, refs in self.arrays.values())
 
-    def keys(self, path: str) -> tuple[list[str], list]:
-        """The keys and values of one array's chunks, in grid order."""
+    def keys(self, path: str, prefix: str = "") -> tuple[list[str], list]:
+        """The keys (after ``prefix``) and values of one array's chunks, in grid order."""
         zarray, refs = self.arrays[path]
         order = np.argsort(refs.flat(grid_of(zarray)), kind="stable")
         if refs.ndim:
             index = np.frombuffer(refs.index, dtype=np.int64).reshape(-1, refs.ndim)[order]
-            keys = [".".join(map(str, row)) for row in index.tolist()]
+            columns = [list(map(str, index[:, axis].tolist())) for axis in range(refs.ndim)]
+            keys = [prefix + key for key in map(".".join, zip(*columns))] if prefix else list(map(".".join, zip(*columns)))
         else:
-            keys = ["0"] * len(order)
+            keys = [prefix + "0"] * len(order)
         files = np.frombuffer(refs.file, dtype=np.dtype("l"))[order].tolist()
         offsets = np.frombuffer(refs.offset, dtype=np.int64)[order].tolist()
         sizes = np.frombuffer(refs.size, dtype=np.int64)[order].tolist()
@@ -138,10 +139,11 @@ class Combined:
     def to_refs(self) -> dict:
         """The kerchunk v1 dict (``{"version": 1, "refs": ...}``)."""
         out: dict[str, object] = {key: json.dumps(value) for key, value in self.metadata.items()}
-        for path in self.arrays:
-            keys, values = self.keys(path)
-            for key, value in zip(keys, values):
-                out[f"{path}/{key}"] = "base64:" + base64.b64encode(value).decode() if isinstance(value, bytes) else value
+        for path, (_, refs) in self.arrays.items():
+            keys, values = self.keys(path, f"{path}/")
+            if refs.inline:
+                values = ["base64:" + base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in values]
+            out.update(zip(keys, values))
         return {"version": 1, "refs": out}
 
 

@@ -10,6 +10,7 @@ leaves that variable out with a warning -- never a reference that decodes to gar
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 
@@ -118,14 +119,16 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
     if layout == h5py.h5d.CHUNKED:
         found: list = []
         dset.id.chunk_iter(found.append)  # one pass over the B-tree, no Python call per chunk of ours
-        masked = next((info for info in found if info.filter_mask), None)
-        if masked is not None:
+        n = len(found)
+        # StoreInfo tuples (chunk_offset, filter_mask, byte_offset, size), transposed in C
+        positions, masks, offsets, sizes = zip(*found) if n else ((), (), (), ())
+        if any(masks):
+            masked = found[next(i for i, m in enumerate(masks) if m)]
             raise Skip(f"chunk {masked.chunk_offset} is stored with filters skipped (filter mask "
                        f"{masked.filter_mask}); the variable's codecs cannot decode it")
-        n = len(found)
-        offsets = np.array([info.chunk_offset for info in found], dtype=np.int64).reshape(n, len(shape))
-        refs = Chunks.ranges(offsets // np.asarray(chunks, dtype=np.int64), [info.byte_offset for info in found],
-                             [info.size for info in found])
+        grid = np.fromiter(itertools.chain.from_iterable(positions), dtype=np.int64, count=n * len(shape))
+        refs = Chunks.ranges(grid.reshape(n, len(shape)) // np.asarray(chunks, dtype=np.int64),
+                             np.fromiter(offsets, dtype=np.int64, count=n), np.fromiter(sizes, dtype=np.int64, count=n))
     elif layout == h5py.h5d.CONTIGUOUS:
         offset, size = dset.id.get_offset(), dset.id.get_storage_size()
         refs = Chunks.empty(len(shape))
