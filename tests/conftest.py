@@ -22,10 +22,11 @@ CONFORMANCE = ROOT / "tests" / "data" / "conformance"
 
 @pytest.fixture(scope="session", autouse=True)
 def own_state_directory(tmp_path_factory):
-    """Daemons started by the suite log under a temporary state directory, never the user's;
-    and they are not system services (a CI runner under systemd sets INVOCATION_ID): the
+    """Daemons started by the suite log (and keep indexes and caches) under temporary state and
+    cache directories, never the user's; and they are not system services (a CI runner under systemd sets INVOCATION_ID): the
     tests of the origin policy say when they want one."""
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     os.environ.pop("INVOCATION_ID", None)
 
 
