@@ -214,25 +214,30 @@ class CompactIndex(Index):
         else:
             self._pending.append((self.WHOLE, self.url_id(ref.url), 0, -1))
 
-    def add_ranges(self, keys: list[str], url_ids, offsets, lengths) -> None:
-        """Bulk form of ``add`` for ranges whose URLs were interned with ``url_id``."""
+    def add_ranges(self, keys, url_ids, offsets, lengths) -> None:
+        """Bulk form of ``add`` for ranges whose URLs were interned with ``url_id``; ``keys`` a
+        list of str, or a fixed-width bytes array of their UTF-8 (``sources.json_columns``)."""
         self._bulk.append((keys, url_ids, offsets, lengths))
 
     def build(self) -> "CompactIndex":
         """Sort, drop replaced duplicates, validate keys and derive directories."""
         # bulk ranges first, then single additions: a later ``add`` replaces a bulk key
-        keys: list[str] = []
-        parts = []
-        for bkeys, bids, boffs, blens in self._bulk:
-            keys = keys + bkeys if keys else bkeys
-            parts.append(np.stack([np.full(len(bkeys), self.RANGE, dtype=np.int64), np.asarray(bids, dtype=np.int64),
-                                   np.asarray(boffs, dtype=np.int64), np.asarray(blens, dtype=np.int64)], axis=1))
-        keys = keys + self._pending_keys if keys else self._pending_keys
+        key_parts = [bkeys for bkeys, _, _, _ in self._bulk] + [self._pending_keys]
+        parts = [np.stack([np.full(len(bkeys), self.RANGE, dtype=np.int64), np.asarray(bids, dtype=np.int64),
+                           np.asarray(boffs, dtype=np.int64), np.asarray(blens, dtype=np.int64)], axis=1).reshape(-1, 4)
+                 for bkeys, bids, boffs, blens in self._bulk]
         parts.append(np.array(self._pending, dtype=np.int64).reshape(-1, 4))
         columns = np.concatenate(parts)
         kind, a, off, length = (columns[:, i] for i in range(4))
         self._pending_keys = self._pending = self._bulk = None
         del self._url_ids
+        rows = _as_rows(key_parts)
+        if rows is not None:
+            return self._build_rows(rows, kind, a, off, length)
+        keys: list[str] = []
+        for part in key_parts:
+            part = part if isinstance(part, list) else [k.decode("utf-8", "surrogateescape") for k in part.tolist()]
+            keys = keys + part if keys else part
         order = self._sort(keys)
         if len(order):
             # stable sort: among equal keys the last added comes last; keep that one
@@ -254,7 +259,39 @@ class CompactIndex(Index):
         self._off = off[order]
         self._len = length[order]
         self._n = len(encoded)
-        self._derive_dirs(sorted_keys)
+        self._derive_dirs({k.rpartition("/")[0] for k in sorted_keys})
+        return self
+
+    def _build_rows(self, rows: np.ndarray, kind, a, off, length) -> "CompactIndex":
+        """``build`` for keys as one fixed-width bytes array: sorted, deduplicated, checked and
+        laid out in vectorised passes (a 1 M-key set without a Python object per key)."""
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        if len(ordered):  # among equal keys the last added comes last: keep that one
+            last = np.ones(len(ordered), dtype=bool)
+            last[:-1] = ordered[1:] != ordered[:-1]
+            if not last.all():
+                order, ordered = order[last], ordered[last]
+        n, width = len(ordered), ordered.dtype.itemsize
+        grid = ordered.view(np.uint8).reshape(n, width)
+        sizes = np.strings.str_len(ordered).astype(np.int64)
+        inside = np.arange(width) < sizes[:, None]
+        _check_rows(ordered, grid, sizes, inside)
+        self._blob = grid[inside].tobytes()
+        self._starts = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self._starts[1:])
+        self._kind = kind[order].astype(np.int8)
+        self._a, self._off, self._len = a[order], off[order], length[order]
+        self._n = n
+        # each key's parent directory: the bytes before its last '/'
+        slash = (grid == 47) & inside
+        nested = slash.any(axis=1)
+        cut = np.where(nested, width - 1 - np.argmax(slash[:, ::-1], axis=1), 0)
+        parents = np.where(np.arange(width) < cut[:, None], grid, 0).view(f"S{width}").reshape(n)
+        names = {p.decode("utf-8", "surrogateescape") for p in np.unique(parents[nested]).tolist()}
+        if not nested.all():
+            names.add("")
+        self._derive_dirs(names)
         return self
 
     @staticmethod
@@ -266,9 +303,10 @@ class CompactIndex(Index):
             return np.argsort(np.array(keys), kind="stable")
         return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
-    def _derive_dirs(self, keys: list[str]) -> None:
+    def _derive_dirs(self, parents: set[str]) -> None:
+        """Directories from the keys' parents (and theirs), with link counts."""
         dirs: dict[str, int] = {"": 2}
-        for parent in {k.rpartition("/")[0] for k in keys}:
+        for parent in parents:
             while parent not in dirs:
                 dirs[parent] = 2
                 parent = parent.rpartition("/")[0]
@@ -413,6 +451,49 @@ class _Slices:
 
     def __getitem__(self, i: int) -> bytes:
         return bytes(self.blob[int(self.starts[i]) : int(self.starts[i + 1])])
+
+
+ROWS_LIMIT = 256 << 20  # bytes of a fixed-width key array, at most
+
+
+def _as_rows(parts: list) -> np.ndarray | None:
+    """All keys as one fixed-width bytes array, when some came as one (and it fits); str keys
+    are checked first (a trailing NUL would vanish in a fixed-width array)."""
+    if not any(isinstance(p, np.ndarray) for p in parts):
+        return None
+    count = sum(len(p) for p in parts)
+    width = max((p.dtype.itemsize if isinstance(p, np.ndarray) else max(map(len, p), default=0) * 4) for p in parts)
+    if count * max(width, 1) > ROWS_LIMIT:
+        return None
+    arrays = []
+    for part in parts:
+        if isinstance(part, list):
+            check_keys(part)
+            part = np.array([k.encode("utf-8", "surrogateescape") for k in part], dtype=bytes) if part else None
+        if part is not None and len(part):
+            arrays.append(part)
+    if not arrays:
+        return None
+    return np.concatenate(arrays)
+
+
+def _check_rows(rows: np.ndarray, grid: np.ndarray, sizes: np.ndarray, inside: np.ndarray) -> None:
+    """``check_key`` for keys as rows of bytes: each row that could be wrong (a NUL, a leading,
+    trailing or doubled '/', a '.' opening a name, more than 63 bytes) is checked in full."""
+    n, width = grid.shape
+    if not n:
+        return
+    slash = grid == 47
+    opening = np.ones((n, width), dtype=bool)
+    opening[:, 1:] = slash[:, :-1]
+    doubled = np.zeros((n, width), dtype=bool)
+    doubled[:, 1:] = slash[:, 1:] & slash[:, :-1]
+    last = grid[np.arange(n), np.maximum(sizes - 1, 0)]
+    suspect = ((grid[:, 0] == 47) | (last == 47) | (sizes == 0) | (sizes > 63)
+               | ((grid == 0) & inside).any(axis=1) | (doubled & inside).any(axis=1)
+               | ((grid == 46) & opening & inside).any(axis=1))
+    for row in rows[suspect].tolist():
+        check_key(row.decode("utf-8", "surrogateescape"))
 
 
 def check_keys(keys: list[str]) -> None:

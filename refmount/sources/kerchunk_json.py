@@ -18,6 +18,7 @@ from refmount.io.kept import KEEP_MIN, KeptIndexes
 from refmount.io.origins import Origins
 from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
 from refmount.urls import parent_of, resolve
+from refmount.sources import json_columns
 from refmount.sources.reading import decompress, read_file
 from refmount.sources.templates import expand_gen, fill_url
 
@@ -54,19 +55,55 @@ def load(location: str, origins: Origins, kept: KeptIndexes | None = None) -> In
 def _parse(location: str, origins: Origins) -> Index:
     raw, mtime_ns = read_file(location, origins)
     text = decompress(raw, location)
-    try:
-        doc = _loads(text)
-    except UnicodeDecodeError:
-        raise RefmountError(f"{location}: not a reference set (not UTF-8 JSON)") from None
-    except json.JSONDecodeError as exc:
-        raise RefmountError(f"{location}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    del raw, text
+    del raw
+    # the bulk of a large set straight into columns; the rest (or all, when it cannot be split
+    # safely) through the JSON parser
+    split = json_columns.split(text)
+    doc = columns = None
+    if split is not None:
+        try:
+            doc, columns = _loads(split[0]), split[1]
+        except ValueError:  # the whole text is parsed below, for the error and where it is
+            pass
+        if columns is not None and not _columns_fit(doc, columns):
+            doc = columns = None
+    if columns is None:
+        try:
+            doc = _loads(text)
+        except UnicodeDecodeError:
+            raise RefmountError(f"{location}: not a reference set (not UTF-8 JSON)") from None
+        except json.JSONDecodeError as exc:
+            raise RefmountError(f"{location}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    del text, split
     base = parent_of(location)
     if isinstance(doc, list):
         if not doc:
             raise RefmountError(f"{location}: empty list of reference sets")
         return Union({str(n): _load_set(f"{location}[{n}]", d, base, mtime_ns) for n, d in enumerate(doc)})
-    return _load_set(location, doc, base, mtime_ns)
+    return _load_set(location, doc, base, mtime_ns, columns)
+
+
+def _columns_fit(doc, columns: json_columns.Columns) -> bool:
+    """Whether entries taken as columns add up with the parsed rest exactly as the whole
+    document would: the same version reading, no key normalised or present in both."""
+    if not isinstance(doc, dict):
+        return False
+    if "version" in doc:
+        if not (type(doc["version"]) is int and doc["version"] == 1 and isinstance(doc.get("refs"), dict)):
+            return False
+        refs = doc["refs"]
+    else:
+        refs = doc
+    if np.strings.startswith(columns.keys, b"/").any():
+        return False
+    if refs:
+        rest = np.array([_key(k).encode("utf-8", "surrogateescape") for k in refs], dtype=bytes)
+        if len(rest) <= 64:  # the usual rest: metadata; a vectorised comparison each
+            return not any((columns.keys == key).any() for key in rest)
+        ordered = np.sort(columns.keys)
+        at = np.minimum(np.searchsorted(ordered, rest), len(ordered) - 1)
+        return not (ordered[at] == rest).any()
+    return True
 
 
 def from_refs(doc: dict, where: str, mtime_ns: int = 0) -> CompactIndex:
@@ -74,7 +111,7 @@ def from_refs(doc: dict, where: str, mtime_ns: int = 0) -> CompactIndex:
     return _load_set(where, doc, "/", mtime_ns)
 
 
-def _load_set(where: str, doc, base: str, mtime_ns: int) -> CompactIndex:
+def _load_set(where: str, doc, base: str, mtime_ns: int, columns: json_columns.Columns | None = None) -> CompactIndex:
     if not isinstance(doc, dict):
         raise RefmountError(f"{where}: a reference set must be a JSON object, not {type(doc).__name__}")
     version = doc.get("version")
@@ -92,6 +129,16 @@ def _load_set(where: str, doc, base: str, mtime_ns: int) -> CompactIndex:
     else:
         raise RefmountError(f"{where}: unsupported reference set version {version!r} (expected 1, or none for v0)")
 
+    if columns is not None:  # taken from the text already: URLs resolved once per distinct URL
+        table = np.empty(len(columns.urls), dtype=np.int64)
+        for n, u in enumerate(columns.urls):
+            try:
+                table[n] = index.url_id(_url(u, templates, base, where, ""))
+            except RefmountError:  # say it again, naming the first key that uses this URL
+                first = columns.keys[int(np.argmax(columns.url_ids == n))].decode("utf-8", "surrogateescape")
+                _url(u, templates, base, where, first)
+                raise
+        index.add_ranges(columns.keys, table[columns.url_ids], columns.offsets, columns.lengths)
     # the common case -- [url, offset, length] -- goes into columns without a Python object
     # per key; URLs are resolved once per distinct URL
     keys, raw_urls, offsets, lengths = [], [], [], []

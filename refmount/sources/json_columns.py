@@ -1,0 +1,287 @@
+"""The bulk of a kerchunk JSON set -- millions of ``"key": ["url", offset, length]`` entries --
+read into columns straight from the text, with NumPy over the positions of its quotes, instead
+of a Python object per entry.
+
+``split(text)`` returns the entries of exactly that form in the ``refs`` object (version 1) or
+the top object (version 0) as ``Columns``, and the document's remaining text: everything else
+(version, templates, metadata, inline data, entries of any other form), which the caller parses
+as JSON as before. An entry is taken only when its neighbourhood is exactly that form: a key and
+URL without escapes or control characters, offset and length plain integers (no sign, fraction,
+exponent or leading zero; length not 0), directly inside the refs object. A document that cannot
+be split safely (not an object, a repeated top-level key, too many irregular places) gives None
+and is parsed whole; so the result is always what a JSON parser reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_BYTES = 1 << 20  # smaller documents parse faster whole
+MAX_IRREGULAR = 100_000  # places handled one by one in Python, at most
+MAX_GAP = 64  # bytes between a URL and the next key, at most, for an entry to be taken
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 13, 32]] = True
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[48:58] = True
+QUOTE, BACKSLASH, COMMA, COLON, LBRACKET, RBRACKET, LBRACE, RBRACE = b'"\\,:[]{}'
+
+
+@dataclass
+class Columns:
+    keys: np.ndarray  # (n,) fixed-width bytes: each key's UTF-8 (no key holds a NUL)
+    urls: list[str]  # distinct URLs as written
+    url_ids: np.ndarray  # (n,) int64 index into urls
+    offsets: np.ndarray  # (n,) int64
+    lengths: np.ndarray  # (n,) int64
+
+
+def _column(buf: np.ndarray, starts: np.ndarray, j: int) -> np.ndarray:
+    return buf[np.minimum(starts + j, len(buf) - 1)]
+
+
+def _strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The byte strings ``buf[starts[i]:ends[i]]`` as one fixed-width array."""
+    lengths = ends - starts
+    width = max(int(lengths.max()) if len(lengths) else 1, 1)
+    out = np.zeros((len(starts), width), dtype=np.uint8)
+    for j in range(width):
+        out[:, j] = np.where(j < lengths, _column(buf, starts, j), 0)
+    return out.view(f"S{width}").reshape(len(starts))
+
+
+def _key_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Whether each gap is ``ws* ':' ws* '[' ws*``."""
+    n = len(starts)
+    state = np.zeros(n, dtype=np.int8)  # 0: before ':', 1: before '[', 2: after it; -1: no
+    length = ends - starts
+    for j in range(int(min(length.max(), 16)) if n else 0):
+        char = _column(buf, starts, j)
+        live = (j < length) & (state >= 0) & ~_WS[char]
+        state = np.where(live & (state == 0) & (char == COLON), 1,
+                         np.where(live & (state == 1) & (char == LBRACKET), 2, np.where(live, -1, state)))
+    return (state == 2) & (length <= 16)
+
+
+def _url_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Parse each gap as ``ws* ',' ws* OFFSET ws* ',' ws* LENGTH ws* ']' ws* (',' ws* | '}' ...)``:
+    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}')."""
+    n = len(starts)
+    length = ends - starts
+    # states: 0 ',' | 1 first offset digit | 2 offset digits | 3 ',' | 4 first length digit |
+    # 5 length digits | 6 ']' | 7 ',' or '}' | 8 after ',' (whitespace to the gap's end) | 9 after '}'
+    state = np.zeros(n, dtype=np.int8)
+    bad = length > MAX_GAP
+    offset = np.zeros(n, dtype=np.int64)
+    size = np.zeros(n, dtype=np.int64)
+    digits = np.zeros(n, dtype=np.int8)
+    leading_zero = np.zeros(n, dtype=bool)
+    bracket = np.zeros(n, dtype=np.int64)
+    for j in range(int(min(length.max(), MAX_GAP)) if n else 0):
+        char = _column(buf, starts, j)
+        live = (j < length) & ~bad & (state != 9)
+        if not live.any():
+            break
+        ws = _WS[char]
+        digit = _DIGIT[char]
+        value = char.astype(np.int64) - 48
+        new = state.copy()
+        # whitespace: fine between tokens; it ends a number
+        new = np.where(live & ws & (state == 2), 3, new)
+        new = np.where(live & ws & (state == 5), 6, new)
+        t = live & ~ws
+        # a digit: starts or continues a number
+        start_o, more_o = t & digit & (state == 1), t & digit & (state == 2)
+        start_l, more_l = t & digit & (state == 4), t & digit & (state == 5)
+        leading_zero |= (more_o | more_l) & (digits == 1) & (
+            ((state == 2) & (offset == 0)) | ((state == 5) & (size == 0)))
+        offset = np.where(start_o | more_o, offset * 10 + value, offset)
+        size = np.where(start_l | more_l, size * 10 + value, size)
+        digits = np.where(start_o | start_l, 1, np.where(more_o | more_l, digits + 1, digits))
+        new = np.where(start_o | more_o, 2, new)
+        new = np.where(start_l | more_l, 5, new)
+        comma, close, brace = t & (char == COMMA), t & (char == RBRACKET), t & (char == RBRACE)
+        new = np.where(comma & (state == 0), 1, new)
+        new = np.where(comma & ((state == 2) | (state == 3)), 4, new)
+        new = np.where(close & ((state == 5) | (state == 6)), 7, new)
+        bracket = np.where(close & ((state == 5) | (state == 6)), starts + j, bracket)
+        new = np.where(comma & (state == 7), 8, new)
+        new = np.where(brace & (state == 7), 9, new)
+        accepted = (start_o | more_o | start_l | more_l | comma & ((state == 0) | (state == 2) | (state == 3) | (state == 7))
+                    | close & ((state == 5) | (state == 6)) | brace & (state == 7))
+        bad |= t & ~accepted
+        bad |= digits > 18
+        state = new
+    ok = ~bad & ((state == 8) | (state == 9)) & ~leading_zero & (size > 0)
+    return ok, offset, size, bracket, state == 8
+
+
+def _before(buf: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The last non-whitespace byte before each position (within 16 bytes; 0 otherwise)."""
+    out = np.zeros(len(positions), dtype=np.uint8)
+    found = np.zeros(len(positions), dtype=bool)
+    for back in range(1, 17):
+        at = positions - back
+        char = buf[np.maximum(at, 0)]
+        take = ~found & (at >= 0) & ~_WS[char]
+        out[take] = char[take]
+        found |= take
+        if found.all():
+            break
+    return out
+
+
+def split(text: bytes) -> tuple[bytes, Columns] | None:
+    if len(text) < MIN_BYTES:
+        return None
+    try:
+        text.decode("utf-8")  # what a JSON parser refuses is refused for the bulk as well
+    except UnicodeDecodeError:
+        return None
+    buf = np.frombuffer(text, dtype=np.uint8)
+    head = text[:4096].lstrip(b" \t\r\n")
+    if head[:1] != b"{":
+        return None  # a list of sets, or not JSON: parsed whole
+    quotes = np.flatnonzero(buf == QUOTE)
+    # a quote after an odd run of backslashes is inside a string
+    escaped = quotes[(quotes > 0) & (buf[np.maximum(quotes - 1, 0)] == BACKSLASH)]
+    if len(escaped) > MAX_IRREGULAR:
+        return None
+    drop = []
+    for q in escaped.tolist():
+        run = 0
+        while text[q - run - 1] == BACKSLASH:
+            run += 1
+        if run % 2:
+            drop.append(q)
+    if drop:
+        quotes = np.setdiff1d(quotes, np.array(drop, dtype=quotes.dtype), assume_unique=True)
+    if len(quotes) % 2 or len(quotes) < 4:
+        return None
+    opens, closes = quotes[0::2], quotes[1::2]
+    # strings holding an escape or a control character are never taken as a key or URL
+    odd = np.flatnonzero((buf == BACKSLASH) | (buf < 32))
+    owner = np.searchsorted(opens, odd, side="right") - 1
+    within = (owner >= 0) & (odd < closes[np.maximum(owner, 0)])
+    plain = np.ones(len(opens), dtype=bool)
+    plain[owner[within]] = False
+    # candidate keys: a plain string followed by ':' '[' and a plain string (the URL)
+    gap_end = np.append(opens[1:], len(buf))
+    maybe = np.flatnonzero((buf[np.minimum(closes + 1, len(buf) - 1)] == COLON) | _WS[buf[np.minimum(closes + 1, len(buf) - 1)]])
+    maybe = maybe[maybe < len(opens) - 1]
+    maybe = maybe[plain[maybe] & plain[maybe + 1]]
+    keys_at = maybe[_key_gaps(buf, closes[maybe] + 1, gap_end[maybe])]
+    url_at = keys_at + 1
+    ok, offsets, lengths, bracket, entry_follows = _url_gaps(buf, closes[url_at] + 1, gap_end[url_at])
+    before = _before(buf, opens[keys_at])
+    ok &= (before == COMMA) | (before == LBRACE)
+    keys_at, url_at, offsets, lengths, bracket, entry_follows = (
+        a[ok] for a in (keys_at, url_at, offsets, lengths, bracket, entry_follows))
+    if not len(keys_at):
+        return None
+    # taken spans: from the key's quote to the next string (a ',' follows) or past the ']'
+    starts = opens[keys_at]
+    ends = np.where(entry_follows, gap_end[url_at], bracket + 1)
+    # runs of adjacent spans; a run ended by its object's '}' also takes the ',' before it
+    breaks = np.flatnonzero(starts[1:] > ends[:-1]) + 1
+    run_starts, run_ends = starts[np.r_[0, breaks]], ends[np.r_[breaks - 1, len(ends) - 1]]
+    if len(run_starts) > MAX_IRREGULAR:
+        return None
+    runs = []
+    for s, e in zip(run_starts.tolist(), run_ends.tolist()):
+        if text[e:e + 4096].lstrip(b" \t\r\n")[:1] == b"}":
+            lead = text[max(s - 4096, 0):s].rstrip(b" \t\r\n")
+            if lead.endswith(b","):
+                s = s - (s - max(s - 4096, 0) - len(lead)) - 1
+        runs.append((s, e))
+    segments, position = [], 0
+    for s, e in runs:
+        if s > position:
+            segments.append((position, s))
+        position = max(position, e)
+    if position < len(text):
+        segments.append((position, len(text)))
+    scanned = _scan(text, segments, opens, closes)
+    if scanned is None:
+        return None
+    depth_at_end, refs_span, v1 = scanned
+    # every taken entry must sit directly in the refs object (v1) or the top object (v0)
+    seg_starts = np.array([s for s, _ in segments], dtype=np.int64)
+    where = np.searchsorted(seg_starts, starts, side="right") - 1
+    if np.any(where < 0):
+        return None
+    depth = np.asarray(depth_at_end, dtype=np.int64)[where]
+    if v1:
+        lo, hi = refs_span
+        if not (np.all(depth == 2) and np.all((starts > lo) & (ends <= hi))):
+            return None
+    elif not np.all(depth == 1):
+        return None
+    keys = _strings(buf, opens[keys_at] + 1, closes[keys_at])
+    url_starts, url_ends = opens[url_at] + 1, closes[url_at]
+    # URLs: most equal the one before; the rest are compared as Python bytes
+    url_len = url_ends - url_starts
+    same = np.zeros(len(url_at), dtype=bool)
+    same[1:] = url_len[1:] == url_len[:-1]
+    for j in range(int(url_len.max())):
+        if not same.any():
+            break
+        char = _column(buf, url_starts, j)
+        same[1:] &= (char[1:] == char[:-1]) | (j >= url_len[1:])
+    firsts = np.flatnonzero(~same)
+    if len(firsts) > MAX_IRREGULAR:
+        return None
+    ids: dict[bytes, int] = {}
+    first_ids = np.array([ids.setdefault(text[s:e], len(ids)) for s, e in
+                          zip(url_starts[firsts].tolist(), url_ends[firsts].tolist())], dtype=np.int64)
+    url_ids = first_ids[np.cumsum(~same) - 1]
+    kept = b"".join(text[s:e] for s, e in segments)
+    return kept, Columns(keys, [u.decode("utf-8") for u in ids], url_ids, offsets, lengths)
+
+
+def _scan(text: bytes, segments, opens: np.ndarray, closes: np.ndarray):
+    """Walk the kept text (outside strings) for brackets and top-level keys: (depth at each
+    segment's end, the refs object's span, whether it is a version 1 set), or None."""
+    depth = 0
+    stack: list[tuple[int, int]] = []
+    depths: list[int] = []
+    top_keys: list[bytes] = []
+    refs_open = refs_close = None
+    for start, end in segments:
+        i = int(np.searchsorted(closes, start))  # the first string ending at or after start
+        pos = start
+        while pos < end:
+            nxt = int(opens[i]) if i < len(opens) and opens[i] < end else end
+            for j in range(pos, nxt):
+                c = text[j]
+                if c == LBRACE or c == LBRACKET:
+                    depth += 1
+                    stack.append((c, j))
+                elif c == RBRACE or c == RBRACKET:
+                    depth -= 1
+                    if not stack:
+                        return None
+                    opener = stack.pop()
+                    if opener[1] == refs_open:
+                        refs_close = j
+            if nxt >= end:
+                break
+            close = int(closes[i])
+            if depth == 1:  # a string in the top object: a key when ':' follows
+                rest = text[close + 1:end].lstrip(b" \t\r\n")
+                if rest[:1] == b":":
+                    name = text[nxt + 1:close]
+                    top_keys.append(name)
+                    value = rest[1:].lstrip(b" \t\r\n")
+                    if name == b"refs" and value[:1] == b"{":
+                        refs_open = end - len(value)
+            pos = close + 1
+            i += 1
+        depths.append(depth)
+    if depth != 0 or stack or len(set(top_keys)) != len(top_keys):
+        return None  # unbalanced, or a repeated top-level key: left to the JSON parser
+    v1 = b"version" in top_keys
+    if v1 and (refs_open is None or refs_close is None):
+        return None
+    return depths, (refs_open, refs_close), v1
