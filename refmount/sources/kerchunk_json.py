@@ -19,7 +19,7 @@ from refmount.io.origins import Origins
 from refmount.index import CompactIndex, Index, Inline, Range, Ref, Union, Whole
 from refmount.urls import parent_of, resolve
 from refmount.sources import json_columns
-from refmount.sources.reading import decompress, read_file
+from refmount.sources.reading import decompress, read_file, release_memory
 from refmount.sources.templates import expand_gen, fill_url
 
 log = logging.getLogger("refmount.sources")
@@ -74,13 +74,19 @@ def _parse(location: str, origins: Origins) -> Index:
             raise RefmountError(f"{location}: not a reference set (not UTF-8 JSON)") from None
         except json.JSONDecodeError as exc:
             raise RefmountError(f"{location}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    large = len(text) >= json_columns.MIN_BYTES
     del text, split
     base = parent_of(location)
     if isinstance(doc, list):
         if not doc:
             raise RefmountError(f"{location}: empty list of reference sets")
-        return Union({str(n): _load_set(f"{location}[{n}]", d, base, mtime_ns) for n, d in enumerate(doc)})
-    return _load_set(location, doc, base, mtime_ns, columns)
+        index = Union({str(n): _load_set(f"{location}[{n}]", d, base, mtime_ns) for n, d in enumerate(doc)})
+    else:
+        index = _load_set(location, doc, base, mtime_ns, columns)
+    del doc, columns
+    if large:
+        release_memory()
+    return index
 
 
 def _columns_fit(doc, columns: json_columns.Columns) -> bool:
