@@ -126,3 +126,24 @@ def test_a_remount_maps_the_kept_index_and_reads_the_same(tmp_path, mount):
     assert seen[0] == seen[1] and len(seen[0][0]) == KEEP_MIN + 12
     assert seen[0][1]["17"] == data[refs["v/17"][1]:][:1] and seen[0][1]["inline"] == b"\x00\x01\x02"
     assert log.read_text().count("index kept from an earlier mount") == 1
+
+
+def test_daemons_sharing_a_cache_directory_share_the_kept_index(tmp_path, mount):
+    """Two daemons with one ``--shared-cache`` directory (two nodes of a cluster): the first
+    parses the set and keeps its index there; the second, mounted while the first still serves,
+    maps it -- and both read the same bytes."""
+    data = bytes(range(256)) * 4
+    (tmp_path / "data.bin").write_bytes(data)
+    path = tmp_path / "refs.json"
+    refs = _big_set(path, KEEP_MIN + 5)
+    shared = str(tmp_path / "shared")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    with mount(str(path), cache_dir=shared, shared_cache=True, log_file=str(logs[0])) as first:
+        with mount(str(path), cache_dir=shared, shared_cache=True, log_file=str(logs[1])) as second:
+            for key in ("3", "999", str(KEEP_MIN + 4)):
+                expected = data[refs[f"v/{key}"][1]:][:1]
+                assert open(os.path.join(first, "v", key), "rb").read() == expected
+                assert open(os.path.join(second, "v", key), "rb").read() == expected
+    assert "index kept from an earlier mount" not in logs[0].read_text()
+    assert "index kept from an earlier mount" in logs[1].read_text()
+    assert len(list((tmp_path / "shared" / "indexes").iterdir())) == 1
