@@ -269,6 +269,9 @@ class MountOptions:
     max_gap: int = option(64 << 10, convert=_size, kind="size",
                           help="merge ranges of one original this close into one request (default 64KiB)")
     max_request: int = option(4 << 20, convert=_size, kind="size", help="largest merged request (default 4MiB)")
+    read_ahead: int = option(1 << 20, convert=_size, kind="size",
+                             help="the kernel's read-ahead on this mount, when running as root (default 1MiB; the "
+                             "kernel's own for FUSE is 128KiB; 0: leave it)")
     attr_timeout: float = option(3600.0, convert=_number(0),
                                  help="seconds the kernel may cache names and attributes (default 3600)")
     log_file: str | None = option(kind="path", help="log here (default in the background: "

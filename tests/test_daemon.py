@@ -243,3 +243,23 @@ def test_mounted_follows_its_parent_unless_detached(tmp_path, mountpoint, detach
         parent.kill()
         if is_mounted(mountpoint):
             lazy_unmount(mountpoint)
+
+
+def _read_ahead_kb(mountpoint: str) -> int:
+    dev = os.stat(mountpoint).st_dev
+    with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+        return int(f.read())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+def test_root_raises_the_kernels_read_ahead(tmp_path, mount):
+    """Run as root, a mount's read-ahead is 1 MiB (``--read-ahead``; 0 leaves the kernel's)."""
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"a": "x" * 10}))
+    with mount(str(refs)) as root:
+        assert _read_ahead_kb(root) == 1024
+        assert open(os.path.join(root, "a")).read() == "x" * 10
+    with mount(str(refs), read_ahead="256KiB") as root:
+        assert _read_ahead_kb(root) == 256
+    with mount(str(refs), read_ahead=0) as root:
+        assert _read_ahead_kb(root) not in (256, 1024)  # the kernel's own (128 for FUSE)

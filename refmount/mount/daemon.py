@@ -19,7 +19,7 @@ from typing import Callable
 
 from refmount.engine import Engine
 from refmount.errors import RefmountError
-from refmount.mount.mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse
+from refmount.mount.mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse, set_read_ahead
 from refmount.mount.notify import sd_notify
 from refmount.mount.operations import RefFS, fuse_class
 from refmount.mount.reload import Reloader
@@ -136,6 +136,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
             ready.send(f"ERROR mountpoint {mountpoint}: mount did not become ready")
             return
         log.info("mounted %s at %s", ", ".join(src for _, src in opts.sources), mountpoint)
+        if opts.read_ahead:
+            set_read_ahead(mountpoint, opts.read_ahead)
         if parent_fd is not None:
             threading.Thread(target=_unmount_with_parent, args=(parent_fd, mountpoint), daemon=True,
                              name="refmount-parent").start()
