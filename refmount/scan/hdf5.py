@@ -2,9 +2,10 @@
 
 Chunked datasets are walked once with ``chunk_iter`` (not a call per chunk); contiguous ones are
 one range (split along the first axis when large and uncompressed, so reads parallelise); compact
-ones and small variables are inline. Filters map to numcodecs ids; a filter numcodecs cannot
-decode here, a chunk stored with a filter skipped (``filter_mask``), or a variable-length type
-leaves that variable out with a warning -- never a reference that decodes to garbage.
+ones and small variables are inline, variable-length strings too (as vlen-utf8) when small.
+Filters map to numcodecs ids; a filter numcodecs cannot decode here, a chunk stored with a filter
+skipped (``filter_mask``), a large variable of strings or another variable-length type leaves
+that variable out with a warning -- never a reference that decodes to garbage.
 """
 
 from __future__ import annotations
@@ -51,17 +52,22 @@ def _filters(dset) -> list[dict]:
     return out
 
 
-def _dims(dset, sizes: dict[int, str]) -> tuple[list[str], bool]:
+def _dims(dset, sizes: dict[int, str]) -> tuple[list[str], list[int]]:
+    """The dimension names of each axis (netCDF's dimension scales, else phony names by size),
+    and each axis's length: a netCDF dimension's own length where it has one (a variable along
+    the unlimited dimension is as long as the dimension, its unwritten end the fill value)."""
     if dset.is_scale and dset.ndim == 1:  # a netCDF coordinate: its own dimension
-        return [dset.name.rpartition("/")[2]], True
-    names = []
+        return [dset.name.rpartition("/")[2]], list(dset.shape)
+    names, lengths = [], list(dset.shape)
     for axis, dim in enumerate(dset.dims):
         scales = list(dim.values())
         if scales:
             names.append(scales[0].name.rpartition("/")[2])
+            if scales[0].ndim == 1:
+                lengths[axis] = max(lengths[axis], scales[0].shape[0])
         else:
             names.append(sizes.setdefault(dset.shape[axis], f"phony_dim_{len(sizes)}"))
-    return names, False
+    return names, lengths
 
 
 def scan_file(url: str, opened, combining: bool = True) -> FileScan:
@@ -98,6 +104,9 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
     if isinstance(name, bytes) and name.startswith(b"This is a netCDF dimension but not a netCDF variable"):
         return None  # a dimension without values: nothing to serve
     dtype = dset.dtype
+    string = h5py.check_string_dtype(dtype)
+    if string is not None and string.length is None:  # variable-length strings: inline when small
+        return _vlen_strings(path, dset, sizes, combining)
     if dtype.hasobject or h5py.check_vlen_dtype(dtype) is not None or (dtype.fields and any(
             h5py.check_vlen_dtype(f[0]) is not None for f in dtype.fields.values())):
         raise Skip(f"variable-length type {dtype} has no fixed-size layout")
@@ -113,7 +122,7 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
     zattrs = {k: json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
     if "_FillValue" in dset.attrs:
         zattrs["_FillValue"] = json_value(dset.attrs["_FillValue"])
-    dims, _ = _dims(dset, sizes)
+    dims, lengths = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
     if layout == h5py.h5d.CHUNKED:
@@ -146,6 +155,8 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
                 refs = Chunks.one(len(shape), int(offset), int(size))
     else:  # compact: the data lives in the object header
         refs = Chunks.one(len(shape), data=np.ascontiguousarray(dset[()]).tobytes())
+    if layout == h5py.h5d.CHUNKED:  # netCDF: as long as its dimensions; what was never written is fill
+        shape = lengths
     zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype.str if not dtype.fields
               else [[n, f[0].str] for n, f in dtype.fields.items()], "compressor": None,
               "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}
@@ -158,4 +169,30 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
         if dset.ndim == 1:
             variable.values = values.tolist()
     variable.unlimited = dset.ndim == 1 and dset.maxshape[0] is None and dims == [path.rpartition("/")[2]]
+    return variable
+
+
+VLEN_INLINE_BYTES = 1 << 20  # variable-length strings up to this much (encoded) are inline
+
+
+def _vlen_strings(path: str, dset, sizes: dict[int, str], combining: bool) -> Variable:
+    """A variable of variable-length strings: one chunk, inline, encoded as numcodecs' vlen-utf8
+    (what zarr and xarray read as strings); larger ones are left out."""
+    from numcodecs import VLenUTF8
+
+    if dset.size > VLEN_INLINE_BYTES // 16:  # not worth reading to find out
+        raise Skip(f"{dset.size} variable-length strings are too many to keep inline")
+    values = np.asarray(dset.asstr()[()], dtype=object)
+    data = bytes(VLenUTF8().encode(values.reshape(-1) if values.ndim else values.reshape(1)))
+    if len(data) > VLEN_INLINE_BYTES:
+        raise Skip(f"variable-length strings of {len(data)} bytes are too large to keep inline")
+    shape = list(dset.shape)
+    zattrs = {k: json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
+    dims, _ = _dims(dset, sizes)
+    zattrs["_ARRAY_DIMENSIONS"] = dims
+    zarray = {"zarr_format": 2, "shape": shape, "chunks": shape or [], "dtype": "|O", "compressor": None,
+              "filters": [{"id": "vlen-utf8"}], "fill_value": None, "order": "C"}
+    variable = Variable(path, zarray, zattrs, dims, Chunks.one(len(shape), data=data))
+    if combining:
+        variable.digest = hashlib.sha256(data).hexdigest()
     return variable

@@ -76,10 +76,13 @@ class FileScan:
 
 
 def json_value(value):
-    """An HDF5 attribute as JSON."""
+    """An HDF5 attribute as JSON; a one-element array (how netCDF-C stores every number) as
+    its element, as netCDF and xarray read it."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
+        if value.size == 1:
+            return json_value(value.reshape(()).item())
         return [json_value(v) for v in value.tolist()] if value.ndim else json_value(value.item())
     if isinstance(value, (np.generic,)):
         return json_value(value.item())

@@ -1,0 +1,104 @@
+"""NetCDF4 files written by netCDF4-python (groups, fill values, never-written chunks, strings)
+and HDF5 layouts written by h5py (a large contiguous variable split into chunks): every value read
+through the mount and through fsspec equals what netCDF4 / h5py read from the original."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from refmount.scan import hdf5 as scan_hdf5
+from refmount.scan import model as scan_model
+from refmount.scan import scan
+from tests.conftest import run_cli
+
+netCDF4 = pytest.importorskip("netCDF4")
+
+
+def _write(path) -> str:
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as d:
+        d.title = "netCDF4 layouts"
+        d.createDimension("time", None)
+        d.createDimension("y", 6)
+        d.createDimension("x", 8)
+        d.createDimension("n", 3)
+        t = d.createVariable("time", "f8", ("time",))
+        t.units = "days since 2000-01-01"
+        t[:4] = [0, 1, 2, 3]
+        temp = d.createVariable("temp", "f4", ("time", "y", "x"), chunksizes=(1, 3, 4), zlib=True, shuffle=True,
+                                fill_value=-999.0)
+        temp.scale_factor = 0.5
+        temp[0] = np.arange(48, dtype="f4").reshape(6, 8)
+        temp[2, :3, :4] = 7  # chunks never written: the fill value
+        station = d.createVariable("station", str, ("n",))
+        station[:] = np.array(["alpha", "β", ""], dtype=object)
+        code = d.createVariable("code", "S1", ("n", "x"))
+        code[:] = netCDF4.stringtochar(np.array(["abc", "de", "f"], dtype="S8"))
+        obs = d.createGroup("obs")
+        obs.site = "roof"
+        inner = obs.createGroup("inner")
+        v = inner.createVariable("v", "i2", ("y",), fill_value=-1)
+        v[:4] = [1, 2, 3, 4]
+        obs.createVariable("u", "u8", ("x",))[:] = np.arange(8, dtype="u8") * 2**40
+    return str(path)
+
+
+def _netcdf_values(path) -> dict:
+    out = {}
+    with netCDF4.Dataset(path) as d:
+        d.set_auto_maskandscale(False)
+        d.set_auto_chartostring(False)
+
+        def walk(group, prefix):
+            for name, var in group.variables.items():
+                out[prefix + name] = var[...]
+            for name, sub in group.groups.items():
+                walk(sub, f"{prefix}{name}/")
+        walk(d, "")
+    return out
+
+
+def test_netcdf4_groups_fill_values_and_strings_read_the_same(tmp_path, mount):
+    import zarr
+
+    path = _write(tmp_path / "layouts.nc")
+    expected = _netcdf_values(path)
+    out = tmp_path / "refs.json"
+    result = run_cli("scan", path, "-o", str(out))
+    assert result.returncode == 0 and "left out" not in result.stderr, result.stderr
+    with mount(str(out)) as root:
+        group = zarr.open_group(root, mode="r", zarr_format=2)
+        assert group.attrs["title"] == "netCDF4 layouts" and group["obs"].attrs["site"] == "roof"
+        for name, values in expected.items():
+            got = group[name][...]
+            if values.dtype.kind == "O":
+                assert got.tolist() == values.tolist(), name
+            else:
+                np.testing.assert_array_equal(got, np.asarray(values), err_msg=name)
+        assert group["temp"].fill_value == -999 and group["temp"].attrs["scale_factor"] == 0.5
+        assert group["obs/inner/v"].attrs["_ARRAY_DIMENSIONS"] == ["y"]
+    refs = json.loads(out.read_text())["refs"]
+    assert "temp/3.0.0" not in refs and "temp/2.0.0" in refs and "temp/2.1.1" not in refs  # never written
+
+
+def test_a_large_contiguous_variable_is_split_into_equal_chunks(tmp_path, monkeypatch):
+    import fsspec
+    import zarr
+
+    monkeypatch.setattr(scan_hdf5, "SPLIT_BYTES", 64 << 10)  # what chooses to split
+    monkeypatch.setattr(scan_model, "SPLIT_BYTES", 64 << 10)  # and how
+    values = np.arange(64 * 1000, dtype=">f8").reshape(64, 1000)
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("big", data=values)  # contiguous, uncompressed, 512 KB
+        f.create_dataset("odd", data=np.arange(7 * 3000, dtype="f8").reshape(7, 3000))  # 7 rows: a prime
+    refs, _ = scan([str(path)])
+    zarray = json.loads(refs["refs"]["big/.zarray"])
+    assert zarray["chunks"] == [8, 1000] and sum(k.startswith("big/") and k[4].isdigit() for k in refs["refs"]) == 8
+    assert json.loads(refs["refs"]["odd/.zarray"])["chunks"] == [1, 3000]  # rows of 24 KB each
+    group = zarr.open_group(fsspec.filesystem("reference", fo=refs).get_mapper(""), mode="r", zarr_format=2)
+    np.testing.assert_array_equal(group["big"][...], values)
+    np.testing.assert_array_equal(group["odd"][...], np.arange(7 * 3000, dtype="f8").reshape(7, 3000))
