@@ -42,6 +42,38 @@ ZARR3_CODEC = "refmount.zarr3"  # the decoded view's marker: decode this chunk w
 _TIME_UNITS = {"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "μs", "ns", "ps", "fs", "as", "generic"}
 
 
+def v2_fill(fill, dtype: str | list):
+    """A Zarr v3 fill value in its Zarr v2 form for ``dtype`` (a ``v2_dtype``): a structured one
+    (zarr >= 3.2 writes an object of fields) as the base64 of its bytes, a float given as raw
+    bits (``"0x7fc00000"``) as its number or ``"NaN"``/``"Infinity"``; others as they are."""
+    if isinstance(dtype, list) and isinstance(fill, dict):
+        import base64
+
+        import numpy as np
+
+        try:
+            layout = np.dtype([(name, kind if isinstance(kind, str) else [tuple(k) for k in kind]) for name, kind in dtype])
+            value = np.zeros((), dtype=layout)
+            for name in layout.names:
+                if name in fill:
+                    field = fill[name]
+                    value[name] = base64.b64decode(field) if layout[name].kind == "V" and isinstance(field, str) else field
+        except (TypeError, ValueError, UnicodeError) as exc:
+            raise NoV2Form(f"fill value {json.dumps(fill)[:60]} ({exc})") from None
+        return base64.b64encode(value.tobytes()).decode()
+    if isinstance(dtype, str) and dtype[1:2] == "f" and isinstance(fill, str) and fill.startswith("0x"):
+        import numpy as np
+
+        size = int(dtype[2:])
+        number = np.frombuffer(int(fill, 16).to_bytes(size, "big"), dtype=f">f{size}")[0]
+        if np.isnan(number):
+            return "NaN"
+        if np.isinf(number):
+            return "Infinity" if number > 0 else "-Infinity"
+        return float(number)
+    return fill
+
+
 def v2_dtype(data_type, endian: str | None) -> str | list:
     """The Zarr v2 (numpy) dtype string of a Zarr v3 data type whose chunks the ``bytes`` codec
     wrote with ``endian`` byte order -- the one place this mapping lives. Every multi-byte type
@@ -55,8 +87,10 @@ def v2_dtype(data_type, endian: str | None) -> str | list:
     if not isinstance(data_type, dict):
         raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
     name, config = data_type.get("name"), data_type.get("configuration") or {}
-    if name == "structured":  # Zarr v2's list of [name, dtype] fields, each with the byte order
+    if name in ("structured", "struct"):  # Zarr v2's list of [name, dtype] fields, each with the byte order
         fields = config.get("fields")
+        if isinstance(fields, list) and all(isinstance(f, dict) for f in fields):  # zarr >= 3.2: named objects
+            fields = [[f.get("name"), f.get("data_type")] for f in fields]
         if not isinstance(fields, list) or not fields or not all(isinstance(f, list) and len(f) == 2
                                                                   and isinstance(f[0], str) for f in fields):
             raise NoV2Form(f"data type {json.dumps(data_type)[:60]}")
@@ -149,7 +183,7 @@ class ArrayV3:
         zarray = {
             "zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype,
             "compressor": compressors[-1] if compressors else None, "filters": (prefilters + compressors[:-1]) or None,
-            "fill_value": meta.get("fill_value"), "order": order, "dimension_separator": ".",
+            "fill_value": v2_fill(meta.get("fill_value"), dtype), "order": order, "dimension_separator": ".",
         }
         self.zarray = json.dumps(zarray, indent=2).encode()
         attrs = dict(meta.get("attributes") or {})

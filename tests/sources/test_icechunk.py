@@ -427,3 +427,28 @@ def test_ref_names_with_slashes_and_unicode(tmp_path):
         one = open_source(source)
         assert one.node("zarr.json").data == open_source(f"{repo}|icechunk:@branch.{branch}").node("zarr.json").data, source
     assert exp["branches"]["main"]  # the fixture's own refs are untouched
+
+
+REFNAMES = DATA / "refnames"
+
+
+@pytest.mark.parametrize("spec", ["v1", "v2"])
+def test_ref_names_the_icechunk_package_wrote(tmp_path, mount, spec):
+    """Repositories written by icechunk 2.x (``generate_refnames.py``) with branches and tags named
+    ``feature/x``, ``feature/deep/er``, ``rel/1.0`` (spec v2), ``ünïcode``, ``with space``: each
+    ref read by URL (percent-encoded) and under ``--all-refs`` (nested directories) gives the
+    values the package reads at that ref."""
+    import zarr
+    from urllib.parse import quote
+
+    expected = json.loads((REFNAMES / "expected.json").read_text(encoding="utf-8"))[spec]
+    repo = REFNAMES / spec
+    with mount(str(repo), all_refs=True) as root:
+        assert sorted(os.listdir(f"{root}/branches")) == sorted({n.split("/")[0] for n in expected["branches"]})
+        for kind in ("branches", "tags"):
+            for name, values in expected[kind].items():
+                assert zarr.open_array(f"{root}/{kind}/{name}/v", mode="r")[...].tolist() == values, (kind, name)
+    for kind, prefix in (("branches", "branch"), ("tags", "tag")):
+        for name, values in expected[kind].items():
+            with mount(f"{repo}|icechunk:@{prefix}.{quote(name, safe='')}") as root:
+                assert zarr.open_array(f"{root}/v", mode="r")[...].tolist() == values, (kind, name)

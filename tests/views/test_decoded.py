@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import os
 import re
 import shutil
 import subprocess
 
+import h5py
 import numpy as np
 import pytest
 
@@ -215,3 +217,37 @@ def test_a_reference_longer_than_its_original_fails_at_the_first_short_read(tmp_
                 f.read(4096)
         assert err.value.errno == 5
     assert http_origin.counts["GET"] <= 3 and http_origin.counts["bytes"] <= 3 * 1024
+
+
+COMPOUND = Path(__file__).resolve().parent.parent / "data" / "kerchunk_compound"
+
+
+def test_kerchunk_compound_datasets_with_a_string_field_in_every_view(caplog):
+    """kerchunk's three forms of an HDF5 compound dataset with a variable-length string field
+    (``tests/data/kerchunk_compound``): the raw view serves what kerchunk wrote; the decoded view
+    serves the fixed-size layout (``leave``: the numeric fields exact) and leaves out, with one
+    warning each, what has no fixed width (an object field: ``null``; strings: ``embed``) --
+    never a chunk that fails on every read."""
+    import logging
+
+    import refmount
+
+    with h5py.File(COMPOUND / "tower.h5") as f:
+        rows = f["obs"][...]
+        stored = [f["obs"].id.read_direct_chunk((i,))[1] for i in (0, 4)]
+    with refmount.open(str(COMPOUND / "tower.leave.json"), view="raw") as engine:
+        assert [engine.read("obs/0"), engine.read("obs/1")] == stored
+    with refmount.open(str(COMPOUND / "tower.leave.json"), view="decoded") as engine:
+        zarray = json.loads(engine.read("obs/.zarray"))
+        layout = np.dtype([tuple(f) for f in zarray["dtype"]])
+        got = np.concatenate([np.frombuffer(engine.read(f"obs/{i}"), dtype=layout) for i in (0, 1)])[:6]
+        for field in ("time", "temp", "flag"):
+            np.testing.assert_array_equal(got[field], rows[field])
+    for mode in ("null", "embed"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="refmount.views"):
+            with refmount.open(str(COMPOUND / f"tower.{mode}.json"), view="decoded") as engine:
+                assert [k for k in engine.walk() if k.startswith("obs")] == []
+        assert "array obs left out" in caplog.text and "no fixed width" in caplog.text, mode
+        with refmount.open(str(COMPOUND / f"tower.{mode}.json"), view="raw") as engine:
+            assert engine.read("obs/.zarray") and len(list(engine.walk("obs"))) == 4  # served as written
