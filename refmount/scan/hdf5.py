@@ -27,6 +27,12 @@ _INTERNAL_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf
                    "_nc3_strict", "_NCProperties", "_FillValue"}
 
 
+def _attributes(obj) -> dict:
+    """An object's own attributes as JSON, without reading netCDF's bookkeeping ones."""
+    attrs = obj.attrs
+    return {k: json_value(attrs[k]) for k in attrs if k not in _INTERNAL_ATTRS}
+
+
 def _filters(dset) -> list[dict]:
     plist = dset.id.get_create_plist()
     out = []
@@ -82,7 +88,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     def visit(name, obj):
         path = name
         if isinstance(obj, h5py.Group):
-            scan.groups[path] = {k: json_value(v) for k, v in obj.attrs.items() if k not in _INTERNAL_ATTRS}
+            scan.groups[path] = _attributes(obj)
             return
         try:
             variable = _variable(url, path, obj, sizes, combining)
@@ -92,7 +98,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
         if variable is not None:
             scan.variables[path] = variable
 
-    scan.groups[""] = {k: json_value(v) for k, v in opened.attrs.items() if k not in _INTERNAL_ATTRS}
+    scan.groups[""] = _attributes(opened)
     opened.visititems(visit)
     return scan
 
@@ -100,7 +106,8 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
 def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool) -> Variable | None:
     import h5py
 
-    name = dset.attrs.get("NAME", b"")
+    names = set(dset.attrs)  # names only: reading DIMENSION_LIST and the like resolves references
+    name = dset.attrs["NAME"] if "NAME" in names else b""
     if isinstance(name, bytes) and name.startswith(b"This is a netCDF dimension but not a netCDF variable"):
         return None  # a dimension without values: nothing to serve
     dtype = dset.dtype
@@ -115,13 +122,13 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
     filters = _filters(dset)
     # the netCDF _FillValue where there is one; else HDF5's own fill value only where it was set
     # (the default 0 is not a fill value readers should mask: a time of 0 is a real time)
-    fill = dset.attrs.get("_FillValue")
+    fill = dset.attrs["_FillValue"] if "_FillValue" in names else None
     if fill is None and dtype.kind in "iufc" and dset.fillvalue != 0:
         fill = dset.fillvalue
     chunks = list(dset.chunks) if dset.chunks else list(shape)
-    zattrs = {k: json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
-    if "_FillValue" in dset.attrs:
-        zattrs["_FillValue"] = json_value(dset.attrs["_FillValue"])
+    zattrs = _attributes(dset)
+    if fill is not None and "_FillValue" in names:
+        zattrs["_FillValue"] = json_value(fill)
     dims, lengths = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
@@ -187,7 +194,7 @@ def _vlen_strings(path: str, dset, sizes: dict[int, str], combining: bool) -> Va
     if len(data) > VLEN_INLINE_BYTES:
         raise Skip(f"variable-length strings of {len(data)} bytes are too large to keep inline")
     shape = list(dset.shape)
-    zattrs = {k: json_value(v) for k, v in dset.attrs.items() if k not in _INTERNAL_ATTRS}
+    zattrs = _attributes(dset)
     dims, _ = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
     zarray = {"zarr_format": 2, "shape": shape, "chunks": shape or [], "dtype": "|O", "compressor": None,
