@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -127,8 +128,10 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None)
             return client.submit(_scan_batch, batch, storage_options, combining, pure=False)
         closing = client.close
     else:
-        # fresh interpreters, not forks: a mounted daemon rescanning on reload has threads
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        # forks start at once, but only a process without threads may fork safely (a mounted
+        # daemon rescanning on reload has threads): else fresh interpreters
+        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
         workers = jobs
 
         def submit(batch):
