@@ -64,57 +64,57 @@ def _key_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarr
     return (state == 2) & (length <= 16)
 
 
-def _url_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+# the gap after a URL, one byte at a time for every entry at once, by a transition table:
+# states 0 before ',' | 1 the offset's first digit | 2 offset digits | 3 an offset of "0" | 4 after
+# the offset | 5 the length's first digit | 6 length digits | 7 after the length | 8 after ']' |
+# 9 after ',' (another entry follows: whitespace only) | 10 after '}' (the object ends: stop) |
+# 11 not this form. Byte classes: whitespace, '0', '1'-'9', ',', ']', '}', anything else.
+_CLASS = np.full(256, 6, dtype=np.int8)
+_CLASS[[9, 10, 13, 32]] = 0
+_CLASS[48] = 1
+_CLASS[49:58] = 2
+_CLASS[[COMMA, RBRACKET, RBRACE]] = [3, 4, 5]
+_NO = 11
+_STEP = np.full((12, 7), _NO, dtype=np.int8)
+_STEP[0, [0, 3]] = [0, 1]
+_STEP[1, [0, 1, 2]] = [1, 3, 2]
+_STEP[2, [0, 1, 2, 3]] = [4, 2, 2, 5]
+_STEP[3, [0, 3]] = [4, 5]  # a digit after a leading "0": not JSON
+_STEP[4, [0, 3]] = [4, 5]
+_STEP[5, [0, 2]] = [5, 6]  # a length of 0 (or "0..."): not this form
+_STEP[6, [0, 1, 2, 4]] = [7, 6, 6, 8]
+_STEP[7, [0, 4]] = [7, 8]
+_STEP[8, [0, 3, 5]] = [8, 9, 10]
+_STEP[9, 0] = 9
+_STEP[10, :] = 10
+_STEP = _STEP.ravel()
+
+
+def _url_gaps(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     """Parse each gap as ``ws* ',' ws* OFFSET ws* ',' ws* LENGTH ws* ']' ws* (',' ws* | '}' ...)``:
-    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}')."""
+    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}').
+    ``padded`` is the text with ``MAX_GAP`` bytes more, so every gap can be read whole."""
     n = len(starts)
     length = ends - starts
-    # states: 0 ',' | 1 first offset digit | 2 offset digits | 3 ',' | 4 first length digit |
-    # 5 length digits | 6 ']' | 7 ',' or '}' | 8 after ',' (whitespace to the gap's end) | 9 after '}'
-    state = np.zeros(n, dtype=np.int8)
-    bad = length > MAX_GAP
+    state = np.where(length > MAX_GAP, _NO, 0).astype(np.int8)
     offset = np.zeros(n, dtype=np.int64)
     size = np.zeros(n, dtype=np.int64)
-    digits = np.zeros(n, dtype=np.int8)
-    leading_zero = np.zeros(n, dtype=bool)
+    digits_o = np.zeros(n, dtype=np.int8)
+    digits_s = np.zeros(n, dtype=np.int8)
     bracket = np.zeros(n, dtype=np.int64)
     for j in range(int(min(length.max(), MAX_GAP)) if n else 0):
-        char = _column(buf, starts, j)
-        live = (j < length) & ~bad & (state != 9)
-        if not live.any():
-            break
-        ws = _WS[char]
-        digit = _DIGIT[char]
+        char = padded[starts + j]
+        new = np.where(j < length, _STEP[state.astype(np.intp) * 7 + _CLASS[char]], state)
         value = char.astype(np.int64) - 48
-        new = state.copy()
-        # whitespace: fine between tokens; it ends a number
-        new = np.where(live & ws & (state == 2), 3, new)
-        new = np.where(live & ws & (state == 5), 6, new)
-        t = live & ~ws
-        # a digit: starts or continues a number
-        start_o, more_o = t & digit & (state == 1), t & digit & (state == 2)
-        start_l, more_l = t & digit & (state == 4), t & digit & (state == 5)
-        leading_zero |= (more_o | more_l) & (digits == 1) & (
-            ((state == 2) & (offset == 0)) | ((state == 5) & (size == 0)))
-        offset = np.where(start_o | more_o, offset * 10 + value, offset)
-        size = np.where(start_l | more_l, size * 10 + value, size)
-        digits = np.where(start_o | start_l, 1, np.where(more_o | more_l, digits + 1, digits))
-        new = np.where(start_o | more_o, 2, new)
-        new = np.where(start_l | more_l, 5, new)
-        comma, close, brace = t & (char == COMMA), t & (char == RBRACKET), t & (char == RBRACE)
-        new = np.where(comma & (state == 0), 1, new)
-        new = np.where(comma & ((state == 2) | (state == 3)), 4, new)
-        new = np.where(close & ((state == 5) | (state == 6)), 7, new)
-        bracket = np.where(close & ((state == 5) | (state == 6)), starts + j, bracket)
-        new = np.where(comma & (state == 7), 8, new)
-        new = np.where(brace & (state == 7), 9, new)
-        accepted = (start_o | more_o | start_l | more_l | comma & ((state == 0) | (state == 2) | (state == 3) | (state == 7))
-                    | close & ((state == 5) | (state == 6)) | brace & (state == 7))
-        bad |= t & ~accepted
-        bad |= digits > 18
+        in_offset, in_size = new == 2, new == 6
+        offset = np.where(in_offset, offset * 10 + value, offset)
+        size = np.where(in_size, size * 10 + value, size)
+        digits_o += in_offset
+        digits_s += in_size
+        bracket = np.where((new == 8) & (state != 8), starts + j, bracket)
         state = new
-    ok = ~bad & ((state == 8) | (state == 9)) & ~leading_zero & (size > 0)
-    return ok, offset, size, bracket, state == 8
+    ok = ((state == 9) | (state == 10)) & (digits_o <= 18) & (digits_s <= 18)  # more digits: not int64-safe
+    return ok, offset, size, bracket, state == 9
 
 
 def _before(buf: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -173,7 +173,8 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     maybe = maybe[plain[maybe] & plain[maybe + 1]]
     keys_at = maybe[_key_gaps(buf, closes[maybe] + 1, gap_end[maybe])]
     url_at = keys_at + 1
-    ok, offsets, lengths, bracket, entry_follows = _url_gaps(buf, closes[url_at] + 1, gap_end[url_at])
+    padded = np.frombuffer(text + b"\0" * (MAX_GAP + 8), dtype=np.uint8)
+    ok, offsets, lengths, bracket, entry_follows = _url_gaps(padded, closes[url_at] + 1, gap_end[url_at])
     before = _before(buf, opens[keys_at])
     ok &= (before == COMMA) | (before == LBRACE)
     keys_at, url_at, offsets, lengths, bracket, entry_follows = (
@@ -225,7 +226,6 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     same = np.zeros(len(url_at), dtype=bool)
     same[1:] = url_len[1:] == url_len[:-1]
     # compared 8 bytes at a time: the text seen through overlapping little-endian 64-bit windows
-    padded = np.frombuffer(text + b"\0" * 8, dtype=np.uint8)
     words = np.ndarray((len(text) + 1,), dtype="<u8", buffer=padded, strides=(1,))
     for k in range(0, int(url_len.max()), 8):
         if not same.any():
