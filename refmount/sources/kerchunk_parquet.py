@@ -63,6 +63,13 @@ def _integers(table, name: str) -> np.ndarray:
     return values.astype("int64", copy=False)
 
 
+def _of(kind, *tests) -> bool:
+    """Whether an Arrow type passes one of ``tests``, itself or as a dictionary's values."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return any(test(kind) for test in tests)
+
+
 class _Record:
     """One decoded record file: columns kept as Arrow/NumPy arrays, not Python objects."""
 
@@ -74,9 +81,11 @@ class _Record:
         zeros = np.zeros(self.rows, dtype="int64")
         self.offset = _integers(table, "offset") if "offset" in names else zeros
         self.size = _integers(table, "size") if "size" in names else zeros
-        if self.path is not None and not pa.types.is_string(self.path.type) and not pa.types.is_large_string(self.path.type):
+        # a dictionary-encoded column (pandas' categorical: kerchunk's refs_to_dataframe writes the
+        # paths so when few files hold many chunks) is read through its dictionary
+        if self.path is not None and not _of(self.path.type, pa.types.is_string, pa.types.is_large_string):
             raise ValueError(f"column 'path' holds {self.path.type}, not strings")
-        if self.raw is not None and not pa.types.is_binary(self.raw.type) and not pa.types.is_large_binary(self.raw.type):
+        if self.raw is not None and not _of(self.raw.type, pa.types.is_binary, pa.types.is_large_binary):
             raise ValueError(f"column 'raw' holds {self.raw.type}, not bytes")
         present = np.zeros(self.rows, dtype=bool)
         ranged = np.zeros(self.rows, dtype=bool)

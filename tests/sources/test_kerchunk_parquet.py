@@ -165,3 +165,24 @@ def test_record_files_held_count_against_the_cache_size(tmp_path):
             assert engine.read(f"v/{n * 1000 + 7}") == bytes([7])
         held = engine.tree.tree if hasattr(engine.tree, "tree") else engine.tree
         assert 0 < held._records.currsize <= 2 << 20 and len(held._records) < 40
+
+
+def test_dictionary_encoded_paths_as_kerchunk_writes_them(tmp_path):
+    """kerchunk's ``refs_to_dataframe`` writes ``path`` as a pandas categorical (an Arrow
+    dictionary column) when few files hold many chunks: read through its dictionary."""
+    (tmp_path / "data.bin").write_bytes(bytes(range(100)))
+    root = tmp_path / "cat.parq"
+    root.mkdir()
+    metadata = {".zgroup": {"zarr_format": 2}, "v/.zarray": {"shape": [4], "chunks": [1], "dtype": "|u1",
+                "compressor": None, "filters": None, "fill_value": 0, "order": "C", "zarr_format": 2}}
+    (root / ".zmetadata").write_text(json.dumps({"metadata": metadata, "record_size": 4}))
+    (root / "v").mkdir()
+    paths = pa.array(["data.bin", "data.bin", None, "data.bin"]).dictionary_encode()
+    pq.write_table(pa.table({"path": paths, "offset": pa.array([5, 6, 0, 9], pa.int64()),
+                             "size": pa.array([1, 2, 0, 3], pa.int64()), "raw": pa.array([None] * 4, pa.binary())}),
+                   root / "v" / "refs.0.parq")
+    assert pq.read_table(root / "v" / "refs.0.parq").schema.field("path").type.id == pa.dictionary(pa.int32(), pa.string()).id
+    tree = open_source(str(root))
+    assert tree.node("v/0") == Range(str(tmp_path / "data.bin"), 5, 1)
+    assert tree.node("v/3") == Range(str(tmp_path / "data.bin"), 9, 3)
+    assert tree.node("v/2") is None
