@@ -21,6 +21,7 @@ import numpy as np
 MIN_BYTES = 1 << 20  # smaller documents parse faster whole
 MAX_IRREGULAR = 100_000  # places handled one by one in Python, at most
 MAX_GAP = 64  # bytes between a URL and the next key, at most, for an entry to be taken
+KEPT_BYTES = 1 << 20  # the rest (walked in Python) may be this large, or a quarter of the text
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 13, 32]] = True
 _DIGIT = np.zeros(256, dtype=bool)
@@ -203,6 +204,8 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
         position = max(position, e)
     if position < len(text):
         segments.append((position, len(text)))
+    if sum(e - s for s, e in segments) > max(KEPT_BYTES, len(text) // 4):
+        return None  # mostly other forms: the kept text is walked in Python, so parse it all whole
     scanned = _scan(text, segments, opens, closes)
     if scanned is None:
         return None
@@ -276,13 +279,13 @@ def _scan(text: bytes, segments, opens: np.ndarray, closes: np.ndarray):
                 break
             close = int(closes[i])
             if depth == 1:  # a string in the top object: a key when ':' follows
-                rest = text[close + 1:end].lstrip(b" \t\r\n")
+                rest = text[close + 1:min(end, close + 4097)].lstrip(b" \t\r\n")  # a bounded look
                 if rest[:1] == b":":
                     name = text[nxt + 1:close]
                     top_keys.append(name)
                     value = rest[1:].lstrip(b" \t\r\n")
                     if name == b"refs" and value[:1] == b"{":
-                        refs_open = end - len(value)
+                        refs_open = min(end, close + 4097) - len(value)
             pos = close + 1
             i += 1
         depths.append(depth)
