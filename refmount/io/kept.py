@@ -58,9 +58,25 @@ class KeptIndexes:
         key = hashlib.sha256(json.dumps([FORMAT, identity], sort_keys=True, default=str).encode()).hexdigest()[:32]
         return os.path.join(self.directory, key)
 
+    def _trusted(self) -> bool:
+        """Only a directory this user owns, that nobody else may write, is read or written: a
+        kept index says which bytes of which files a mount serves."""
+        try:  # (another user who may write the parent can move this one away, not forge it as ours)
+            st = os.stat(self.directory)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                log.warning("kept indexes in %s not used: the directory is not this user's alone", self.directory)
+                return False
+        except FileNotFoundError:
+            return True  # made on the first put, by this user
+        except OSError:
+            return False
+        return True
+
     def get(self, identity) -> CompactIndex | None:
         """The index kept for ``identity``, memory-mapped; None when there is none (or it was
         discarded as damaged)."""
+        if not self._trusted():
+            return None
         path = self._path(identity)
         try:
             with open(os.path.join(path, "meta.json"), "rb") as f:
@@ -97,6 +113,9 @@ class KeptIndexes:
         path = self._path(identity)
         tmp = os.path.join(self.directory, f".tmp-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
         try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            if not self._trusted():
+                return
             os.makedirs(tmp, mode=0o700)
             meta_index, arrays, blobs = index.kept_form()
             crc = {}

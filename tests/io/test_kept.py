@@ -147,3 +147,14 @@ def test_daemons_sharing_a_cache_directory_share_the_kept_index(tmp_path, mount)
     assert "index kept from an earlier mount" not in logs[0].read_text()
     assert "index kept from an earlier mount" in logs[1].read_text()
     assert len(list((tmp_path / "shared" / "indexes").iterdir())) == 1
+
+
+def test_kept_indexes_others_may_write_are_not_used(tmp_path, caplog):
+    index = build_index([("k", Inline(b"1"))])
+    kept = KeptIndexes(str(tmp_path / "cache"))
+    kept.put("x", index)
+    assert kept.get("x") is not None
+    os.chmod(tmp_path / "cache" / "indexes", 0o777)  # anyone could have replaced it
+    with caplog.at_level(logging.WARNING, logger="refmount.kept"):
+        assert kept.get("x") is None
+    assert "not this user's alone" in caplog.text
