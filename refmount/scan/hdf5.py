@@ -58,21 +58,30 @@ def _filters(dset) -> list[dict]:
     return out
 
 
-def _dims(dset, sizes: dict[int, str]) -> tuple[list[str], list[int]]:
+def _dims(dset, sizes: dict) -> tuple[list[str], list[int]]:
     """The dimension names of each axis (netCDF's dimension scales, else phony names by size),
     and each axis's length: a netCDF dimension's own length where it has one (a variable along
-    the unlimited dimension is as long as the dimension, its unwritten end the fill value)."""
+    the unlimited dimension is as long as the dimension, its unwritten end the fill value).
+    ``sizes`` is per file: phony names by size, and each scale's length by its path."""
+    import h5py
+
     if dset.is_scale and dset.ndim == 1:  # a netCDF coordinate: its own dimension
         return [dset.name.rpartition("/")[2]], list(dset.shape)
     names, lengths = [], list(dset.shape)
-    for axis, dim in enumerate(dset.dims):
-        scales = list(dim.values())
-        if scales:
-            names.append(scales[0].name.rpartition("/")[2])
-            if scales[0].ndim == 1:
-                lengths[axis] = max(lengths[axis], scales[0].shape[0])
+    attached = dset.attrs["DIMENSION_LIST"] if "DIMENSION_LIST" in dset.attrs else None
+    for axis in range(dset.ndim):
+        entry = attached[axis] if attached is not None and axis < len(attached) else None
+        ref = entry[0] if entry is not None and len(entry) else None
+        if ref:  # the scale's path from its reference, its length looked up once per file
+            path = h5py.h5r.get_name(ref, dset.id).decode("utf-8", "surrogateescape")
+            names.append(path.rpartition("/")[2])
+            length = sizes.get(("scale", path))
+            if length is None:
+                scale = dset.file[path]
+                length = sizes[("scale", path)] = scale.shape[0] if scale.ndim == 1 else 0
+            lengths[axis] = max(lengths[axis], length)
         else:
-            names.append(sizes.setdefault(dset.shape[axis], f"phony_dim_{len(sizes)}"))
+            names.append(sizes.setdefault(dset.shape[axis], f"phony_dim_{sum(type(k) is int for k in sizes)}"))
     return names, lengths
 
 
@@ -83,7 +92,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     import h5py
 
     scan = FileScan(url)
-    sizes: dict[int, str] = {}
+    sizes: dict = {}  # phony dimension names by size; scale lengths by path
 
     def visit(name, obj):
         path = name
@@ -103,7 +112,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     return scan
 
 
-def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool) -> Variable | None:
+def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variable | None:
     import h5py
 
     names = set(dset.attrs)  # names only: reading DIMENSION_LIST and the like resolves references
@@ -182,7 +191,7 @@ def _variable(url: str, path: str, dset, sizes: dict[int, str], combining: bool)
 VLEN_INLINE_BYTES = 1 << 20  # variable-length strings up to this much (encoded) are inline
 
 
-def _vlen_strings(path: str, dset, sizes: dict[int, str], combining: bool) -> Variable:
+def _vlen_strings(path: str, dset, sizes: dict, combining: bool) -> Variable:
     """A variable of variable-length strings: one chunk, inline, encoded as numcodecs' vlen-utf8
     (what zarr and xarray read as strings); larger ones are left out."""
     from numcodecs import VLenUTF8
