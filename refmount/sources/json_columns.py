@@ -22,6 +22,7 @@ MIN_BYTES = 1 << 20  # smaller documents parse faster whole
 MAX_IRREGULAR = 100_000  # places handled one by one in Python, at most
 MAX_GAP = 64  # bytes between a URL and the next key, at most, for an entry to be taken
 KEPT_BYTES = 1 << 20  # the rest (walked in Python) may be this large, or a quarter of the text
+ROWS_BYTES = 256 << 20  # the keys as one fixed-width array, at most
 _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 13, 32]] = True
 _DIGIT = np.zeros(256, dtype=bool)
@@ -152,7 +153,7 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     drop = []
     for q in escaped.tolist():
         run = 0
-        while text[q - run - 1] == BACKSLASH:
+        while q - run - 1 >= 0 and text[q - run - 1] == BACKSLASH:
             run += 1
         if run % 2:
             drop.append(q)
@@ -222,6 +223,8 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
             return None
     elif not np.all(depth == 1):
         return None
+    if int((closes[keys_at] - opens[keys_at]).max()) * len(keys_at) > ROWS_BYTES:
+        return None  # keys as one fixed-width array would not fit
     keys = _strings(buf, opens[keys_at] + 1, closes[keys_at])
     url_starts, url_ends = opens[url_at] + 1, closes[url_at]
     # URLs: most equal the one before; the rest are compared as Python bytes
