@@ -274,7 +274,7 @@ class CompactIndex(Index):
                 order, ordered = order[last], ordered[last]
         n, width = len(ordered), ordered.dtype.itemsize
         grid = ordered.view(np.uint8).reshape(n, width)
-        sizes = np.strings.str_len(ordered).astype(np.int64)
+        sizes = np.char.str_len(ordered).astype(np.int64)
         inside = np.arange(width) < sizes[:, None]
         _check_rows(ordered, grid, sizes, inside)
         self._blob = grid[inside].tobytes()

@@ -100,7 +100,7 @@ def _columns_fit(doc, columns: json_columns.Columns) -> bool:
         refs = doc["refs"]
     else:
         refs = doc
-    if np.strings.startswith(columns.keys, b"/").any():
+    if np.char.startswith(columns.keys, b"/").any():
         return False
     if refs:
         rest = np.array([_key(k).encode("utf-8", "surrogateescape") for k in refs], dtype=bytes)
