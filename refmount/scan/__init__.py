@@ -104,9 +104,9 @@ def _reachable(address: str) -> None:
 
 
 def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None) -> Iterator[FileScan]:
-    """Each file's scan, in the files' order: here, in a pool of ``jobs`` fresh interpreters, or
-    on the dask.distributed cluster at ``dask``; a bounded number in flight, so results are
-    combined as they come and memory does not grow with the number of files."""
+    """Each file's scan, in the files' order: here, in a pool of ``jobs`` processes, or on the
+    dask.distributed cluster at ``dask``; a bounded number in flight, so results are combined as
+    they come and memory does not grow with the number of files."""
     combining = len(files) > 1
     if dask is None and (jobs <= 1 or len(files) <= 1):
         for url in files:

@@ -25,13 +25,16 @@ _DIMENSION, _VARIABLE, _ATTRIBUTE = 10, 11, 12
 class _Header:
     """Reads the header grammar from a file object, in blocks."""
 
-    def __init__(self, f, version: int, where: str):
-        self.f, self.where = f, where
-        self.buffer, self.pos = b"", 0
+    def __init__(self, f, version: int, where: str, size: int):
+        self.f, self.where, self.size = f, where, size
+        self.buffer, self.pos, self.consumed = b"", 0, 4  # after the magic
         self.long = version == 5  # CDF-5: every count and size is 64-bit
         self.offset64 = version in (2, 5)
 
     def take(self, n: int) -> bytes:
+        if self.consumed + n > self.size:  # a garbled count: never read a whole file to find out
+            raise Skip("the header ends early (truncated file, or a count past its end)")
+        self.consumed += n
         while len(self.buffer) - self.pos < n:
             more = self.f.read(max(1 << 16, n))
             if not more:
@@ -101,7 +104,7 @@ def scan_file(url: str, f, size: int, combining: bool = True) -> FileScan:
     A file whose header cannot be parsed raises ``Skip`` (the caller names the file)."""
     f.seek(0)
     version = f.read(4)[3]
-    header = _Header(f, version, url)
+    header = _Header(f, version, url, size)
     numrecs = struct.unpack(">Q" if header.long else ">I", header.take(8 if header.long else 4))[0]
     streaming = numrecs == (1 << (64 if header.long else 32)) - 1
     dims: list[tuple[str, int]] = [(header.name(), header.count()) for _ in range(header.listing(_DIMENSION, "dimension"))]

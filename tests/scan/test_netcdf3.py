@@ -128,6 +128,11 @@ def test_a_truncated_or_garbled_netcdf3_file_is_one_line(tmp_path):
     data = open(path, "rb").read()
     (tmp_path / "short.nc").write_bytes(data[:60])  # the header ends early
     (tmp_path / "cut.nc").write_bytes(data[:-20])  # the last variable's data is cut
+    garbled = bytearray(data)
+    garbled[16:20] = (0x7FFFFFF0).to_bytes(4, "big")  # the first dimension name's length: 2 GB
+    (tmp_path / "garbled.nc").write_bytes(bytes(garbled))
+    result = run_cli("scan", str(tmp_path / "garbled.nc"), "-o", str(tmp_path / "g.json"))
+    assert result.returncode == 1 and "garbled.nc: not a readable netCDF3 file" in result.stderr, result.stderr
     result = run_cli("scan", str(tmp_path / "short.nc"), "-o", str(tmp_path / "x.json"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "short.nc: not a readable netCDF3 file (the header ends early" in result.stderr
