@@ -290,6 +290,8 @@ def cmd_scan(argv: list[str]) -> int:
     logging.basicConfig(format="refmount: warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
     if args.record_size is not None and args.record_size < 1:
         raise RefmountError(f"--record-size {args.record_size}: must be at least 1")
+    if args.record_size is not None and not args.output.rstrip("/").endswith((".parq", ".parquet")):
+        raise RefmountError(f"--record-size is for Parquet output (OUT.parq), not {args.output}")
     combined, summary = scan_combined(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
                                       storage_options=parse_storage_options(args.storage_option), dask=args.dask)
     write(combined, args.output, args.record_size)
