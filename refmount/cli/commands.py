@@ -31,7 +31,7 @@ COMMANDS = (
     ("(none)", "mount: serve reference sets or Icechunk repositories at MOUNTPOINT (in the background; -f to stay attached)"),
     ("check", "validate a config file or command line and its sources without mounting"),
     ("inspect", "summarise a reference set or repository without mounting: arrays, chunks, origins, missing files"),
-    ("scan", "make a reference set from NetCDF4/HDF5 files, combined along their record dimension"),
+    ("scan", "make a reference set from netCDF3/NetCDF4/HDF5 files, combined along their record dimension"),
     ("stats", "counters of a running mount (--json for scripts)"),
     ("umount", "unmount (lazily when busy or when its daemon died)"),
     ("demo", "make a small NetCDF4 archive, mount it over loopback HTTP, read it with xarray"),
@@ -267,9 +267,9 @@ def cmd_inspect(argv: list[str]) -> int:
 
 
 def cmd_scan(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="refmount scan", description="Make a kerchunk reference set (JSON v1) from "
-                                "NetCDF4/HDF5 files; several files are concatenated along their record (unlimited) "
-                                "dimension, its coordinate re-encoded in the first file's CF units.")
+    p = argparse.ArgumentParser(prog="refmount scan", description="Make a kerchunk reference set (JSON v1 or Parquet) "
+                                "from netCDF3, NetCDF4 and HDF5 files; several files are concatenated along their record "
+                                "(unlimited) dimension, its coordinate re-encoded in the first file's CF units.")
     p.add_argument("files", nargs="+", metavar="FILE_OR_GLOB", help="paths, globs ('/archive/*.nc'), directories or URLs")
     p.add_argument("-o", "--output", required=True, help="what to write: OUT.json, OUT.json.zst (compressed) or "
                    "OUT.parq (a Parquet reference directory, for very many files or chunks)")
