@@ -31,6 +31,7 @@ log = logging.getLogger("refmount.kept")
 
 FORMAT = 1
 KEEP_MIN = 10_000  # smaller indexes parse faster than they map
+MAX_BYTES = 2 << 30  # all kept indexes together, at most
 
 
 def _crc(path: str) -> int:
@@ -142,8 +143,9 @@ class KeptIndexes:
             log.warning("index not kept in %s: %s", self.directory, exc.strerror or exc)
 
     def _evict(self) -> None:
-        """Beyond ``limit`` kept indexes, remove the least recently used (and temporary
-        directories older than an hour: a writer that died)."""
+        """Beyond ``limit`` kept indexes, or beyond ``MAX_BYTES`` (or a tenth of the free space,
+        if less: a home directory's quota is no place for gigabytes of indexes), remove the least
+        recently used -- and temporary directories older than an hour (a writer that died)."""
         entries = []
         now = time.time()
         for name in os.listdir(self.directory):
@@ -153,9 +155,19 @@ class KeptIndexes:
                     if now - os.stat(full).st_mtime > 3600:
                         shutil.rmtree(full, ignore_errors=True)
                     continue
-                entries.append((os.stat(os.path.join(full, "meta.json")).st_mtime, full))
+                size = sum(e.stat().st_size for e in os.scandir(full))
+                entries.append((os.stat(os.path.join(full, "meta.json")).st_mtime, size, full))
             except OSError:
                 continue
         entries.sort()
-        for _, full in entries[: max(len(entries) - self.limit, 0)]:
+        try:
+            st = os.statvfs(self.directory)
+            budget = min(MAX_BYTES, (st.f_bavail * st.f_frsize + sum(e[1] for e in entries)) // 10)
+        except OSError:
+            budget = MAX_BYTES
+        total = sum(size for _, size, _ in entries)
+        for n, (_, size, full) in enumerate(entries):
+            if len(entries) - n <= self.limit and total <= budget:
+                break
             shutil.rmtree(full, ignore_errors=True)  # a mount using it keeps its maps
+            total -= size

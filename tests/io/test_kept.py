@@ -158,3 +158,17 @@ def test_kept_indexes_others_may_write_are_not_used(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="refmount.kept"):
         assert kept.get("x") is None
     assert "not this user's alone" in caplog.text
+
+
+def test_kept_indexes_stay_within_their_byte_budget(tmp_path, monkeypatch):
+    import refmount.io.kept as kept_module
+
+    index = build_index([(f"v/{i}", Range("/d/x", i, 1)) for i in range(2000)])
+    kept = KeptIndexes(str(tmp_path))
+    kept.put("a", index)
+    one = sum(f.stat().st_size for f in (tmp_path / "indexes").iterdir() for f in f.iterdir())
+    monkeypatch.setattr(kept_module, "MAX_BYTES", int(one * 2.5))  # room for two
+    for name in ("b", "c", "d"):
+        kept.put(name, index)
+    assert len(list((tmp_path / "indexes").iterdir())) == 2
+    assert kept.get("d") is not None and kept.get("a") is None  # the oldest went first
