@@ -20,7 +20,6 @@ from refmount.errors import FetchError, ShortRead
 
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*\Z", re.I)
 MAX_REDIRECTS = 5
-READ_CHUNK = 1 << 20
 
 
 class HTTPStatus(Exception):
@@ -77,14 +76,13 @@ async def _body(response, length: int) -> bytes:
     declared = response.content_length
     if declared is not None and declared != length:
         raise WrongAnswer(f"Content-Length {declared} for a range of {length} bytes")
-    data = bytearray()
-    async for chunk in response.content.iter_chunked(READ_CHUNK):
-        data += chunk
-        if len(data) > length:
-            raise WrongAnswer(f"body longer than the {length} bytes asked (cut off)")
-    if len(data) != length:
-        raise WrongAnswer(f"got {len(data)} of {length} bytes")
-    return bytes(data)
+    try:  # exactly the bytes asked, joined once (no copy through a growing buffer)
+        data = await response.content.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise WrongAnswer(f"got {len(exc.partial)} of {length} bytes") from None
+    if await response.content.read(1):  # anything after them: the answer is not this range
+        raise WrongAnswer(f"body longer than the {length} bytes asked (cut off)")
+    return data
 
 
 async def get_range(fs, url: str, start: int, end: int, headers: dict[str, str],
