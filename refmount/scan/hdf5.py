@@ -152,8 +152,11 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
             raise Skip(f"chunk {masked.chunk_offset} is stored with filters skipped (filter mask "
                        f"{masked.filter_mask}); the variable's codecs cannot decode it")
         grid = np.fromiter(itertools.chain.from_iterable(positions), dtype=np.int64, count=n * len(shape))
-        refs = Chunks.ranges(grid.reshape(n, len(shape)) // np.asarray(chunks, dtype=np.int64),
-                             np.fromiter(offsets, dtype=np.int64, count=n), np.fromiter(sizes, dtype=np.int64, count=n))
+        index = grid.reshape(n, len(shape)) // np.asarray(chunks, dtype=np.int64)
+        # chunks left beyond the extent (a dataset shrunk after writing) are no part of it
+        inside = (index < -(-np.asarray(shape, dtype=np.int64) // np.asarray(chunks, dtype=np.int64))).all(axis=1)
+        refs = Chunks.ranges(index[inside], np.fromiter(offsets, dtype=np.int64, count=n)[inside],
+                             np.fromiter(sizes, dtype=np.int64, count=n)[inside])
     elif layout == h5py.h5d.CONTIGUOUS:
         offset, size = dset.id.get_offset(), dset.id.get_storage_size()
         refs = Chunks.empty(len(shape))
