@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -119,3 +120,14 @@ def test_a_large_set_is_taken_whole_and_reads_the_same(tmp_path, monkeypatch):
     path.write_text(json.dumps({"version": 1, "refs": refs}, indent=1))
     kind, items, dirs = _same(path, monkeypatch, expect_columns=True)
     assert kind == "tree" and len(items) == len(refs) - 0
+
+
+CONFORMANCE_SETS = sorted(p for p in (Path(__file__).resolve().parent.parent / "data" / "conformance").rglob("*.json")
+                          if "expected" not in p.parts)
+
+
+@pytest.mark.parametrize("path", CONFORMANCE_SETS, ids=lambda p: p.name)
+def test_real_kerchunk_outputs_read_the_same_both_ways(path, monkeypatch):
+    """kerchunk's own outputs (ujson escapes, templates, gen, v0 and v1, the parse-only sets):
+    the same tree through the columns and through the whole-document parse."""
+    _same(path, monkeypatch)
