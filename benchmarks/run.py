@@ -92,11 +92,18 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+ORIGIN = "aiohttp"  # --origin: the server the HTTP measurements read from
+
+
 class Origin:
-    """The HTTP origin in its own process (so it never competes with a client for the GIL)."""
+    """The HTTP origin in its own process (so it never competes with a client for the GIL):
+    an aiohttp server (``aiohttp_origin.py``, as the issues measured), or refmount's own
+    thread-per-connection range server (``--origin python``), which slows down as more requests
+    are in flight."""
 
     def __init__(self, directory: str, latency: float):
-        self.proc = subprocess.Popen([PY, "-m", "refmount.rangeserver", directory, str(latency)], stdout=subprocess.PIPE, text=True)
+        server = [str(HERE / "aiohttp_origin.py")] if ORIGIN == "aiohttp" else ["-m", "refmount.rangeserver"]
+        self.proc = subprocess.Popen([PY, *server, directory, str(latency)], stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
 
     def counts(self) -> dict:
@@ -505,7 +512,11 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="runs per measurement (the median is shown)")
     p.add_argument("--only", choices=["dataset", "legacy", "million", "parquet"], help="one part only (legacy: P8 alone)")
     p.add_argument("--keep", help="work directory to keep")
+    p.add_argument("--origin", choices=["aiohttp", "python"], default="aiohttp",
+                   help="the HTTP origin: an aiohttp server (default) or refmount's own range server")
     args = p.parse_args()
+    global ORIGIN
+    ORIGIN = args.origin
     args.ny, args.nx = (181, 360) if args.quick else (721, 1440)
     if args.quick:
         args.files, args.times = 4, 4
