@@ -1,6 +1,6 @@
 """A fast benchmark origin: aiohttp serving a directory with Range support (206 + Content-Range,
 by aiohttp's own FileResponse), a fixed latency per request, and request counters at /__counts
-(as refmount.rangeserver has). The thread-per-connection Python origin slows down as more
+(as refmount.rangeserver has; a ``bytes=0-0`` probe counted as ``PROBE``). The thread-per-connection Python origin slows down as more
 requests are in flight; this one does not, so what is measured is the client.
 
 Usage: python aiohttp_origin.py DIRECTORY LATENCY_SECONDS   (prints its URL, serves until killed)
@@ -25,7 +25,10 @@ def main() -> None:
     @web.middleware
     async def delayed(request, handler):
         if request.path != "/__counts":
-            counts[request.method] += 1
+            # a client's one-byte probe of Range support is counted apart from reads, as
+            # refmount.rangeserver does
+            probe = (request.headers.get("Range") or "").strip() == "bytes=0-0"
+            counts["PROBE" if probe else request.method] += 1
             await asyncio.sleep(latency)
         response = await handler(request)
         if request.path != "/__counts" and response.content_length:
