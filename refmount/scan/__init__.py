@@ -32,14 +32,14 @@ log = logging.getLogger("refmount.scan")
 
 
 def expand(patterns: list[str], storage_options: dict | None = None) -> list[str]:
-    """Files named by paths, globs and directories (their ``*.nc``, ``*.h5``), sorted; local
-    paths absolute, remote ones as URLs."""
+    """Files named by paths, globs and directories (their ``ARCHIVE_SUFFIXES`` files), sorted;
+    local paths absolute, remote ones as URLs."""
     files: list[str] = []
     for pattern in patterns:
         protocol, path = split_protocol(location_of(pattern))
         if protocol == "file":
             if os.path.isdir(path):
-                found = [p for ext in ("nc", "nc4", "h5", "hdf5", "he5") for p in glob.glob(os.path.join(path, f"*.{ext}"))]
+                found = [os.path.join(path, name) for name in os.listdir(path) if name.lower().endswith(ARCHIVE_SUFFIXES)]
             else:
                 found = glob.glob(path) if glob.has_magic(path) else [path]
         else:
@@ -204,11 +204,11 @@ def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, stor
     return combined.to_refs(), summary
 
 
-ARCHIVE_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".he5")
+ARCHIVE_SUFFIXES = (".nc", ".nc4", ".cdf", ".h5", ".hdf5", ".he5")  # what a directory's originals are named
 
 
 def is_archive(source: str) -> bool:
-    """A source naming original files rather than a reference set: a glob, a NetCDF4/HDF5 file,
+    """A source naming original files rather than a reference set: a glob, a netCDF/HDF5 file,
     or a directory holding such files (and no reference set or repository)."""
     location = location_of(source)
     if "|" in location:

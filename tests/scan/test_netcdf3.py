@@ -141,3 +141,16 @@ def test_a_truncated_or_garbled_netcdf3_file_is_one_line(tmp_path):
     refs = json.loads((tmp_path / "y.json").read_text())["refs"]
     assert "time/.zarray" in refs and "scalar/.zarray" not in refs  # scalar is last in the file: left out
     assert all(v[1] + v[2] <= len(data) - 20 for v in refs.values() if isinstance(v, list))
+
+
+def test_a_directory_of_originals_is_scanned_whole(tmp_path):
+    """A directory names its netCDF/HDF5 files (``.nc``, ``.cdf``, ``.h5``...), nothing else."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _write(archive / "a.nc", "NETCDF3_CLASSIC", 0, 4)
+    _write(archive / "b.cdf", "NETCDF3_CLASSIC", 4, 2)
+    (archive / "notes.txt").write_text("not an original")
+    out = tmp_path / "refs.json"
+    result = run_cli("scan", str(archive), "-o", str(out))
+    assert result.returncode == 0 and "scanned 2 file(s)" in result.stdout, result.stdout + result.stderr
+    assert json.loads(json.loads(out.read_text())["refs"]["x/.zarray"])["shape"] == [6, 3, 5]
