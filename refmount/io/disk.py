@@ -299,37 +299,54 @@ class DiskCache:
     def lease(self, url: str, start: int, length: int, version: str | None = None) -> bool:
         """Take the lease to fetch this entry: True when this daemon should fetch it, False when
         another holds a live lease (``wait_for`` it). A lease past its expiry -- its holder
-        died -- is taken over."""
+        died -- is taken over. The lease appears whole: written under a name of its own and
+        linked into place (``link`` fails if the name exists, atomically, on NFS too), so no
+        other daemon ever reads it half-written."""
         path = self._lease_path(url, start, length, version)
         record = json.dumps({"host": self._host, "pid": os.getpid(), "expires": time.time() + self.lease_seconds})
+        tmp = f"{path}.{self._host}.{os.getpid()}.{threading.get_ident()}"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(tmp, "w") as f:
+                f.write(record)
+        except OSError:
+            return True  # no lease to be had (a read-only or full disk): fetch without one
+        try:
+            os.link(tmp, path)
+            return True
         except FileExistsError:
-            try:
-                with open(path) as f:
-                    held = json.loads(f.read() or "{}")
-                expired = time.time() > float(held.get("expires", 0))
-            except (OSError, ValueError, TypeError):
-                expired = True  # unreadable: torn by a crash while it was being written
-            if not expired:
+            if self._lease_expired(path) is False:
                 return False
             self.stats.add("disk_leases_taken_over")
-            tmp = f"{path}.{self._host}.{os.getpid()}"
             try:
-                with open(tmp, "w") as f:
-                    f.write(record)
                 os.replace(tmp, path)
+                tmp = None
             except OSError:
                 pass  # fetch without one
             return True
         except OSError:
-            return True  # no lease to be had (a read-only or full disk): fetch without one
+            return True  # a filesystem without hard links: fetch without a lease
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def _lease_expired(self, path: str) -> bool | None:
+        """Whether the lease at ``path`` has expired (True), is live (False) or is gone (None).
+        One that cannot be parsed is a crash's leftover once it is older than a lease lasts."""
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(record)
-        except OSError:  # a full disk: an empty lease would read as torn; fetch without one
-            self.release(url, start, length, version)
-        return True
+            with open(path) as f:
+                text = f.read()
+                written = os.fstat(f.fileno()).st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return True
+        try:
+            return time.time() > float(json.loads(text).get("expires", 0))
+        except (ValueError, TypeError, AttributeError):
+            return time.time() - written > self.lease_seconds
 
     def release(self, url: str, start: int, length: int, version: str | None = None) -> None:
         try:
@@ -352,12 +369,11 @@ class DiskCache:
             if data is not None:
                 self.stats.add("disk_waits")
                 return data
-            try:
-                with open(path) as f:
-                    if time.time() > float(json.loads(f.read() or "{}").get("expires", 0)):
-                        return None
-            except (OSError, ValueError, TypeError):
+            expired = self._lease_expired(path)
+            if expired is None:
                 return self.get(url, start, length, version)  # released: published, or failed
+            if expired:
+                return None
             time.sleep(delay)
             delay = min(delay * 1.5, 0.05)
         return None
