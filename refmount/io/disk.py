@@ -360,10 +360,9 @@ class DiskCache:
         path = self._lease_path(url, start, length, version)
         entry = os.path.join(self.directory, self._name(_identity(url, start, length, version)))
         deadline = time.monotonic() + self.lease_seconds
-        # a fetch takes tens of milliseconds: look soon, then every 50 ms at most (a waiter that
-        # slept 200 ms after a 60 ms fetch lost most of what sharing gained; NFS servers see at
-        # most 20 looks a second per waiting thread)
-        delay = 0.002
+        # (looking more often -- from 2 ms, at most every 50 ms -- was measured: no faster, and
+        # more origin requests: 1.08-1.16 x a lone daemon's instead of 1.05 x)
+        delay = 0.01
         while time.monotonic() < deadline:
             data = self.get(url, start, length, version) if os.path.exists(entry) else None
             if data is not None:
@@ -375,7 +374,7 @@ class DiskCache:
             if expired:
                 return None
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            delay = min(delay * 2, 0.2)
         return None
 
     def put_now(self, url: str, start: int, length: int, data: bytes, version: str | None = None) -> None:
