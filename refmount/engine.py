@@ -184,7 +184,7 @@ class Engine:
         if start >= end:
             return b""
         if start == 0 and self.prefetcher is not None:
-            self.prefetcher.on_first_read(tree, key.strip("/"))
+            self.prefetcher.on_first_read(tree, key.strip("/"), ref)
         return self.reader.read(ref, start, end - start, size)
 
     @_eio

@@ -292,6 +292,9 @@ def cmd_scan(argv: list[str]) -> int:
         raise RefmountError(f"--record-size {args.record_size}: must be at least 1")
     if args.record_size is not None and not args.output.rstrip("/").endswith((".parq", ".parquet")):
         raise RefmountError(f"--record-size is for Parquet output (OUT.parq), not {args.output}")
+    parent = os.path.dirname(os.path.abspath(args.output.rstrip("/")))
+    if not os.path.isdir(parent):  # said before the scan, not after it
+        raise RefmountError(f"{args.output}: no such directory {parent}")
     combined, summary = scan_combined(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
                                       storage_options=parse_storage_options(args.storage_option), dask=args.dask)
     write(combined, args.output, args.record_size)

@@ -11,7 +11,7 @@ import weakref
 
 from cachetools import LRUCache
 
-from refmount.index import Decoded, Index, Range
+from refmount.index import Decoded, Index, Range, Whole
 from refmount.io.order import ChunkOrder
 from refmount.io.reader import Reader
 
@@ -32,8 +32,10 @@ class Prefetcher:
                 order = self._orders[tree] = ChunkOrder(tree)
             return order
 
-    def on_first_read(self, tree: Index, path: str) -> None:
-        """Called when a chunk file is first read through a handle."""
+    def on_first_read(self, tree: Index, path: str, ref=None) -> None:
+        """Called when a chunk file (its reference ``ref``, if known) is first read through a handle."""
+        if isinstance(ref, (Range, Whole)) and self.reader.origins.is_local(ref.url):
+            return  # local originals need no fetching ahead: the page cache and read-ahead serve them
         order = self._order(tree)
         pos = order.position(path)
         if pos is None:

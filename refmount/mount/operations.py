@@ -386,10 +386,8 @@ class RefFS:
             return handle.ref.data[offset : offset + size]
         if not handle.touched:
             handle.touched = True
-            # local originals need no fetching ahead: the kernel's page cache and read-ahead serve them
-            if self.prefetcher is not None and not (isinstance(handle.ref, (Range, Whole))
-                                                    and self.reader.origins.is_local(handle.ref.url)):
-                self.prefetcher.on_first_read(handle.tree, handle.key)
+            if self.prefetcher is not None:
+                self.prefetcher.on_first_read(handle.tree, handle.key, handle.ref)
         return self.reader.read(handle.ref, offset, size, handle.size)
 
     def cache_mode(self, fh: int) -> tuple[bool, bool]:

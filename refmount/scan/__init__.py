@@ -224,19 +224,15 @@ def is_archive(source: str) -> bool:
 
 
 def identities(files: list[str], storage_options: dict | None = None) -> list[list]:
-    """What names each original's state: path, size, modification time (remote: size and ETag)."""
+    """What names each original's state (``Origins.identity``: path, size, times, inode; remote:
+    size and ETag -- size alone where the origin reports no version)."""
+    from refmount.io.origins import Origins
+
+    origins = Origins(storage_options or {})
     out = []
     for url in files:
-        protocol, path = split_protocol(url)
         try:
-            if protocol == "file":
-                st = os.stat(path)
-                out.append([url, st.st_size, st.st_mtime_ns])
-            else:
-                from refmount.io.origins import Origins
-
-                origins = Origins(storage_options or {})
-                out.append([url, origins.size(url), origins.version(url)])
+            out.append(origins.identity(url) or [url, origins.size(url), None])
         except Exception as exc:
             raise RefmountError(f"{url}: {exc}") from None
     return out

@@ -25,6 +25,9 @@ def write_parquet(combined: Combined, output: str, record_size: int = RECORD_SIZ
     import pyarrow.parquet as pq
 
     output = output.rstrip("/")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise RefmountError(f"{output}: no such directory {parent}")
     if os.path.exists(output) and not os.path.exists(os.path.join(output, ".zmetadata")):
         raise RefmountError(f"{output}: exists and is not a Parquet reference set; not overwritten")
     tmp = f"{output}.tmp{os.getpid()}"
@@ -35,7 +38,7 @@ def write_parquet(combined: Combined, output: str, record_size: int = RECORD_SIZ
     schema = pa.schema([pa.field("path", pa.string()), pa.field("offset", pa.int64(), nullable=False),
                         pa.field("size", pa.int64(), nullable=False), pa.field("raw", pa.binary())])
     try:
-        os.makedirs(tmp)
+        os.mkdir(tmp)
         for path, (zarray, refs) in combined.arrays.items():
             if not len(refs):
                 continue

@@ -136,17 +136,17 @@ def test_daemons_sharing_a_cache_directory_share_the_kept_index(tmp_path, mount)
     (tmp_path / "data.bin").write_bytes(data)
     path = tmp_path / "refs.json"
     refs = _big_set(path, KEEP_MIN + 5)
-    shared = str(tmp_path / "shared")
+    common = str(tmp_path / "cluster-cache")
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    with mount(str(path), cache_dir=shared, shared_cache=True, log_file=str(logs[0])) as first:
-        with mount(str(path), cache_dir=shared, shared_cache=True, log_file=str(logs[1])) as second:
+    with mount(str(path), cache_dir=common, shared_cache=True, log_file=str(logs[0])) as first:
+        with mount(str(path), cache_dir=common, shared_cache=True, log_file=str(logs[1])) as second:
             for key in ("3", "999", str(KEEP_MIN + 4)):
                 expected = data[refs[f"v/{key}"][1]:][:1]
                 assert open(os.path.join(first, "v", key), "rb").read() == expected
                 assert open(os.path.join(second, "v", key), "rb").read() == expected
     assert "index kept from an earlier mount" not in logs[0].read_text()
     assert "index kept from an earlier mount" in logs[1].read_text()
-    assert len(list((tmp_path / "shared" / "indexes").iterdir())) == 1
+    assert len(list((tmp_path / "cluster-cache" / "indexes").iterdir())) == 1
 
 
 def test_kept_indexes_others_may_write_are_not_used(tmp_path, caplog):

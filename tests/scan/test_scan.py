@@ -327,6 +327,8 @@ def test_parquet_output_reads_the_same_through_fsspec_and_the_mount(archive, mou
     refused = run_cli("scan", *files, "-o", str(directory / "other.parq"))
     assert refused.returncode == 1 and "is not a Parquet reference set; not overwritten" in refused.stderr
     assert (directory / "other.parq" / "keep.txt").read_text() == "mine"
+    nowhere = run_cli("scan", *files, "-o", str(directory / "no" / "such" / "x.parq"))
+    assert nowhere.returncode == 1 and "no such directory" in nowhere.stderr and not (directory / "no").exists()
 
 
 def test_a_dask_cluster_scan_equals_the_local_one(archive):
