@@ -76,7 +76,12 @@ async def _body(response, length: int) -> bytes:
     declared = response.content_length
     if declared is not None and declared != length:
         raise WrongAnswer(f"Content-Length {declared} for a range of {length} bytes")
-    try:  # exactly the bytes asked, joined once (no copy through a growing buffer)
+    if declared == length:  # aiohttp's parser stops at Content-Length: read() is bounded by it
+        data = await response.read()
+        if len(data) != length:  # (a connection closed early raises before this)
+            raise WrongAnswer(f"got {len(data)} of {length} bytes")
+        return data
+    try:  # no Content-Length (chunked): exactly the bytes asked, and nothing after them
         data = await response.content.readexactly(length)
     except asyncio.IncompleteReadError as exc:
         raise WrongAnswer(f"got {len(exc.partial)} of {length} bytes") from None

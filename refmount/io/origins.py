@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from email.utils import formatdate, parsedate_to_datetime
 
 import fsspec
@@ -54,6 +55,24 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 
 KEPT_FDS = 256
+# HTTP bodies are received on this many event loops (each its own thread and connection pool):
+# the kernel's share of a receive (socket copies, first touches of the pages a body lands in)
+# then runs on more than one core; the Python share still takes turns
+HTTP_LOOPS = 2
+
+
+class _Loop:
+    """An event loop on its own daemon thread, stopped when its owner is collected."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def stop(loop: asyncio.AbstractEventLoop) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
 
 
 def _bare(etag: str) -> str:
@@ -159,6 +178,9 @@ class Origins:
         self._sizes: dict[str, int] = {}
         self._versions: dict[str, str] = {}
         self._fds: dict[str, int] = {}
+        self._receivers: dict[str, list] = {}  # protocol -> HTTP filesystems, one per event loop
+        self._turn = 0
+        self._receivers_lock = threading.Lock()
 
     def filesystem(self, protocol: str) -> fsspec.AbstractFileSystem:
         with self._lock:
@@ -176,6 +198,37 @@ class Origins:
                     raise RefmountError(f"cannot use protocol {protocol!r}: {exc}") from None
                 self._filesystems[protocol] = fs
             return fs
+
+    def _receiver(self, protocol: str):
+        """The HTTP filesystem for the next ranged read: the shared one (fsspec's loop), then
+        copies with the same options on loops of their own, in turn."""
+        with self._lock:
+            spread = self._receivers.get(protocol)
+            self._turn += 1
+            turn = self._turn
+        if spread is None:
+            with self._receivers_lock:  # made once, by the first reader
+                spread = self._receivers.get(protocol)
+                if spread is None:
+                    spread = self._spread(protocol)
+                    with self._lock:
+                        self._receivers[protocol] = spread
+        return spread[turn % len(spread)]
+
+    def _spread(self, protocol: str) -> list:
+        first = self.filesystem(protocol)
+        spread = [first]
+        if (os.cpu_count() or 1) > 1:
+            for i in range(1, HTTP_LOOPS):
+                own = _Loop(f"refmount-http-{i}")
+                try:
+                    fs = type(first)(loop=own.loop, skip_instance_cache=True, **first.storage_options)
+                except Exception:  # options the first instance took: a failure here is not expected
+                    _Loop.stop(own.loop)
+                    break
+                weakref.finalize(fs, _Loop.stop, own.loop)
+                spread.append(fs)
+        return spread
 
     def _call(self, fs, method: str, *args, **kwargs):
         if getattr(fs, "async_impl", False):
@@ -359,7 +412,8 @@ class Origins:
             self._count(url, "origin_requests")
             try:
                 if http:
-                    return fsspec.asyn.sync(fs.loop, get_range, fs, path, start, end, kwargs.get("headers", {}),
+                    receiver = self._receiver(protocol)
+                    return fsspec.asyn.sync(receiver.loop, get_range, receiver, path, start, end, kwargs.get("headers", {}),
                                             self._refused_redirect, self.timeout, timeout=self.timeout + 1)
                 return self._call(fs, "cat_file", path, start=start, end=end, **kwargs)
             except IgnoresRange:

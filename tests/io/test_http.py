@@ -1,0 +1,128 @@
+"""Ranged HTTP reads: bodies with and without a Content-Length, and the event loops they are
+received on. A real aiohttp server on 127.0.0.1 in a thread, sending what each test asks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import socket
+import threading
+import time
+
+import pytest
+from aiohttp import web
+
+from refmount.errors import FetchError
+from refmount.io.origins import HTTP_LOOPS, Origins
+
+DATA = os.urandom(300_000)
+
+
+@pytest.fixture
+def server():
+    """``behaviour`` picks the answer: ``length`` (a 206 with Content-Length), ``chunked`` (a
+    206 streamed without one), ``chunked-long`` / ``chunked-short`` (streamed, more or fewer
+    bytes than the range)."""
+    state = {"behaviour": "length", "loops": set()}
+
+    async def serve(request):
+        first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
+        start, end = int(first), int(last) + 1
+        body = DATA[start:end]
+        headers = {"Content-Range": f"bytes {start}-{end - 1}/{len(DATA)}"}
+        behaviour = state["behaviour"]
+        if behaviour == "length":
+            return web.Response(status=206, body=body, headers=headers)
+        if behaviour == "chunked-long":
+            body += b"x" * 70_000
+        elif behaviour == "chunked-short":
+            body = body[: len(body) // 2]
+        response = web.StreamResponse(status=206, headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(0, len(body), 50_000):
+            await response.write(body[i : i + 50_000])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.add_routes([web.get("/f.bin", serve)])
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.SockSite(runner, sock).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{sock.getsockname()[1]}/f.bin"
+    try:
+        yield state
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("behaviour", ["length", "chunked"])
+def test_exact_bodies_with_or_without_a_content_length(server, behaviour):
+    server["behaviour"] = behaviour
+    origins = Origins(retries=1, timeout=10)
+    for start, end in [(0, 1), (0, 300_000), (12_345, 212_345), (299_999, 300_000)]:
+        assert origins.read(server["url"], start, end) == DATA[start:end]
+
+
+@pytest.mark.parametrize("behaviour, words", [("chunked-long", "longer than"), ("chunked-short", "of 100000 bytes")])
+def test_a_streamed_body_of_the_wrong_length_is_an_error(server, behaviour, words):
+    server["behaviour"] = behaviour
+    with pytest.raises(FetchError, match=words):
+        Origins(retries=1, timeout=10).read(server["url"], 1000, 101_000)
+
+
+def _http_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("refmount-http-")]
+
+
+def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_origins(server):
+    before = set(_http_threads())
+    origins = Origins(retries=1, timeout=10)
+    seen = set()
+
+    def record(name):  # which event loop each request's coroutine runs on
+        seen.add(threading.current_thread().name)
+
+    ranges = [(i * 10_000, i * 10_000 + 9_000) for i in range(12)]
+    results = {}
+
+    def one(r):
+        results[r] = origins.read(server["url"], *r)
+
+    import refmount.io.http as http
+
+    original = http._get_range
+
+    async def spying(*args, **kwargs):
+        record(None)
+        return await original(*args, **kwargs)
+
+    http._get_range = spying
+    try:
+        threads = [threading.Thread(target=one, args=(r,)) for r in ranges]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        http._get_range = original
+    assert all(results[r] == DATA[r[0] : r[1]] for r in ranges)
+    if (os.cpu_count() or 1) > 1:
+        assert len(seen) == HTTP_LOOPS, seen  # fsspec's loop and the daemon's own
+    mine = set(_http_threads()) - before
+    assert len(mine) == (HTTP_LOOPS - 1 if (os.cpu_count() or 1) > 1 else 0)
+    del origins, results
+    deadline = time.monotonic() + 10
+    while any(t.is_alive() for t in mine) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in mine), "an Origins left its event loop threads running"
