@@ -61,18 +61,16 @@ KEPT_FDS = 256
 HTTP_LOOPS = 2
 
 
-class _Loop:
-    """An event loop on its own daemon thread, stopped when its owner is collected."""
+def _loop_thread(name: str) -> asyncio.AbstractEventLoop:
+    """A new event loop, running on a daemon thread of its own until ``_stop_loop``."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name=name, daemon=True).start()
+    return loop
 
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
 
-    @staticmethod
-    def stop(loop: asyncio.AbstractEventLoop) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
+def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def _bare(etag: str) -> str:
@@ -220,13 +218,13 @@ class Origins:
         spread = [first]
         if (os.cpu_count() or 1) > 1:
             for i in range(1, HTTP_LOOPS):
-                own = _Loop(f"refmount-http-{i}")
+                loop = _loop_thread(f"refmount-http-{i}")
                 try:
-                    fs = type(first)(loop=own.loop, skip_instance_cache=True, **first.storage_options)
+                    fs = type(first)(loop=loop, skip_instance_cache=True, **first.storage_options)
                 except Exception:  # options the first instance took: a failure here is not expected
-                    _Loop.stop(own.loop)
+                    _stop_loop(loop)
                     break
-                weakref.finalize(fs, _Loop.stop, own.loop)
+                weakref.finalize(fs, _stop_loop, loop)  # the loop ends with the filesystem (with this Origins)
                 spread.append(fs)
         return spread
 

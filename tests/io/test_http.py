@@ -87,11 +87,7 @@ def _http_threads() -> list[threading.Thread]:
 def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_origins(server):
     before = set(_http_threads())
     origins = Origins(retries=1, timeout=10)
-    seen = set()
-
-    def record(name):  # which event loop each request's coroutine runs on
-        seen.add(threading.current_thread().name)
-
+    seen = set()  # the threads (event loops) the requests' coroutines ran on
     ranges = [(i * 10_000, i * 10_000 + 9_000) for i in range(12)]
     results = {}
 
@@ -103,7 +99,7 @@ def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_
     original = http._get_range
 
     async def spying(*args, **kwargs):
-        record(None)
+        seen.add(threading.current_thread().name)
         return await original(*args, **kwargs)
 
     http._get_range = spying
