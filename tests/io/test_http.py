@@ -84,16 +84,25 @@ def _http_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("refmount-http-")]
 
 
-def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_origins(server):
+def _read_concurrently(origins: Origins, url: str, ranges: list[tuple[int, int]]) -> dict:
+    results = {}
+
+    def one(r):
+        results[r] = origins.read(url, *r)
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in ranges]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_origins(server, monkeypatch):
     before = set(_http_threads())
     origins = Origins(retries=1, timeout=10)
     seen = set()  # the threads (event loops) the requests' coroutines ran on
     ranges = [(i * 10_000, i * 10_000 + 9_000) for i in range(12)]
-    results = {}
-
-    def one(r):
-        results[r] = origins.read(server["url"], *r)
-
     import refmount.io.http as http
 
     original = http._get_range
@@ -102,15 +111,8 @@ def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_
         seen.add(threading.current_thread().name)
         return await original(*args, **kwargs)
 
-    http._get_range = spying
-    try:
-        threads = [threading.Thread(target=one, args=(r,)) for r in ranges]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
-    finally:
-        http._get_range = original
+    monkeypatch.setattr(http, "_get_range", spying)
+    results = _read_concurrently(origins, server["url"], ranges)
     assert all(results[r] == DATA[r[0] : r[1]] for r in ranges)
     if (os.cpu_count() or 1) > 1:
         assert len(seen) == HTTP_LOOPS, seen  # fsspec's loop and the daemon's own
