@@ -16,6 +16,8 @@ from email.utils import parsedate_to_datetime
 from typing import Callable
 from urllib.parse import urljoin
 
+import aiohttp
+
 from refmount.errors import FetchError, ShortRead
 
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*\Z", re.I)
@@ -99,6 +101,18 @@ async def get_range(fs, url: str, start: int, end: int, headers: dict[str, str],
 
 
 async def _get_range(fs, url, start, end, headers, refused) -> bytes:
+    try:
+        return await _exchange(fs, url, start, end, headers, refused)
+    except aiohttp.ClientResponseError as exc:
+        if exc.status != 400:  # a session made to raise for statuses: as it says
+            raise
+        # what aiohttp raises for an answer it cannot parse (bytes left over from a previous
+        # answer on a kept-alive connection, a broken proxy): retried on a new connection
+        first = (exc.message or "").splitlines()[0] if exc.message else "400"
+        raise WrongAnswer(f"an answer that cannot be parsed as HTTP: {first}") from None
+
+
+async def _exchange(fs, url, start, end, headers, refused) -> bytes:
     session = await fs.set_session()
     kw = fs.kwargs.copy()
     kw.pop("allow_redirects", None)

@@ -124,3 +124,70 @@ def test_bodies_are_received_on_more_than_one_loop_and_the_loops_end_with_their_
         gc.collect()
         time.sleep(0.05)
     assert not any(t.is_alive() for t in mine), "an Origins left its event loop threads running"
+
+
+@pytest.fixture
+def trailing_garbage_server():
+    """A raw HTTP/1.1 server that answers every ranged GET with the right 206 and an honest
+    Content-Length -- then, a moment later, 100 bytes more on the kept-alive connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def handle(conn):
+        conn.settimeout(5)
+        buffered = b""
+        with conn:
+            for _ in range(200):  # bounded: requests per connection
+                while b"\r\n\r\n" not in buffered:
+                    try:
+                        more = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not more:
+                        return
+                    buffered += more
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                ranges = [line for line in head.split(b"\r\n") if line.lower().startswith(b"range:")]
+                first, _, last = ranges[0].split(b"=", 1)[1].strip().partition(b"-")
+                start, end = int(first), int(last) + 1
+                body = DATA[start:end]
+                conn.sendall(b"HTTP/1.1 206 Partial Content\r\n"
+                             + f"Content-Range: bytes {start}-{end - 1}/{len(DATA)}\r\n".encode()
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                time.sleep(0.05)  # the answer is complete: the extra bytes come after it
+                try:
+                    conn.sendall(b"G" * 100)
+                except OSError:
+                    return
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/f.bin"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_bytes_after_an_honest_body_never_reach_a_reader(trailing_garbage_server):
+    """Each answer is right; the bytes that follow it poison its connection for the next
+    request, which aiohttp cannot parse: that is a wrong answer, retried on a new connection --
+    never other bytes, never a permanent failure."""
+    origins = Origins(retries=3, timeout=5)
+    n = 12
+    for i in range(n):
+        start = (i * 7919) % 250_000
+        assert origins.read(trailing_garbage_server, start, start + 20_000) == DATA[start : start + 20_000]
+    assert origins.stats.snapshot().get("origin_retries", 0) >= 1  # the poisoned connections were met
