@@ -176,7 +176,7 @@ def test_chunk_order_decides_v2_or_v3_by_metadata_not_by_a_name():
     assert order.after("v3/c/1/1", 2) == ["v3/c/2/0", "v3/c/2/1"]
 
 
-def _walk_and_see(tmp_path, http_origin, order, n=60):
+def _walk_and_see(tmp_path, http_origin, order, n=60, parallel=16, **windows):
     """A real prefetcher on a real reader over the loopback origin: walk the chunks of a 1-D
     array in ``order``; return which chunks it fetched ahead (those the walk never asked for are
     in the memory cache only because of prediction)."""
@@ -187,8 +187,8 @@ def _walk_and_see(tmp_path, http_origin, order, n=60):
                        "fill_value": 0, "order": "C", "zarr_format": 2}).encode()
     url = f"{http_origin.url}/f.bin"
     tree = build_index([("a/.zarray", Inline(meta))] + [(f"a/{i}", Range(url, i * 1000, 1000)) for i in range(n)])
-    reader = Reader(Origins(retries=1), MemoryCache(64 << 20), max_gap=0)
-    prefetcher = Prefetcher(reader, first_window=4, max_window=8)
+    reader = Reader(Origins(retries=1), MemoryCache(64 << 20), max_gap=0, parallel=parallel)
+    prefetcher = Prefetcher(reader, **(windows or {"first_window": 4, "max_window": 8}))
     try:
         for i in order:
             prefetcher.on_first_read(tree, f"a/{i}")
@@ -214,3 +214,8 @@ def test_prefetch_follows_the_walk(tmp_path, http_origin, walk, ahead):
 def test_prefetch_stays_quiet_on_random_access(tmp_path, http_origin):
     walk = [13, 2, 41, 7, 30, 55, 18, 1, 44, 26]
     assert _walk_and_see(tmp_path, http_origin, walk) == set(walk)
+
+
+def test_a_walk_once_seen_fills_the_fetch_pool_at_once(tmp_path, http_origin):
+    # the default first window is the reader's parallelism: two chunks in a row, then six ahead
+    assert _walk_and_see(tmp_path, http_origin, [0, 1], parallel=6, max_window=64) == set(range(8))

@@ -56,6 +56,7 @@ class Reader:
         self.ahead_budget = ahead_budget if ahead_budget is not None else min(cache.max_bytes // 4, 512 << 20)
         self._ahead_bytes = 0
         self._lock = threading.Lock()
+        self.parallel = parallel
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="refmount-fetch")
         # originals whose fetch-ahead just failed (the origin, not a range): nothing more is
         # fetched ahead from them until a read succeeds or this expires
