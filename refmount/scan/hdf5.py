@@ -28,9 +28,21 @@ _INTERNAL_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf
 
 
 def _attributes(obj) -> dict:
-    """An object's own attributes as JSON, without reading netCDF's bookkeeping ones."""
+    """An object's own attributes as JSON, without reading netCDF's bookkeeping ones, and
+    without those no JSON value stands for: a null dataspace, object or region references."""
+    import h5py
+
+    out = {}
     attrs = obj.attrs
-    return {k: json_value(attrs[k]) for k in attrs if k not in _INTERNAL_ATTRS}
+    for k in attrs:
+        if k in _INTERNAL_ATTRS:
+            continue
+        value = attrs[k]
+        if isinstance(value, (h5py.Empty, h5py.Reference, h5py.RegionReference)) or (
+                isinstance(value, np.ndarray) and h5py.check_ref_dtype(value.dtype) is not None):
+            continue
+        out[k] = json_value(value)
+    return out
 
 
 def _filters(dset) -> list[dict]:
@@ -99,6 +111,8 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
         if isinstance(obj, h5py.Group):
             scan.groups[path] = _attributes(obj)
             return
+        if not isinstance(obj, h5py.Dataset):  # a committed datatype (netCDF-4's user-defined types)
+            return
         try:
             variable = _variable(url, path, obj, sizes, combining)
         except Skip as exc:
@@ -126,8 +140,19 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     if dtype.hasobject or h5py.check_vlen_dtype(dtype) is not None or (dtype.fields and any(
             h5py.check_vlen_dtype(f[0]) is not None for f in dtype.fields.values())):
         raise Skip(f"variable-length type {dtype} has no fixed-size layout")
+    if dset.shape is None:  # a null dataspace (h5py.Empty): no values, no shape
+        raise Skip("it has a null dataspace (no shape and no values)")
     shape = list(dset.shape)
-    layout = dset.id.get_create_plist().get_layout()
+    plist = dset.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout not in (h5py.h5d.CHUNKED, h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT):
+        kind = "a virtual dataset (its values are mapped from other datasets)" if layout == getattr(
+            h5py.h5d, "VIRTUAL", None) else f"storage layout {layout}"
+        raise Skip(f"{kind} cannot be referenced")
+    if layout == h5py.h5d.CONTIGUOUS and plist.get_external_count():
+        # the bytes are in raw files named relative to a prefix the reader chooses (HDF5's
+        # efile prefix, else its working directory): no reference can name them reliably
+        raise Skip("its values are in external raw files (HDF5 external storage)")
     filters = _filters(dset)
     # the netCDF _FillValue where there is one; else HDF5's own fill value only where it was set
     # (the default 0 is not a fill value readers should mask: a time of 0 is a real time)
@@ -172,7 +197,7 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
                                      np.full(count, step, dtype=np.int64))
             else:
                 refs = Chunks.one(len(shape), int(offset), int(size))
-    else:  # compact: the data lives in the object header
+    else:  # compact: the data lives in the object header (at most 64 KiB)
         refs = Chunks.one(len(shape), data=np.ascontiguousarray(dset[()]).tobytes())
     if layout == h5py.h5d.CHUNKED:  # netCDF: as long as its dimensions; what was never written is fill
         shape = lengths

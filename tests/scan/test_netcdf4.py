@@ -102,3 +102,48 @@ def test_a_large_contiguous_variable_is_split_into_equal_chunks(tmp_path, monkey
     group = zarr.open_group(fsspec.filesystem("reference", fo=refs).get_mapper(""), mode="r", zarr_format=2)
     np.testing.assert_array_equal(group["big"][...], values)
     np.testing.assert_array_equal(group["odd"][...], np.arange(7 * 3000, dtype="f8").reshape(7, 3000))
+
+
+def test_layouts_no_reference_can_name_are_left_out_and_the_rest_read_right(tmp_path):
+    """HDF5 external storage, a virtual dataset and a null dataspace are left out with a warning
+    (external raw files were read as fill values before: wrong bytes); netCDF-4's committed
+    user-defined types are not variables; attributes no JSON value stands for are dropped;
+    compact datasets and the variables around them read as h5py reads them."""
+    import fsspec
+    import zarr
+
+    (tmp_path / "raw.bin").write_bytes(np.arange(10, dtype="<i4").tobytes())
+    for name, values in (("a.h5", np.arange(5, dtype="f4")), ("b.h5", np.arange(5, 10, dtype="f4"))):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("d", data=values)
+    layout = h5py.VirtualLayout(shape=(2, 5), dtype="f4")
+    layout[0] = h5py.VirtualSource(str(tmp_path / "a.h5"), "d", shape=(5,))
+    layout[1] = h5py.VirtualSource(str(tmp_path / "b.h5"), "d", shape=(5,))
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("external", shape=(10,), dtype="<i4", external=[(str(tmp_path / "raw.bin"), 0, 40)])
+        f.create_virtual_dataset("virtual", layout, fillvalue=-1)
+        f.create_dataset("null", data=h5py.Empty("f4"))
+        space = h5py.h5s.create_simple((6,))
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_layout(h5py.h5d.COMPACT)
+        h5py.h5d.create(f.id, b"compact", h5py.h5t.STD_I16LE, space, plist).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, np.arange(6, dtype="<i2"))
+        kept = f.create_dataset("kept", data=np.arange(4, dtype=">f8"))
+        kept.attrs["empty"] = h5py.Empty("f4")
+        kept.attrs["ref"] = f.ref
+        kept.attrs["units"] = "m"
+        f["named_type"] = np.dtype([("a", "<i4"), ("b", "<f4")])  # a committed datatype
+    out = tmp_path / "refs.json"
+    result = run_cli("scan", str(path), "-o", str(out))
+    text = result.stderr
+    assert result.returncode == 0 and "Traceback" not in text, text
+    assert "external raw files" in text and "virtual dataset" in text and "null dataspace" in text, text
+    refs = json.loads(out.read_text())
+    keys = refs["refs"]
+    assert not any(k.split("/")[0] in ("external", "virtual", "null", "named_type") for k in keys), sorted(keys)
+    attrs = json.loads(keys["kept/.zattrs"])
+    assert attrs.pop("units") == "m" and list(attrs) == ["_ARRAY_DIMENSIONS"], attrs
+    group = zarr.open_group(fsspec.filesystem("reference", fo=refs).get_mapper(""), mode="r", zarr_format=2)
+    np.testing.assert_array_equal(group["compact"][...], np.arange(6, dtype="<i2"))
+    np.testing.assert_array_equal(group["kept"][...], np.arange(4, dtype=">f8"))
