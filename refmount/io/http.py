@@ -119,6 +119,10 @@ async def _exchange(fs, url, start, end, headers, refused) -> bytes:
     request_headers = dict(kw.pop("headers", None) or {})
     request_headers.update(headers)
     request_headers["Range"] = f"bytes={start}-{end - 1}"
+    if not any(k.lower() == "accept-encoding" for k in request_headers):
+        # the stored bytes, not a compressed rendering of them (a server that gzips a range
+        # answers with a body whose length and bytes are not the range's)
+        request_headers["Accept-Encoding"] = "identity"
     target = url
     for _ in range(MAX_REDIRECTS + 1):
         async with session.get(fs.encode_url(target), headers=request_headers, allow_redirects=False, **kw) as r:

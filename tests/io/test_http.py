@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import os
 import socket
 import threading
@@ -32,6 +33,11 @@ def server():
         body = DATA[start:end]
         headers = {"Content-Range": f"bytes {start}-{end - 1}/{len(DATA)}"}
         behaviour = state["behaviour"]
+        if behaviour == "gzip-if-allowed":  # compresses whatever the client says it accepts
+            if "gzip" in request.headers.get("Accept-Encoding", ""):
+                headers["Content-Encoding"] = "gzip"
+                body = gzip.compress(body)
+            return web.Response(status=206, body=body, headers=headers)
         if behaviour == "length":
             return web.Response(status=206, body=body, headers=headers)
         if behaviour == "chunked-long":
@@ -65,7 +71,7 @@ def server():
         thread.join(timeout=10)
 
 
-@pytest.mark.parametrize("behaviour", ["length", "chunked"])
+@pytest.mark.parametrize("behaviour", ["length", "chunked", "gzip-if-allowed"])
 def test_exact_bodies_with_or_without_a_content_length(server, behaviour):
     server["behaviour"] = behaviour
     origins = Origins(retries=1, timeout=10)
