@@ -129,6 +129,8 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
 def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variable | None:
     import h5py
 
+    if dset.shape is None:  # a null dataspace (h5py.Empty): no values, no shape
+        raise Skip("it has a null dataspace (no shape and no values)")
     names = set(dset.attrs)  # names only: reading DIMENSION_LIST and the like resolves references
     name = dset.attrs["NAME"] if "NAME" in names else b""
     if isinstance(name, bytes) and name.startswith(b"This is a netCDF dimension but not a netCDF variable"):
@@ -140,8 +142,6 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     if dtype.hasobject or h5py.check_vlen_dtype(dtype) is not None or (dtype.fields and any(
             h5py.check_vlen_dtype(f[0]) is not None for f in dtype.fields.values())):
         raise Skip(f"variable-length type {dtype} has no fixed-size layout")
-    if dset.shape is None:  # a null dataspace (h5py.Empty): no values, no shape
-        raise Skip("it has a null dataspace (no shape and no values)")
     shape = list(dset.shape)
     plist = dset.id.get_create_plist()
     layout = plist.get_layout()
