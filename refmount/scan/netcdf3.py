@@ -120,6 +120,8 @@ def scan_file(url: str, f, size: int, combining: bool = True) -> FileScan:
         begin = header.offset()
         if any(i >= len(dims) for i in ids):
             raise Skip(f"variable {name} names a dimension the header does not have")
+        if any(dims[i][1] == 0 for i in ids[1:]):
+            raise Skip(f"variable {name} has the record dimension in a place other than first")
         raw.append((name, [dims[i] for i in ids], attrs, _dtype(nc_type), begin))
     record = [r for r in raw if r[1] and r[1][0][1] == 0]
 
@@ -152,10 +154,13 @@ def _variable(url, f, name, shape, attrs, dtype, begin, numrecs, record_size, si
     ndim = len(lengths)
     if is_record:
         chunks[0] = 1
-        starts = begin + record_size * np.arange(numrecs, dtype=np.int64)
-        if numrecs and int(starts[-1]) + per_row > size:
-            last = int(np.argmax(starts + per_row > size))
+        # checked before anything is built from the count: a garbled count is billions of records
+        if numrecs and begin + record_size * (numrecs - 1) + per_row > size:
+            last = max(0, (size - per_row - begin) // record_size + 1) if record_size else 0
             raise Skip(f"record {last} runs past the end of the file ({size} bytes): truncated file")
+        if not per_row:  # records of no bytes: nothing to reference
+            numrecs = 0
+        starts = begin + record_size * np.arange(numrecs, dtype=np.int64)
         index = np.zeros((numrecs, ndim), dtype=np.int64)
         index[:, 0] = np.arange(numrecs)
         refs = Chunks.ranges(index, starts, np.full(numrecs, per_row, dtype=np.int64))

@@ -154,3 +154,38 @@ def test_a_directory_of_originals_is_scanned_whole(tmp_path):
     result = run_cli("scan", str(archive), "-o", str(out))
     assert result.returncode == 0 and "scanned 2 file(s)" in result.stdout, result.stdout + result.stderr
     assert json.loads(json.loads(out.read_text())["refs"]["x/.zarray"])["shape"] == [6, 3, 5]
+
+
+def test_a_garbled_record_count_or_dimension_order_costs_no_memory(tmp_path):
+    """The record count is checked against the file's size before anything is built from it
+    (a fuzzed count of 1.5 billion records took 24 GB); the record dimension anywhere but
+    first is an invalid header: a one-line error. Scanned in a process allowed 1.5 GB."""
+    path = _write(tmp_path / "t.nc", "NETCDF3_CLASSIC")
+    data = bytearray(open(path, "rb").read())
+    data[4:8] = (0x58000000).to_bytes(4, "big")  # numrecs
+    (tmp_path / "many.nc").write_bytes(bytes(data))
+    limited = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29)); " \
+              "sys.argv = ['refmount', *sys.argv[1:]]; runpy.run_module('refmount', run_name='__main__')"
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", limited, "scan", str(tmp_path / "many.nc"), "-o",
+                             str(tmp_path / "m.json")], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr, result.stderr
+    assert result.returncode == 0 and "runs past the end of the file" in result.stderr, result.stderr
+    refs = json.loads((tmp_path / "m.json").read_text())["refs"]
+    assert "lat/.zarray" in refs and "x/.zarray" not in refs  # static variables kept, record ones out
+    with netCDF4.Dataset(tmp_path / "two.nc", "w", format="NETCDF3_CLASSIC") as d:
+        d.createDimension("t", None)
+        d.createDimension("x", 2)
+        d.createVariable("v", "i2", ("t", "x"))[:3] = np.arange(6).reshape(3, 2)
+        d.createVariable("w", "i2", ("x",))[:] = [7, 8]
+    data = bytearray(open(tmp_path / "two.nc", "rb").read())
+    ids = data.index(b"v\0\0\0") + 4 + 4  # v's name, then its dimension count (2): the ids follow
+    data[ids + 4 : ids + 8] = (0).to_bytes(4, "big")  # v(t, t)
+    (tmp_path / "twice.nc").write_bytes(bytes(data))
+    result = run_cli("scan", str(tmp_path / "twice.nc"), "-o", str(tmp_path / "t.json"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "twice.nc: not a readable netCDF3 file (variable v has the record dimension in a place other than first)" \
+        in result.stderr, result.stderr
+    assert not (tmp_path / "t.json").exists()
