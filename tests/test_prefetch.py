@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -176,23 +177,28 @@ def test_chunk_order_decides_v2_or_v3_by_metadata_not_by_a_name():
     assert order.after("v3/c/1/1", 2) == ["v3/c/2/0", "v3/c/2/1"]
 
 
-def _walk_and_see(tmp_path, http_origin, order, n=60, parallel=16, **windows):
-    """A real prefetcher on a real reader over the loopback origin: walk the chunks of a 1-D
-    array in ``order``; return which chunks it fetched ahead (those the walk never asked for are
-    in the memory cache only because of prediction)."""
+def _walk_and_see(tmp_path, http_origin, order, n=60, parallel=16, grid=None, **windows):
+    """A real prefetcher on a real reader over the loopback origin: walk the chunks of an array
+    (1-D of ``n`` chunks, or of chunk ``grid`` -- chunk numbers are row-major) in ``order``;
+    return which chunks it fetched ahead (those the walk never asked for are in the memory
+    cache only because of prediction)."""
+    from refmount.grid import chunk_name
     from refmount.io.prefetch import Prefetcher
 
+    grid = grid or [n]
+    n = math.prod(grid)
     (http_origin.dir / "f.bin").write_bytes(os.urandom(n * 1000))
-    meta = json.dumps({"shape": [n], "chunks": [1], "dtype": "|u1", "compressor": None, "filters": None,
-                       "fill_value": 0, "order": "C", "zarr_format": 2}).encode()
+    meta = json.dumps({"shape": grid, "chunks": [1] * len(grid), "dtype": "|u1", "compressor": None,
+                       "filters": None, "fill_value": 0, "order": "C", "zarr_format": 2}).encode()
     url = f"{http_origin.url}/f.bin"
-    tree = build_index([("a/.zarray", Inline(meta))] + [(f"a/{i}", Range(url, i * 1000, 1000)) for i in range(n)])
+    names = [chunk_name(i, grid) for i in range(n)]
+    tree = build_index([("a/.zarray", Inline(meta))] + [(f"a/{names[i]}", Range(url, i * 1000, 1000)) for i in range(n)])
     reader = Reader(Origins(retries=1), MemoryCache(64 << 20), max_gap=0, parallel=parallel)
     prefetcher = Prefetcher(reader, **(windows or {"first_window": 4, "max_window": 8}))
     try:
         for i in order:
-            prefetcher.on_first_read(tree, f"a/{i}")
-            reader.read(tree.node(f"a/{i}"), 0, 1000)
+            prefetcher.on_first_read(tree, f"a/{names[i]}")
+            reader.read(tree.node(f"a/{names[i]}"), 0, 1000)
         reader._pool.shutdown(wait=True)
         return {i for i in range(n) if (url, i * 1000, 1000, "") in reader.cache}
     finally:
@@ -219,3 +225,12 @@ def test_prefetch_stays_quiet_on_random_access(tmp_path, http_origin):
 def test_a_walk_once_seen_fills_the_fetch_pool_at_once(tmp_path, http_origin):
     # the default first window is the reader's parallelism: two chunks in a row, then six ahead
     assert _walk_and_see(tmp_path, http_origin, [0, 1], parallel=6, max_window=64) == set(range(8))
+
+
+@pytest.mark.parametrize("grid, walk, ahead", [
+    ([10, 4], [1, 5], {9, 13, 17, 21}),  # a time series at one place: one chunk along the first axis
+    ([60], [30, 29], {28, 27, 26, 25}),  # backwards by one
+    ([6, 10], [22, 12], {2}),  # back along the first axis, to the grid's edge
+])
+def test_a_step_of_one_chunk_along_an_axis_is_a_walk_at_once(tmp_path, http_origin, grid, walk, ahead):
+    assert _walk_and_see(tmp_path, http_origin, walk, grid=grid) == set(walk) | ahead

@@ -16,6 +16,17 @@ from refmount.io.order import ChunkOrder
 from refmount.io.reader import Reader
 
 
+def _axis_steps(grid: list[int]) -> set[int]:
+    """The chunk-number steps of one chunk along each axis of a grid (row-major) that has more
+    than one chunk along it."""
+    steps, step = set(), 1
+    for length in reversed(grid):
+        if length > 1:
+            steps.add(step)
+        step *= length
+    return steps
+
+
 class Prefetcher:
     """``first_window``: chunks fetched ahead once a walk is seen (default: as many as the
     reader fetches at once -- a window of 4 left the pool half idle while a walk started, 10 %
@@ -44,7 +55,7 @@ class Prefetcher:
         pos = order.position(path)
         if pos is None:
             return
-        directory, n, _ = pos
+        directory, n, grid = pos
         with self._lock:
             last, stride, window = self._streams.get(directory, (None, 0, 0))
             step = None if last is None else n - last
@@ -55,8 +66,10 @@ class Prefetcher:
                 window = min(max(window * 2, self.first_window), self.max_window)
             elif stride > 0 and window and -window * stride <= step < 0:
                 n = last  # behind, within the window: another reader of the same walk
-            else:  # a new direction or stride: forward by one starts at once, others once confirmed
-                stride, window = step, (self.first_window if step == 1 else 0)
+            else:  # a new direction or stride: one chunk along a grid axis, forward or back (a
+                # walk along that axis: the next field, a time series at one place), starts at
+                # once; any other stride once it is seen twice (random access stays quiet)
+                stride, window = step, (self.first_window if abs(step) in _axis_steps(grid) else 0)
             self._streams[directory] = (n, stride, window)
         if not window:
             return
