@@ -228,9 +228,26 @@ def test_a_walk_once_seen_fills_the_fetch_pool_at_once(tmp_path, http_origin):
 
 
 @pytest.mark.parametrize("grid, walk, ahead", [
-    ([10, 4], [1, 5], {9, 13, 17, 21}),  # a time series at one place: one chunk along the first axis
+    # a time series at one place (one chunk along the first axis): 2 ahead at once, then more
+    ([10, 4], [1, 5], {9, 13}),
+    ([10, 4], [1, 5, 9], {13, 17, 21, 25}),
     ([60], [30, 29], {28, 27, 26, 25}),  # backwards by one
     ([6, 10], [22, 12], {2}),  # back along the first axis, to the grid's edge
 ])
 def test_a_step_of_one_chunk_along_an_axis_is_a_walk_at_once(tmp_path, http_origin, grid, walk, ahead):
     assert _walk_and_see(tmp_path, http_origin, walk, grid=grid) == set(walk) | ahead
+
+
+def test_readers_of_different_slices_at_once_each_get_their_walk_fetched_ahead(tmp_path, http_origin):
+    # two dask workers on two slices of one array: their reads arrive interleaved
+    walk = [i for pair in zip(range(0, 10), range(30, 40)) for i in pair]
+    seen = _walk_and_see(tmp_path, http_origin, walk) - set(walk)
+    assert set(range(10, 14)) <= seen and set(range(40, 44)) <= seen, sorted(seen)
+    assert seen <= set(range(10, 18)) | set(range(40, 48)), sorted(seen)  # nothing off either walk
+
+
+def test_three_readers_one_forward_one_backward_one_strided(tmp_path, http_origin):
+    forward, backward, strided = range(0, 8), range(59, 51, -1), range(20, 44, 3)
+    walk = [i for triple in zip(forward, backward, strided) for i in triple]
+    seen = _walk_and_see(tmp_path, http_origin, walk) - set(walk)
+    assert {8, 9, 50, 49, 44, 47} <= seen, sorted(seen)

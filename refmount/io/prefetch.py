@@ -1,7 +1,10 @@
 """Prefetch across chunk files: a reader walking an array's chunks gets the next ones fetched
 ahead, in parallel -- forward in grid order, backwards, or every n-th chunk (a time slice of a
 3-D array), learnt per array from the last accesses -- with a window that doubles while the
-predictions hold and collapses when access turns random.
+predictions hold. Several readers of one array (dask workers on different slices, two copies
+running) are told apart: each array keeps up to ``WALKS`` walks and the last ``PROBES`` accesses
+that belong to none, from which new walks are recognised; random access matches none and fetches
+nothing ahead.
 """
 
 from __future__ import annotations
@@ -27,6 +30,25 @@ def _axis_steps(grid: list[int]) -> set[int]:
     return steps
 
 
+WALKS = 4  # walks told apart per array
+PROBES = 4  # recent accesses that belong to no walk, kept to recognise new ones
+STALE = 8  # a walk not continued by any of this many accesses of its array is forgotten
+
+
+class _Array:
+    """What is known of the reads of one array: its walks (``[last, stride, window, tick]``,
+    most recent first; ``tick`` counts the array's accesses) and its recent accesses that belong
+    to none (``(n, step from the access before it)``, most recent first)."""
+
+    __slots__ = ("walks", "probes", "last", "tick")
+
+    def __init__(self):
+        self.walks: list[list[int]] = []
+        self.probes: list[tuple[int, int | None]] = []
+        self.last: int | None = None
+        self.tick = 0
+
+
 class Prefetcher:
     """``first_window``: chunks fetched ahead once a walk is seen (default: as many as the
     reader fetches at once -- a window of 4 left the pool half idle while a walk started, 10 %
@@ -37,8 +59,46 @@ class Prefetcher:
         self.first_window = first_window or min(reader.parallel, max_window)
         self.max_window = max_window
         self._orders: weakref.WeakKeyDictionary[Index, ChunkOrder] = weakref.WeakKeyDictionary()  # per live tree
-        self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> (last n, stride, window)
+        self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> _Array
         self._lock = threading.Lock()
+
+    def _follow(self, state: _Array, n: int, grid: list[int]) -> tuple[int, int]:
+        """Account chunk ``n`` of an array; ``(stride, window)`` to fetch ahead from it (window
+        0: nothing). Called under the lock."""
+        previous, state.last = state.last, n
+        state.tick += 1
+        state.walks = [w for w in state.walks if state.tick - w[3] <= STALE]  # readers that stopped
+        for i, walk in enumerate(state.walks):
+            last, stride, window, _ = walk
+            step = n - last
+            if step == 0:
+                return 0, 0
+            if step == stride or (stride == 1 and 0 < step <= window + 2):
+                # the walk goes on as predicted (forward readers may skip what others read)
+                walk[:] = [n, stride, min(max(window * 2, self.first_window), self.max_window), state.tick]
+                state.walks.insert(0, state.walks.pop(i))
+                return stride, walk[2]
+        for last, stride, window, _ in state.walks:
+            if stride > 0 and -window * stride <= n - last < 0:
+                return 0, 0  # behind, within the window: another reader of a walk fetched ahead already
+        axis = _axis_steps(grid)
+        for i, (last, candidate) in enumerate(state.probes):
+            step = n - last
+            # one chunk along a grid axis, forward or back (the next field, a time series at one
+            # place), is a walk at once; another stride once it is seen twice in a row. Only the
+            # commonest -- the next or previous chunk, or a stride seen twice, in a row -- start
+            # with the full window; a step along another axis or across other reads (another
+            # reader's) starts with 2 and doubles: random reads meet such steps by chance.
+            if step and ((i == 0 and step == candidate) or abs(step) in axis):
+                del state.probes[i]
+                full = i == 0 and (step == candidate or abs(step) == 1)
+                window = self.first_window if full else min(2, self.first_window)
+                state.walks.insert(0, [n, step, window, state.tick])
+                del state.walks[WALKS:]
+                return step, window
+        state.probes.insert(0, (n, None if previous is None else n - previous))
+        del state.probes[PROBES:]
+        return 0, 0
 
     def _order(self, tree: Index) -> ChunkOrder:
         with self._lock:
@@ -57,20 +117,10 @@ class Prefetcher:
             return
         directory, n, grid = pos
         with self._lock:
-            last, stride, window = self._streams.get(directory, (None, 0, 0))
-            step = None if last is None else n - last
-            if step is None or step == 0:
-                pass
-            elif step == stride or (stride == 1 and 0 < step <= window + 2):
-                # the walk goes on as predicted (forward readers may skip what others read)
-                window = min(max(window * 2, self.first_window), self.max_window)
-            elif stride > 0 and window and -window * stride <= step < 0:
-                n = last  # behind, within the window: another reader of the same walk
-            else:  # a new direction or stride: one chunk along a grid axis, forward or back (a
-                # walk along that axis: the next field, a time series at one place), starts at
-                # once; any other stride once it is seen twice (random access stays quiet)
-                stride, window = step, (self.first_window if abs(step) in _axis_steps(grid) else 0)
-            self._streams[directory] = (n, stride, window)
+            state = self._streams.get(directory)
+            if state is None:
+                state = self._streams[directory] = _Array()
+            stride, window = self._follow(state, n, grid)
         if not window:
             return
         segments, decoded = [], []
