@@ -49,6 +49,21 @@ def test_sequential_walk_coalesces_back_to_back_chunks(tmp_path, http_origin, mo
     assert http_origin.counts["bytes"] == len(data)  # and nothing fetched twice
 
 
+def test_two_readers_of_different_slices_through_the_mount_are_both_fetched_ahead(tmp_path, http_origin, mount):
+    data = os.urandom(N * CHUNK)
+    (http_origin.dir / "f.bin").write_bytes(data)
+    half = N // 2
+    with mount(_write(tmp_path, _array_refs(f"{http_origin.url}/f.bin"))) as root:
+        for i in range(half):  # reader A on the first half, reader B on the second, turn by turn
+            for j in (i, half + i):
+                with open(os.path.join(root, "a", str(j)), "rb") as f:
+                    assert f.read() == data[j * CHUNK : (j + 1) * CHUNK]
+    # each walk recognised: its chunks come in merged requests, none twice (each reader alone
+    # asking for its own chunk would be N requests)
+    assert http_origin.counts["GET"] < N / 2, http_origin.counts
+    assert http_origin.counts["bytes"] == len(data)
+
+
 def test_gaps_above_the_threshold_are_not_merged(tmp_path, http_origin, mount):
     gap = 200_000  # larger than the 64 KiB merge gap: every chunk its own request
     data = os.urandom(N * (CHUNK + gap))
