@@ -277,6 +277,9 @@ def cmd_scan(argv: list[str]) -> int:
     p.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="files scanned at once")
     p.add_argument("--dask", metavar="SCHEDULER", help="scan on this dask.distributed cluster (tcp://host:8786) "
                    "instead of local processes")
+    p.add_argument("--file-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up a file whose scan reads nothing for this long: a damaged HDF5 file can make the "
+                   "HDF5 library loop forever (default 300)")
     p.add_argument("--record-size", type=int, default=None, metavar="N",
                    help="chunks per Parquet record file (default 10000)")
     p.add_argument("--storage-options", "--storage-option", dest="storage_option", action="append", default=[],
@@ -295,8 +298,13 @@ def cmd_scan(argv: list[str]) -> int:
     parent = os.path.dirname(os.path.abspath(args.output.rstrip("/")))
     if not os.path.isdir(parent):  # said before the scan, not after it
         raise RefmountError(f"{args.output}: no such directory {parent}")
+    from refmount.scan import FILE_TIMEOUT
+
+    if args.file_timeout is not None and not args.file_timeout > 0:
+        raise RefmountError(f"--file-timeout {args.file_timeout:g}: must be more than 0 seconds")
     combined, summary = scan_combined(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
-                                      storage_options=parse_storage_options(args.storage_option), dask=args.dask)
+                                      storage_options=parse_storage_options(args.storage_option), dask=args.dask,
+                                      file_timeout=args.file_timeout or FILE_TIMEOUT)
     write(combined, args.output, args.record_size)
     left = f", {summary['left_out']} variable(s) left out (see warnings)" if summary["left_out"] else ""
     print(f"refmount: scanned {summary['files']} file(s) in {summary['seconds']} s: {summary['arrays']} arrays, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Callable
 
 from cachetools import LRUCache
 
@@ -19,9 +20,11 @@ KEPT_BLOCKS = 32  # at most 32 MiB held per open file
 
 
 class OriginFile(io.RawIOBase):
-    def __init__(self, origins: Origins, url: str, block: int = BLOCK, kept: int = KEPT_BLOCKS):
+    def __init__(self, origins: Origins, url: str, block: int = BLOCK, kept: int = KEPT_BLOCKS,
+                 progress: Callable[[], None] | None = None):
         super().__init__()
         self.origins, self.url, self.block = origins, url, block
+        self.progress = progress  # called after each block fetched
         self.size = origins.size(url)
         self.pos = 0
         self._blocks: LRUCache = LRUCache(maxsize=kept)
@@ -51,6 +54,8 @@ class OriginFile(io.RawIOBase):
             data = self.origins.read(self.url, start, min(start + self.block, self.size))
             with self._lock:
                 self._blocks[index] = data
+            if self.progress is not None:
+                self.progress()
         return data
 
     def readinto(self, buffer) -> int:

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from refmount.errors import FetchError, RefmountError
 from refmount.scan import netcdf3
@@ -29,6 +30,8 @@ from refmount.scan.model import FileScan, Skip
 from refmount.urls import location_of, split_protocol
 
 log = logging.getLogger("refmount.scan")
+FILE_TIMEOUT = 300.0  # seconds a file's scan may go without reading anything (--file-timeout)
+_deadline: float | None = None  # in a guarded worker process: its file timeout
 
 
 def expand(patterns: list[str], storage_options: dict | None = None) -> list[str]:
@@ -65,7 +68,7 @@ def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
             from refmount.io.blockfile import OriginFile
             from refmount.io.origins import Origins
 
-            raw = OriginFile(Origins(storage_options), url)
+            raw = OriginFile(Origins(storage_options), url, progress=_alive)
             name = url
         with raw:
             head = raw.read(8)
@@ -103,15 +106,20 @@ def _reachable(address: str) -> None:
         socket.create_connection((parts.hostname, parts.port), timeout=10).close()
 
 
-def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None) -> Iterator[FileScan]:
-    """Each file's scan, in the files' order: here, in a pool of ``jobs`` processes, or on the
-    dask.distributed cluster at ``dask``; a bounded number in flight, so results are combined as
-    they come and memory does not grow with the number of files."""
+def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
+           deadline: float = FILE_TIMEOUT) -> Iterator[FileScan]:
+    """Each file's scan, in the files' order: in a pool of ``jobs`` processes (one for one job,
+    where this process may fork: a file whose scan hangs is then ended after ``deadline`` seconds
+    without progress), here (a process with threads, one job), or on the dask.distributed cluster
+    at ``dask``; a bounded number in flight, so results are combined as they come and memory does
+    not grow with the number of files."""
     combining = len(files) > 1
-    if dask is None and (jobs <= 1 or len(files) <= 1):
+    can_fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    if dask is None and (jobs <= 1 or len(files) <= 1) and not can_fork:
         for url in files:
             yield _scan_one(url, storage_options, combining)
         return
+    jobs = min(jobs, len(files))
     if dask is not None:
         try:
             from distributed import Client
@@ -130,15 +138,18 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None)
     else:
         # forks start at once, but only a process without threads may fork safely (a mounted
         # daemon rescanning on reload has threads): else fresh interpreters
-        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
+        context = multiprocessing.get_context("fork" if can_fork else "spawn")
+        pools = [ProcessPoolExecutor(max_workers=jobs, mp_context=context)]
         workers = jobs
 
         def submit(batch):
-            return pool.submit(_scan_batch, batch, storage_options, combining)
+            future = pools[-1].submit(_scan_batch, batch, storage_options, combining, deadline)
+            future.batch, future.pool = batch, pools[-1]
+            return future
 
         def closing():
-            pool.shutdown(wait=True, cancel_futures=True)
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
     # several files a task (a task costs a round trip), about 8 tasks in flight per worker
     size = max(1, min(64, len(files) // (workers * 16)))
     batches = (files[i:i + size] for i in range(0, len(files), size))
@@ -147,7 +158,15 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None)
         for batch in itertools.islice(batches, 8 * workers):
             pending.append(submit(batch))
         while pending:
-            done = pending.popleft().result()
+            future = pending.popleft()
+            try:
+                done = future.result()
+            except BrokenProcessPool:  # a worker ended: every batch it had in flight comes here
+                if dask is not None:
+                    raise
+                if future.pool is pools[-1]:  # what follows goes to a fresh pool
+                    pools.append(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
+                done = _one_by_one(future.batch, storage_options, combining, deadline, context)
             following = next(batches, None)
             if following is not None:
                 pending.append(submit(following))
@@ -158,14 +177,67 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None)
         closing()
 
 
-def _scan_batch(urls: list[str], storage_options: dict, combining: bool) -> list[FileScan]:
-    return [_scan_one(url, storage_options, combining) for url in urls]
+def _alive() -> None:
+    """The scan of the current file made progress: its deadline starts again."""
+    if _deadline is not None:
+        import faulthandler
+
+        faulthandler.dump_traceback_later(_deadline, exit=True, file=_devnull())
+
+
+def _devnull():
+    global _null
+    try:
+        return _null
+    except NameError:
+        _null = open(os.devnull, "w")
+        return _null
+
+
+def _scan_batch(urls: list[str], storage_options: dict, combining: bool, deadline: float | None = None) -> list[FileScan]:
+    """Each file's scan. With a ``deadline`` (only in a worker process of ours): a file that goes
+    that long without progress ends the process -- the HDF5 library can loop forever on a damaged
+    file while holding the GIL, where nothing in Python can interrupt it, only a C-level timer."""
+    global _deadline
+    if deadline is None:
+        return [_scan_one(url, storage_options, combining) for url in urls]
+    import faulthandler
+
+    _deadline = deadline
+    out = []
+    try:
+        for url in urls:
+            _alive()
+            out.append(_scan_one(url, storage_options, combining))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        _deadline = None
+    return out
+
+
+def _one_by_one(batch: list[str], storage_options: dict, combining: bool, deadline: float, context) -> list[FileScan]:
+    """The scans of a batch whose worker ended: each file in a process of its own; the file
+    whose process ends again is named in the error."""
+    out = []
+    for url in batch:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            try:
+                out += pool.submit(_scan_batch, [url], storage_options, combining, deadline).result()
+            except BrokenProcessPool:
+                raise _died(url, deadline) from None
+    return out
+
+
+def _died(url: str, deadline: float) -> RefmountError:
+    return RefmountError(f"{url}: cannot scan: the process scanning it ended without an answer (crashed, or read "
+                         f"nothing for {deadline:g} s: a damaged file?)")
 
 
 def scan_combined(patterns: list[str], jobs: int = 1, concat_dim: str | None = None,
                   storage_options: dict | None = None, progress: bool | None = None,
-                  dask: str | None = None) -> tuple[Combined, dict]:
-    """``(combined set, summary)`` for the files ``patterns`` name; ``dask``: a scheduler address."""
+                  dask: str | None = None, file_timeout: float = FILE_TIMEOUT) -> tuple[Combined, dict]:
+    """``(combined set, summary)`` for the files ``patterns`` name; ``dask``: a scheduler address;
+    ``file_timeout``: seconds a file's scan may go without progress before it is given up."""
     from tqdm import tqdm
 
     began = time.monotonic()
@@ -173,9 +245,10 @@ def scan_combined(patterns: list[str], jobs: int = 1, concat_dim: str | None = N
     combiner = Combiner(len(files), concat_dim)
     said: dict[str, int] = {}  # a variable left out of every file is said once
     chunks = 0
+    tqdm.monitor_interval = 0  # no monitor thread: a process without threads may fork its workers
     bar = tqdm(total=len(files), unit="file", disable=not (sys.stderr.isatty() if progress is None else progress))
     try:
-        for one in _scans(files, storage_options or {}, jobs, dask):
+        for one in _scans(files, storage_options or {}, jobs, dask, file_timeout):
             for warning in one.warnings:
                 text = warning.removeprefix(f"{one.url}: ")
                 if text not in said:

@@ -148,3 +148,22 @@ def test_layouts_no_reference_can_name_are_left_out_and_the_rest_read_right(tmp_
     group = zarr.open_group(fsspec.filesystem("reference", fo=refs).get_mapper(""), mode="r", zarr_format=2)
     np.testing.assert_array_equal(group["compact"][...], np.arange(6, dtype="<i2"))
     np.testing.assert_array_equal(group["kept"][...], np.arange(4, dtype=">f8"))
+
+
+def test_a_file_the_hdf5_library_loops_on_is_one_line_after_the_file_timeout(tmp_path):
+    """A netCDF-4 file with header bytes flipped by a fuzzer (``tests/data/scan/
+    damaged-attributes.nc``): iterating one variable's attributes never returns, inside the HDF5
+    library, holding the GIL. The scan ends the worker process after ``--file-timeout`` seconds
+    without progress and names the file; the files before it were scanned."""
+    from pathlib import Path
+
+    damaged = Path(__file__).resolve().parent.parent / "data" / "scan" / "damaged-attributes.nc"
+    good = _write(tmp_path / "good.nc")
+    for args in ([str(damaged)], [good, str(damaged)]):
+        result = run_cli("scan", *args, "-o", str(tmp_path / "out.json"), "--file-timeout", "2", "-j", "1", timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"refmount: {damaged}: cannot scan: the process scanning it ended without an answer (crashed, or "
+            "read nothing for 2 s: a damaged file?)"), result.stderr
+    result = run_cli("scan", good, "-o", str(tmp_path / "out.json"), "--file-timeout", "0")
+    assert result.returncode == 1 and "--file-timeout 0: must be more than 0 seconds" in result.stderr
