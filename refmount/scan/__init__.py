@@ -107,19 +107,20 @@ def _reachable(address: str) -> None:
 
 
 def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
-           deadline: float = FILE_TIMEOUT) -> Iterator[FileScan]:
-    """Each file's scan, in the files' order: in a pool of ``jobs`` processes (one for one job,
-    where this process may fork: a file whose scan hangs is then ended after ``deadline`` seconds
-    without progress), here (a process with threads, one job), or on the dask.distributed cluster
-    at ``dask``; a bounded number in flight, so results are combined as they come and memory does
-    not grow with the number of files."""
+           deadline: float | None = None) -> Iterator[FileScan]:
+    """Each file's scan, in the files' order: in a pool of ``jobs`` processes, where a file
+    whose scan goes ``deadline`` seconds (default ``FILE_TIMEOUT``) without progress ends its
+    worker and is named; for one job here, unless a ``deadline`` is asked and this process may
+    fork; or on the dask.distributed cluster at ``dask``. A bounded number in flight, so results
+    are combined as they come and memory does not grow with the number of files."""
     combining = len(files) > 1
     can_fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-    if dask is None and (jobs <= 1 or len(files) <= 1) and not can_fork:
+    if dask is None and (jobs <= 1 or len(files) <= 1) and (deadline is None or not can_fork):
         for url in files:
             yield _scan_one(url, storage_options, combining)
         return
     jobs = min(jobs, len(files))
+    deadline = deadline or FILE_TIMEOUT
     if dask is not None:
         try:
             from distributed import Client
@@ -235,9 +236,10 @@ def _died(url: str, deadline: float) -> RefmountError:
 
 def scan_combined(patterns: list[str], jobs: int = 1, concat_dim: str | None = None,
                   storage_options: dict | None = None, progress: bool | None = None,
-                  dask: str | None = None, file_timeout: float = FILE_TIMEOUT) -> tuple[Combined, dict]:
+                  dask: str | None = None, file_timeout: float | None = None) -> tuple[Combined, dict]:
     """``(combined set, summary)`` for the files ``patterns`` name; ``dask``: a scheduler address;
-    ``file_timeout``: seconds a file's scan may go without progress before it is given up."""
+    ``file_timeout``: seconds a file's scan may go without progress before it is given up (worker
+    processes always have one, ``FILE_TIMEOUT`` by default; given, one job runs in a worker too)."""
     from tqdm import tqdm
 
     began = time.monotonic()
