@@ -167,6 +167,8 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
                     raise
                 if future.pool is pools[-1]:  # what follows goes to a fresh pool
                     pools.append(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
+                if jobs == 1 and len(future.batch) == 1:  # one worker, in order: this file was being scanned
+                    raise _died(future.batch[0], deadline) from None
                 done = _one_by_one(future.batch, storage_options, combining, deadline, context)
             following = next(batches, None)
             if following is not None:
@@ -273,9 +275,9 @@ def scan_combined(patterns: list[str], jobs: int = 1, concat_dim: str | None = N
 
 
 def scan(patterns: list[str], jobs: int = 1, concat_dim: str | None = None, storage_options: dict | None = None,
-         progress: bool | None = None, dask: str | None = None) -> tuple[dict, dict]:
+         progress: bool | None = None, dask: str | None = None, file_timeout: float | None = None) -> tuple[dict, dict]:
     """``(kerchunk v1 reference set, summary)`` for the files ``patterns`` name."""
-    combined, summary = scan_combined(patterns, jobs, concat_dim, storage_options, progress, dask)
+    combined, summary = scan_combined(patterns, jobs, concat_dim, storage_options, progress, dask, file_timeout)
     return combined.to_refs(), summary
 
 
