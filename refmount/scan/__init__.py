@@ -32,6 +32,7 @@ from refmount.urls import location_of, split_protocol
 log = logging.getLogger("refmount.scan")
 FILE_TIMEOUT = 300.0  # seconds a file's scan may go without reading anything (--file-timeout)
 _deadline: float | None = None  # in a guarded worker process: its file timeout
+_null = None
 
 
 def expand(patterns: list[str], storage_options: dict | None = None) -> list[str]:
@@ -182,19 +183,13 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
 
 def _alive() -> None:
     """The scan of the current file made progress: its deadline starts again."""
+    global _null
     if _deadline is not None:
         import faulthandler
 
-        faulthandler.dump_traceback_later(_deadline, exit=True, file=_devnull())
-
-
-def _devnull():
-    global _null
-    try:
-        return _null
-    except NameError:
-        _null = open(os.devnull, "w")
-        return _null
+        if _null is None:  # where the timer's traceback goes: the parent says what happened
+            _null = open(os.devnull, "w")
+        faulthandler.dump_traceback_later(_deadline, exit=True, file=_null)
 
 
 def _scan_batch(urls: list[str], storage_options: dict, combining: bool, deadline: float | None = None) -> list[FileScan]:
