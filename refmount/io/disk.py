@@ -306,11 +306,11 @@ class DiskCache:
         record = json.dumps({"host": self._host, "pid": os.getpid(), "expires": time.time() + self.lease_seconds})
         tmp = f"{path}.{self._host}.{os.getpid()}.{threading.get_ident()}"
         try:
-            with open(tmp, "w") as f:
-                f.write(record)
-        except OSError:
-            return True  # no lease to be had (a read-only or full disk): fetch without one
-        try:
+            try:
+                with open(tmp, "w") as f:
+                    f.write(record)
+            except OSError:
+                return True  # no lease to be had (a read-only or full disk): fetch without one
             os.link(tmp, path)
             return True
         except FileExistsError:

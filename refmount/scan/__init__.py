@@ -135,7 +135,7 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
 
         def submit(batch):
-            return client.submit(_scan_batch, batch, storage_options, combining, pure=False)
+            return client.submit(_scan_batch, batch, storage_options, combining, pure=False), batch, None
         closing = client.close
     else:
         # forks start at once, but only a process without threads may fork safely (a mounted
@@ -145,9 +145,8 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
         workers = jobs
 
         def submit(batch):
-            future = pools[-1].submit(_scan_batch, batch, storage_options, combining, deadline)
-            future.batch, future.pool = batch, pools[-1]
-            return future
+            pool = pools[-1]
+            return pool.submit(_scan_batch, batch, storage_options, combining, deadline), batch, pool
 
         def closing():
             for pool in pools:
@@ -155,28 +154,26 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
     # several files a task (a task costs a round trip), about 8 tasks in flight per worker
     size = max(1, min(64, len(files) // (workers * 16)))
     batches = (files[i:i + size] for i in range(0, len(files), size))
-    pending: deque = deque()
+    pending: deque = deque()  # (future, its batch, the pool it went to)
     try:
         for batch in itertools.islice(batches, 8 * workers):
             pending.append(submit(batch))
         while pending:
-            future = pending.popleft()
+            future, batch, pool = pending.popleft()
             try:
                 done = future.result()
             except BrokenProcessPool:  # a worker ended: every batch it had in flight comes here
-                if dask is not None:
-                    raise
-                if future.pool is pools[-1]:  # what follows goes to a fresh pool
+                if pool is pools[-1]:  # what follows goes to a fresh pool
                     pools.append(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
-                if jobs == 1 and len(future.batch) == 1:  # one worker, in order: this file was being scanned
-                    raise _died(future.batch[0], deadline) from None
-                done = _one_by_one(future.batch, storage_options, combining, deadline, context)
+                if jobs == 1 and len(batch) == 1:  # one worker, in order: this file was being scanned
+                    raise _died(batch[0], deadline) from None
+                done = _one_by_one(batch, storage_options, combining, deadline, context)
             following = next(batches, None)
             if following is not None:
                 pending.append(submit(following))
             yield from done
     finally:
-        for future in pending:
+        for future, _, _ in pending:
             future.cancel()
         closing()
 
