@@ -12,25 +12,47 @@ from tests.test_disk import _http_refs
 
 def test_stats_count_what_was_read(tmp_path, http_origin, mount):
     refs, expected = _http_refs(tmp_path, http_origin, n=5)
+    keys = list(expected)
     with mount(refs, prefetch=False) as root:
-        for key in list(expected)[:3]:
+        for key in keys[:3]:
             for _ in range(2):  # the second read is the kernel's page cache: no upcall at all
                 with open(os.path.join(root, key), "rb") as f:
                     assert f.read() == expected[key]
-        result = run_cli("stats", "--json", root)
-        assert result.returncode == 0, result.stderr
-        stats = json.loads(result.stdout)
-        text = run_cli("stats", root).stdout
-    assert stats["origin_requests"] == http_origin.counts["GET"] == 3
-    assert stats["origin_bytes"] == 3 * 300_000 and stats["cache_misses"] == 3
+        with open(os.path.join(root, keys[3]), "rb") as held:  # open, read in part
+            assert held.read(1000) == expected[keys[3]][:1000]
+            result = run_cli("stats", "--json", root)
+            assert result.returncode == 0, result.stderr
+            stats = json.loads(result.stdout)
+            text = run_cli("stats", root).stdout
+    assert stats["origin_requests"] == http_origin.counts["GET"] == 4
+    assert stats["origin_bytes"] == 4 * 300_000 and stats["cache_misses"] == 4
     assert stats["origin_errors"] == 0 and stats["fetches_in_flight"] == 0
     # every counter is there, zero or not: monitoring scripts see a stable set of names
     from refmount.io.stats import COUNTERS
     assert set(COUNTERS) <= set(stats) and stats["origin_retries"] == stats["disk_hits"] == 0
-    assert stats["memory_cache_bytes"] == 3 * 300_000 and stats["memory_cache_entries"] == 3
+    # the chunks read whole and closed are the kernel's to keep (read again above without a
+    # request); the daemon's memory holds only the one still open
+    assert stats["memory_cache_bytes"] == 300_000 and stats["memory_cache_entries"] == 1
     assert 0 < stats["origin_latency_p50_ms"] <= stats["origin_latency_p99_ms"] <= stats["origin_latency_max_ms"]
     assert stats["uptime_s"] >= 0
-    assert "origin requests   3 reads" in text and "memory cache" in text and "prefetch" in text
+    assert "origin requests   4 reads" in text and "memory cache" in text and "prefetch" in text
+
+
+def test_a_chunk_the_kernel_dropped_is_fetched_again_exactly(tmp_path, http_origin, mount):
+    refs, expected = _http_refs(tmp_path, http_origin, n=3)
+    key = sorted(expected)[0]
+    with mount(refs, prefetch=False) as root:
+        path = os.path.join(root, key)
+        with open(path, "rb") as f:
+            assert f.read() == expected[key]
+        assert http_origin.counts["GET"] == 1
+        with open(path, "rb") as f:  # the kernel lets go of its pages: the daemon no longer has them either
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        with open(path, "rb") as f:
+            f.seek(123_456)
+            assert f.read() == expected[key][123_456:]
+        stats = json.loads(run_cli("stats", "--json", root).stdout)
+    assert http_origin.counts["GET"] == 2 and stats["origin_bytes"] == 2 * 300_000
 
 
 def test_stats_show_prefetch_effectiveness(tmp_path, http_origin, mount):

@@ -67,6 +67,12 @@ class MemoryCache:
         with self._lock:
             return key in self._lru or key in self._inflight
 
+    def discard(self, key: Hashable) -> None:
+        """Drop ``key`` if cached (a fetch in flight is left alone)."""
+        with self._lock:
+            if self._lru.pop(key, None) is not None:
+                self._used(key)
+
     def claim(self, key: Hashable) -> bool:
         """Take responsibility for fetching ``key``; False if cached or already in flight."""
         with self._lock:

@@ -17,7 +17,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from refmount.io.cache import MemoryCache
 from refmount.io.disk import DiskCache
@@ -61,6 +61,8 @@ class Reader:
         # originals whose fetch-ahead just failed (the origin, not a range): nothing more is
         # fetched ahead from them until a read succeeds or this expires
         self._failing: TTLCache = TTLCache(maxsize=4096, ttl=max(origins.failed_ttl, 5.0))
+        # segments handed whole to a cache downstream (``served``): not fetched ahead again
+        self._downstream: LRUCache = LRUCache(maxsize=1 << 16)
 
     def size(self, ref: Ref) -> int:
         if isinstance(ref, Inline):
@@ -167,6 +169,16 @@ class Reader:
             parts.append(data[max(offset - lo, 0) : end - lo])
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def served(self, ref: Ref, size: int) -> None:
+        """Every byte of a file went to a cache downstream (the mount's page cache): a chunk
+        fetched whole is dropped from memory, which takes the next chunk fetched instead of
+        fresh pages. A later read the kernel no longer holds fetches it again (or finds it on disk)."""
+        if isinstance(ref, Range) and size <= self.whole_limit and not self.origins.is_local(ref.url):
+            seg = self.segment(ref, size, 0)
+            with self._lock:
+                self._downstream[seg] = True
+            self.cache.discard(seg)
+
     def _decode(self, ref: Decoded) -> bytes:
         source = ref.source
         raw = source.data if isinstance(source, Inline) else self.read(source, 0, self.size(source))
@@ -206,8 +218,9 @@ class Reader:
         """Start fetching ``segments`` in the background; returns how many were started."""
         with self._lock:
             failing = {s[0] for s in segments if s[0] in self._failing}
+            held = {s for s in segments if s in self._downstream}
         wanted = [s for s in segments if s[2] > 0 and not self.origins.is_local(s[0]) and s not in self.cache
-                  and s[0] not in failing]
+                  and s[0] not in failing and s not in held]
         started = 0
         if self.disk is not None:  # what the disk holds is loaded from there, one by one
             on_disk = [s for s in wanted if self._on_disk(s)]

@@ -54,11 +54,12 @@ def _errors_to_eio(method):
 class _Handle:
     """An open file: the reference and tree it was opened on (a reload never changes them)."""
 
-    __slots__ = ("ref", "size", "key", "tree", "touched", "stale")
+    __slots__ = ("ref", "size", "key", "tree", "touched", "stale", "served")
 
     def __init__(self, ref: Ref, size: int, key: str, tree: Index):
         self.ref, self.size, self.key, self.tree = ref, size, key, tree
         self.touched = False
+        self.served = 0
         self.stale = False  # open across a reload
 
 
@@ -198,6 +199,7 @@ class RefFS:
         self.uid, self.gid = os.getuid(), os.getgid()
         self._open: dict[int, _Handle] = {}
         self._stale_open: dict[str, int] = {}  # path -> handles still open on a replaced tree
+        self._opens: dict[str, int] = {}  # path -> handles open on it
         self._dirty: set[str] = set()  # paths whose cached pages may hold a replaced tree's bytes
         self._dirs: dict[int, _Listing] = {}
         self._next_fh = 1
@@ -377,6 +379,7 @@ class RefFS:
             fh = self._next_fh
             self._next_fh += 1
             self._open[fh] = handle
+            self._opens[key] = self._opens.get(key, 0) + 1
         return fh
 
     @_errors_to_eio
@@ -388,7 +391,9 @@ class RefFS:
             handle.touched = True
             if self.prefetcher is not None:
                 self.prefetcher.on_first_read(handle.tree, handle.key, handle.ref)
-        return self.reader.read(handle.ref, offset, size, handle.size)
+        data = self.reader.read(handle.ref, offset, size, handle.size)
+        handle.served += len(data)  # (no lock: a lost update only keeps a chunk in memory longer)
+        return data
 
     def cache_mode(self, fh: int) -> tuple[bool, bool]:
         """``(keep_cache, direct_io)`` for a new open. The kernel's page cache is per file, and a
@@ -405,12 +410,25 @@ class RefFS:
         return True, False
 
     def release(self, path: str, fh: int) -> int:
+        handle_done = None
         with self._lock:
             handle = self._open.pop(fh, None)
-            if handle is not None and handle.stale:
+            if handle is None:
+                return 0
+            others = self._opens.pop(handle.key) - 1
+            if others:
+                self._opens[handle.key] = others
+            elif handle.served >= handle.size and not handle.stale:
+                # every byte of it went to the kernel's page cache (kept across opens): the
+                # kernel holds it from now on, and the memory it took here takes the next chunk
+                # fetched (fresh pages for every chunk cost a third of a remote walk's CPU)
+                handle_done = handle
+            if handle.stale:
                 left = self._stale_open[handle.key] - 1
                 if left:
                     self._stale_open[handle.key] = left
                 else:
                     del self._stale_open[handle.key]
+        if handle_done is not None:
+            self.reader.served(handle_done.ref, handle_done.size)
         return 0

@@ -156,9 +156,12 @@ def test_metrics_endpoint_matches_the_stats(origin, tmp_path, mount):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with mount(_refs(tmp_path, f"{origin.url}/f.bin"), metrics_addr=str(port), prefetch=False) as root:
-        for i in range(3):
-            open(os.path.join(root, "a", str(i)), "rb").read()
+        files = [open(os.path.join(root, "a", str(i)), "rb") for i in range(3)]
+        for f in files:  # held open: a chunk read whole and closed leaves memory (the kernel keeps it)
+            f.read()
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        for f in files:
+            f.close()
     samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
                if not s.labels}
     assert samples["refmount_origin_requests_total"] == 3 == origin.counts["GET"]
