@@ -49,6 +49,25 @@ def test_sequential_walk_coalesces_back_to_back_chunks(tmp_path, http_origin, mo
     assert http_origin.counts["bytes"] == len(data)  # and nothing fetched twice
 
 
+def test_a_walk_again_after_the_kernel_dropped_its_pages_is_fetched_ahead_again(tmp_path, http_origin, mount):
+    data = os.urandom(N * CHUNK)
+    (http_origin.dir / "f.bin").write_bytes(data)
+    with mount(_write(tmp_path, _array_refs(f"{http_origin.url}/f.bin"))) as root:
+        paths = [os.path.join(root, "a", str(i)) for i in range(N)]
+        for path in paths:
+            with open(path, "rb") as f:
+                f.read()
+        first = dict(http_origin.counts)
+        for path in paths:  # memory pressure, as the kernel sees it: the pages go
+            with open(path, "rb") as f:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        for i, path in enumerate(paths):
+            with open(path, "rb") as f:
+                assert f.read() == data[i * CHUNK : (i + 1) * CHUNK]
+    assert first["bytes"] == len(data) and http_origin.counts["bytes"] == 2 * len(data)
+    assert http_origin.counts["GET"] - first["GET"] < N / 2  # merged requests again, not one per chunk
+
+
 def test_two_readers_of_different_slices_through_the_mount_are_both_fetched_ahead(tmp_path, http_origin, mount):
     data = os.urandom(N * CHUNK)
     (http_origin.dir / "f.bin").write_bytes(data)

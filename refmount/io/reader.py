@@ -164,6 +164,9 @@ class Reader:
         parts = []
         for b in range(first, last + 1):
             seg = self.segment(ref, size, b)
+            if seg in self._downstream:  # the kernel asks again for what it had: it let go of
+                with self._lock:  # its pages, perhaps of others too -- fetch ahead as before
+                    self._downstream.clear()
             data = self.cache.get(seg, lambda seg=seg: self._fetch(seg))
             lo = b * block
             parts.append(data[max(offset - lo, 0) : end - lo])
