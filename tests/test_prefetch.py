@@ -12,9 +12,9 @@ import pytest
 
 from refmount.io.cache import MemoryCache
 from refmount.io.origins import Origins
-from refmount.index import Range, Whole
+from refmount.index import Inline, Range, Whole
 from refmount.io.order import ChunkOrder
-from refmount.index import build_index, Inline
+from refmount.index import build_index
 from refmount.io.reader import Reader
 from tests.conftest import in_threads
 
@@ -144,6 +144,26 @@ def test_read_ahead_inside_a_large_whole_file(http_origin):
         assert got == data
         assert cache.stats.snapshot().get("prefetch_chunks", 0) >= 3  # later blocks fetched ahead
         assert http_origin.counts["GET"] <= 5 and http_origin.counts["bytes"] == len(data)  # none twice
+    finally:
+        reader.close()
+
+
+def test_read_spans_are_the_bytes_asked_within_and_across_blocks(tmp_path, http_origin):
+    data = os.urandom(3 << 20)
+    (http_origin.dir / "big.bin").write_bytes(data)
+    (tmp_path / "local.bin").write_bytes(data)
+    reader = Reader(Origins(), MemoryCache(64 << 20), block_size=1 << 20, whole_limit=1 << 20)
+    refs = {"whole": Whole(f"{http_origin.url}/big.bin"), "range": Range(f"{http_origin.url}/big.bin", 777, 2_500_000),
+            "local": Range(str(tmp_path / "local.bin"), 777, 2_500_000), "inline": Inline(data[777:2_500_777])}
+    try:
+        for name, ref in refs.items():
+            whole = data if name == "whole" else data[777:2_500_777]
+            for offset, length in ((0, 10), (5, 1 << 20), ((1 << 20) - 3, 7), (1_000_000, 1_200_000),
+                                   (len(whole) - 4, 100), (len(whole), 10), (len(whole) + 5, 10), (0, 4 << 20)):
+                span = reader.read_span(ref, offset, length)
+                got = span[0][span[1] : span[2]]
+                assert got == whole[offset : offset + length], (name, offset, length)
+                assert reader.read(ref, offset, length) == got
     finally:
         reader.close()
 

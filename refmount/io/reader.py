@@ -139,22 +139,32 @@ class Reader:
 
     def read(self, ref: Ref, offset: int, length: int, size: int | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of the file, clamped to its size."""
+        data, start, end = self.read_span(ref, offset, length, size)
+        return data if start == 0 and end == len(data) else data[start:end]
+
+    def read_span(self, ref: Ref, offset: int, length: int, size: int | None = None) -> tuple[bytes, int, int]:
+        """``read`` without its copy: ``(data, start, end)``, the bytes asked being
+        ``data[start:end]`` -- a cached block as it is, for a caller that copies them once anyway."""
         if isinstance(ref, Inline):
-            return ref.data[offset : offset + length]
+            n = len(ref.data)
+            return ref.data, min(offset, n), min(offset + length, n)
         if isinstance(ref, Unreadable):
             raise FetchError(ref.reason)
         if isinstance(ref, Decoded):  # the whole chunk, decoded once and cached decoded
             data = self.cache.get((ref.codec, ref.source), lambda: self._decode(ref))
-            return data[offset : offset + length]
+            n = len(data)
+            return data, min(offset, n), min(offset + length, n)
         if size is None:
             size = self.size(ref)
         end = min(offset + length, size)
         if offset >= end:
-            return b""
+            return b"", 0, 0
         if self.origins.is_local(ref.url):  # the kernel's page cache is the cache for local files
             if isinstance(ref, Range):
-                return self.origins.read(ref.url, ref.offset + offset, ref.offset + end, ref.check)
-            return self.origins.read(ref.url, offset, end)
+                data = self.origins.read(ref.url, ref.offset + offset, ref.offset + end, ref.check)
+            else:
+                data = self.origins.read(ref.url, offset, end)
+            return data, 0, len(data)
         block = self.block_of(ref, size)
         first, last = offset // block, (end - 1) // block
         blocks = (size + block - 1) // block
@@ -169,8 +179,11 @@ class Reader:
                     self._downstream.clear()
             data = self.cache.get(seg, lambda seg=seg: self._fetch(seg))
             lo = b * block
+            if first == last:
+                return data, max(offset - lo, 0), end - lo
             parts.append(data[max(offset - lo, 0) : end - lo])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        data = b"".join(parts)
+        return data, 0, len(data)
 
     def served(self, ref: Ref, size: int) -> None:
         """Every byte of a file went to a cache downstream (the mount's page cache): a chunk

@@ -130,6 +130,18 @@ def fuse_class(mfusepy):
             fi.keep_cache, fi.direct_io = self.operations.cache_mode(fi.fh)
             return 0
 
+        def read(self, path, buf, size, offset, fip):
+            """One copy, from the cached block into the kernel's buffer (not a slice first)."""
+            data, start, end = self.operations.read_span(
+                None if path is None else path.decode(self.encoding, self.errors), size, offset, fip.contents.fh)
+            n = end - start
+            if n > 0:
+                if type(data) is bytes:  # its buffer's address, without a copy
+                    ctypes.memmove(buf, ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value + start, n)
+                else:
+                    ctypes.memmove(buf, bytes(data[start:end]), n)
+            return n
+
         def getxattr(self, path, name, value, size, *args):
             # ls asks every entry for security.selinux and system.posix_acl_access: answer
             # those without decoding anything
@@ -382,18 +394,25 @@ class RefFS:
             self._opens[key] = self._opens.get(key, 0) + 1
         return fh
 
-    @_errors_to_eio
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        data, start, end = self.read_span(path, size, offset, fh)
+        return data if start == 0 and end == len(data) else data[start:end]
+
+    @_errors_to_eio
+    def read_span(self, path: str, size: int, offset: int, fh: int) -> tuple[bytes, int, int]:
+        """``read`` as ``(data, start, end)``: the FUSE layer copies ``data[start:end]`` into
+        the kernel's buffer straight from the cached block."""
         handle = self._open[fh]
         if isinstance(handle.ref, Inline):
-            return handle.ref.data[offset : offset + size]
+            n = len(handle.ref.data)
+            return handle.ref.data, min(offset, n), min(offset + size, n)
         if not handle.touched:
             handle.touched = True
             if self.prefetcher is not None:
                 self.prefetcher.on_first_read(handle.tree, handle.key, handle.ref)
-        data = self.reader.read(handle.ref, offset, size, handle.size)
-        handle.served += len(data)  # (no lock: a lost update only keeps a chunk in memory longer)
-        return data
+        span = self.reader.read_span(handle.ref, offset, size, handle.size)
+        handle.served += span[2] - span[1]  # (no lock: a lost update only keeps a chunk in memory longer)
+        return span
 
     def cache_mode(self, fh: int) -> tuple[bool, bool]:
         """``(keep_cache, direct_io)`` for a new open. The kernel's page cache is per file, and a
