@@ -27,7 +27,7 @@ from refmount.io.prefetch import Prefetcher
 from refmount.io.reader import Reader
 from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
-from refmount.scan import FILE_TIMEOUT, expand, identities, is_archive, scan
+from refmount.scan import expand, identities, is_archive, scan
 from refmount.sources import kerchunk_json, open_source
 from refmount.views import apply_view
 
@@ -133,7 +133,7 @@ class Engine:
             log.info("%s: scan kept from an earlier mount (%d files)", src, len(files))
             return index
         refs, summary = scan(files, jobs=min(4, os.cpu_count() or 1), progress=False,
-                             storage_options=opts.storage_options, file_timeout=FILE_TIMEOUT)
+                             storage_options=opts.storage_options, file_timeout=opts.file_timeout)
         log.info("%s: scanned %d files, %d chunks in %.1f s", src, summary["files"], summary["chunks"], summary["seconds"])
         index = kerchunk_json.from_refs(refs, src)
         kept.put(identity, index)

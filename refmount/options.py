@@ -258,6 +258,9 @@ class MountOptions:
     failed_ttl: float = option(30.0, convert=_number(0), metavar="SECONDS",
                                help="how long a failed remote read is remembered: readers, the kernel's retries and "
                                "fetch-ahead meanwhile fail at once instead of asking again (default 30; 0: never)")
+    file_timeout: float = option(300.0, convert=_number(0.001), metavar="SECONDS",
+                                 help="direct mounts of archives: a file whose scan reads nothing for this long (a "
+                                 "damaged file can hang the HDF5 library) fails the mount, named (default 300)")
     parallel: int = option(16, convert=_number(1, integer=True), help="origin requests in flight for fetching ahead (default 16)")
     prefetch: bool = option(True, convert=_bool, kind="no-flag", help="fetch only what is read")
     xattrs: bool = option(True, convert=_bool, kind="no-flag",

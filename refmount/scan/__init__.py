@@ -9,6 +9,7 @@ origins (``refmount.io``)."""
 from __future__ import annotations
 
 import glob
+import contextlib
 import itertools
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -111,12 +113,12 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
            deadline: float | None = None) -> Iterator[FileScan]:
     """Each file's scan, in the files' order: in a pool of ``jobs`` processes, where a file
     whose scan goes ``deadline`` seconds (default ``FILE_TIMEOUT``) without progress ends its
-    worker and is named; for one job here, unless a ``deadline`` is asked and this process may
-    fork; or on the dask.distributed cluster at ``dask``. A bounded number in flight, so results
+    worker and is named (forked when this process has no threads, else spawned); for one job
+    and no ``deadline``, here; or on the dask.distributed cluster at ``dask``. A bounded number in flight, so results
     are combined as they come and memory does not grow with the number of files."""
     combining = len(files) > 1
     can_fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-    if dask is None and (jobs <= 1 or len(files) <= 1) and (deadline is None or not can_fork):
+    if dask is None and (jobs <= 1 or len(files) <= 1) and deadline is None:
         for url in files:
             yield _scan_one(url, storage_options, combining)
         return
@@ -146,7 +148,8 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
 
         def submit(batch):
             pool = pools[-1]
-            return pool.submit(_scan_batch, batch, storage_options, combining, deadline), batch, pool
+            with _spawning(context):  # (a pool starts its processes as work is submitted)
+                return pool.submit(_scan_batch, batch, storage_options, combining, deadline), batch, pool
 
         def closing():
             for pool in pools:
@@ -176,6 +179,27 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
         for future, _, _ in pending:
             future.cancel()
         closing()
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _spawning(context):
+    """Around anything that may start a spawned worker: multiprocessing has a fresh interpreter
+    import the parent's ``__main__`` first, so a user's script without an ``if __name__ ==
+    "__main__"`` guard would run again in every worker (and fail there). The scan needs nothing
+    from it: the workers start without it. (Forked workers copy the parent: nothing to do.)"""
+    if context.get_start_method() == "fork":
+        yield
+        return
+    with _main_lock:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 def _alive() -> None:
@@ -216,8 +240,10 @@ def _one_by_one(batch: list[str], storage_options: dict, combining: bool, deadli
     out = []
     for url in batch:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            with _spawning(context):
+                future = pool.submit(_scan_batch, [url], storage_options, combining, deadline)
             try:
-                out += pool.submit(_scan_batch, [url], storage_options, combining, deadline).result()
+                out += future.result()
             except BrokenProcessPool:
                 raise _died(url, deadline) from None
     return out

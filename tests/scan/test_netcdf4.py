@@ -5,6 +5,7 @@ through the mount and through fsspec equals what netCDF4 / h5py read from the or
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -167,3 +168,19 @@ def test_a_file_the_hdf5_library_loops_on_is_one_line_after_the_file_timeout(tmp
             "read nothing for 2 s: a damaged file?)"), result.stderr
     result = run_cli("scan", good, "-o", str(tmp_path / "out.json"), "--file-timeout", "0")
     assert result.returncode == 1 and "--file-timeout 0: must be more than 0 seconds" in result.stderr
+
+
+def test_mounting_a_damaged_file_directly_fails_in_one_line_after_the_file_timeout(tmp_path):
+    from pathlib import Path
+
+    from tests.conftest import is_mounted
+
+    damaged = Path(__file__).resolve().parent.parent / "data" / "scan" / "damaged-attributes.nc"
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    result = run_cli(damaged, mountpoint, "--file-timeout", "2", timeout=120, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(damaged) in lines[0] and "read nothing for 2 s" in lines[0], result.stderr
+    assert not is_mounted(str(mountpoint))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -346,3 +348,19 @@ def test_a_dask_cluster_scan_equals_the_local_one(archive):
     assert (directory / "dask.json").read_text() == (directory / "local.json").read_text()
     unreachable = run_cli("scan", *files, "-o", str(directory / "y.json"), "--dask", "tcp://127.0.0.1:9", timeout=120)
     assert unreachable.returncode == 1 and "dask scheduler tcp://127.0.0.1:9: cannot connect" in unreachable.stderr
+
+
+def test_a_script_without_a_main_guard_opens_an_archive_while_it_has_threads(archive, tmp_path):
+    # with a thread running, workers are spawned (not forked): they must not run the script again
+    directory, files = archive
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "import refmount\n"
+        f"engine = refmount.open({str(directory / 'a_*.nc')!r})\n"
+        "print('RAN', len(engine.read('t2m/.zarray')) > 0)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         cwd=str(tmp_path), env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["RAN", "True"]  # once: not again in a worker
