@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from typing import Iterator
 
 from refmount.errors import FetchError, RefmountError
@@ -63,6 +64,21 @@ def _eio(method):
     return wrapper
 
 
+_SENT: dict[tuple[str, str | None], "Engine"] = {}  # engines that arrived pickled, by their options
+_SENT_LOCK = threading.Lock()
+
+
+def _arrived(opts_json: str, cache_tag: str | None) -> "Engine":
+    """An engine sent to this process (a dask worker receives one with every task that reads a
+    store): made once per options here and shared, as fsspec shares its filesystem instances."""
+    key = (opts_json, cache_tag)
+    with _SENT_LOCK:
+        engine = _SENT.get(key)
+        if engine is None or engine.closed:
+            engine = _SENT[key] = Engine(MountOptions.from_json(opts_json), cache_tag)
+        return engine
+
+
 class Engine:
     """One reference set (or several, side by side) served in process.
 
@@ -72,6 +88,8 @@ class Engine:
 
     def __init__(self, opts: MountOptions, cache_tag: str | None = None):
         self.opts = opts
+        self.closed = False
+        self._cache_tag = cache_tag
         self.counters = Stats()
         self.origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, stats=self.counters,
                                failed_ttl=opts.failed_ttl)
@@ -221,7 +239,13 @@ class Engine:
         """The counters ``refmount stats`` shows (every one, zero or not)."""
         return self.counters.snapshot()
 
+    def __reduce__(self):
+        """Pickled as its options: unpickled (in a dask worker, say), it is an engine of the same
+        sources and options there -- its own caches and connections, one per process."""
+        return _arrived, (self.opts.to_json(), self._cache_tag)
+
     def close(self) -> None:
+        self.closed = True
         reader = getattr(self, "reader", None)
         if reader is not None:
             reader.close()

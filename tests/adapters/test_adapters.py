@@ -113,3 +113,22 @@ def test_a_failed_fetch_is_an_error_not_a_fill_value(tmp_path, http_origin):
     assert zarr.open_array(store, path="a", mode="r", zarr_format=2)[...].tolist() == [
         int.from_bytes(bytes(range(i, i + 4)), "little") for i in (0, 4, 8, 12)]
     store.close()
+
+
+def test_stores_and_filesystems_travel_to_dask_workers():
+    """A zarr store or fsspec filesystem pickled (to a dask.distributed worker) arrives as an
+    engine of the same sources there -- one per process, shared by the tasks."""
+    import pickle
+
+    distributed = pytest.importorskip("distributed")
+    source = str(CONFORMANCE / "air.nc.v1.json")
+    store = RefmountStore.open(source)
+    copies = [pickle.loads(pickle.dumps(store)) for _ in range(2)]
+    assert copies[0].engine is copies[1].engine is not store.engine
+    assert copies[0].engine.read("air/.zarray") == store.engine.read("air/.zarray")
+    local = xarray.open_zarr(store, consolidated=False)["air"].values
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  processes=True) as cluster, distributed.Client(cluster):
+        for target in (store, f"refmount::{source}"):
+            remote = xarray.open_zarr(target, consolidated=False, chunks={})["air"]
+            assert remote.chunks and np.array_equal(remote.compute().values, local, equal_nan=True)
