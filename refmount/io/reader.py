@@ -151,7 +151,11 @@ class Reader:
         if isinstance(ref, Unreadable):
             raise FetchError(ref.reason)
         if isinstance(ref, Decoded):  # the whole chunk, decoded once and cached decoded
-            data = self.cache.get((ref.codec, ref.source), lambda: self._decode(ref))
+            key = (ref.codec, ref.source)
+            if key in self._downstream:  # asked again: the kernel let go of it (see below)
+                with self._lock:
+                    self._downstream.clear()
+            data = self.cache.get(key, lambda: self._decode(ref))
             n = len(data)
             return data, min(offset, n), min(offset + length, n)
         if size is None:
@@ -189,7 +193,14 @@ class Reader:
         """Every byte of a file went to a cache downstream (the mount's page cache): a chunk
         fetched whole is dropped from memory, which takes the next chunk fetched instead of
         fresh pages. A later read the kernel no longer holds fetches it again (or finds it on disk)."""
-        if isinstance(ref, Range) and size <= self.whole_limit and not self.origins.is_local(ref.url):
+        if isinstance(ref, Decoded):  # the decoded chunk and the bytes it was decoded from
+            key = (ref.codec, ref.source)
+            with self._lock:
+                self._downstream[key] = True
+            self.cache.discard(key)
+            if not isinstance(ref.source, Inline):
+                self.served(ref.source, self.size(ref.source))
+        elif isinstance(ref, Range) and size <= self.whole_limit and not self.origins.is_local(ref.url):
             seg = self.segment(ref, size, 0)
             with self._lock:
                 self._downstream[seg] = True
@@ -212,7 +223,7 @@ class Reader:
         them decoded, and decoding uses more than one core."""
         for ref in refs:
             key = (ref.codec, ref.source)
-            if self.cache.claim(key):
+            if key not in self._downstream and self.cache.claim(key):
                 self._pool.submit(self._into_cache, key, lambda ref=ref: self._decode(ref))
 
     # -- fetching ahead ---------------------------------------------------------------

@@ -251,3 +251,27 @@ def test_kerchunk_compound_datasets_with_a_string_field_in_every_view(caplog):
         assert "array obs left out" in caplog.text and "no fixed width" in caplog.text, mode
         with refmount.open(str(COMPOUND / f"tower.{mode}.json"), view="raw") as engine:
             assert engine.read("obs/.zarray") and len(list(engine.walk("obs"))) == 4  # served as written
+
+
+def test_decoded_chunks_read_whole_leave_memory_and_come_back_exactly(archive, tmp_path, http_origin, mount):
+    from tests.conftest import run_cli
+
+    _, refs, values = archive
+    url, _, _ = refs["refs"]["t2m/0.0.0"]
+    shutil.copy(url.replace("file://", ""), http_origin.dir / "era.nc")
+    remote = json.loads(json.dumps(refs).replace(url, f"{http_origin.url}/era.nc"))
+    path = tmp_path / "remote.json"
+    path.write_text(json.dumps(remote))
+    with mount(str(path), view="decoded", prefetch=False) as root:
+        chunk = os.path.join(root, "t2m", "0.0.0")
+        with open(chunk, "rb") as f:
+            assert f.read() == values["t2m"][0].tobytes()
+        stats = json.loads(run_cli("stats", "--json", root).stdout)
+        assert stats["memory_cache_entries"] == 0 and stats["decoded_chunks"] == 1  # the kernel has it now
+        gets = http_origin.counts["GET"]
+        with open(chunk, "rb") as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        with open(chunk, "rb") as f:
+            f.seek(100)
+            assert f.read() == values["t2m"][0].tobytes()[100:]
+        assert http_origin.counts["GET"] == gets + 1  # fetched and decoded again, exactly
