@@ -8,8 +8,8 @@ origins (``refmount.io``)."""
 
 from __future__ import annotations
 
-import glob
 import contextlib
+import glob
 import itertools
 import json
 import logging
@@ -114,8 +114,9 @@ def _scans(files: list[str], storage_options: dict, jobs: int, dask: str | None,
     """Each file's scan, in the files' order: in a pool of ``jobs`` processes, where a file
     whose scan goes ``deadline`` seconds (default ``FILE_TIMEOUT``) without progress ends its
     worker and is named (forked when this process has no threads, else spawned); for one job
-    and no ``deadline``, here; or on the dask.distributed cluster at ``dask``. A bounded number in flight, so results
-    are combined as they come and memory does not grow with the number of files."""
+    and no ``deadline``, here; or on the dask.distributed cluster at ``dask``. A bounded number
+    in flight, so results are combined as they come and memory does not grow with the number of
+    files."""
     combining = len(files) > 1
     can_fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
     if dask is None and (jobs <= 1 or len(files) <= 1) and deadline is None:
@@ -199,7 +200,10 @@ def _spawning(context):
         try:
             yield
         finally:
-            sys.modules["__main__"] = main
+            if main is None:
+                del sys.modules["__main__"]
+            else:
+                sys.modules["__main__"] = main
 
 
 def _alive() -> None:
