@@ -146,11 +146,13 @@ class Engine:
             return open_source(src, self.origins, **settings, kept=kept, memory=memory)
         files = expand([src], opts.storage_options)
         identity = {"archive": identities(files, opts.storage_options)}
+        if opts.concat_dim:  # another dimension, another combination of the same files
+            identity["concat_dim"] = opts.concat_dim
         index = kept.get(identity)
         if index is not None:
             log.info("%s: scan kept from an earlier mount (%d files)", src, len(files))
             return index
-        refs, summary = scan(files, jobs=min(4, os.cpu_count() or 1), progress=False,
+        refs, summary = scan(files, jobs=min(4, os.cpu_count() or 1), concat_dim=opts.concat_dim, progress=False,
                              storage_options=opts.storage_options, file_timeout=opts.file_timeout)
         log.info("%s: scanned %d files, %d chunks in %.1f s", src, summary["files"], summary["chunks"], summary["seconds"])
         index = kerchunk_json.from_refs(refs, src)

@@ -258,6 +258,8 @@ class MountOptions:
     failed_ttl: float = option(30.0, convert=_number(0), metavar="SECONDS",
                                help="how long a failed remote read is remembered: readers, the kernel's retries and "
                                "fetch-ahead meanwhile fail at once instead of asking again (default 30; 0: never)")
+    concat_dim: str | None = option(metavar="NAME", help="direct mounts of several netCDF/HDF5 files: the dimension "
+                                    "to concatenate them along (default: their unlimited one)")
     file_timeout: float = option(300.0, convert=_number(0.001), metavar="SECONDS",
                                  help="direct mounts of archives: a file whose scan reads nothing for this long (a "
                                  "damaged file can hang the HDF5 library) fails the mount, named (default 300)")

@@ -231,6 +231,15 @@ def cmd_umount(argv: list[str]) -> int:
     return 0
 
 
+def _file_timeout(seconds: float | None) -> float:
+    """``--file-timeout`` of ``scan`` and ``inspect`` (a mount's is a mount option)."""
+    from refmount.scan import FILE_TIMEOUT
+
+    if seconds is not None and not seconds > 0:
+        raise RefmountError(f"--file-timeout {seconds:g}: must be more than 0 seconds")
+    return FILE_TIMEOUT if seconds is None else seconds
+
+
 def cmd_inspect(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="refmount inspect", description="Summarise a reference set without mounting it.")
     p.add_argument("source")
@@ -240,6 +249,8 @@ def cmd_inspect(argv: list[str]) -> int:
     p.add_argument("--authorize-virtual", action="append", default=[], metavar="PREFIX", help="Icechunk: as for mounting")
     p.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW", help="Icechunk: as for mounting")
     p.add_argument("--probe", action="store_true", help="also ask every remote original for its size")
+    p.add_argument("--concat-dim", metavar="NAME", help="archives: as for mounting")
+    p.add_argument("--file-timeout", type=float, default=None, metavar="SECONDS", help="archives: as for mounting")
     args = p.parse_args(argv)
     import logging
 
@@ -251,7 +262,8 @@ def cmd_inspect(argv: list[str]) -> int:
     logging.getLogger("refmount.icechunk").setLevel(logging.ERROR)  # the summary lists unauthorised containers
     origins = Origins(parse_storage_options(args.storage_option))
     if is_archive(args.source):  # original files: what a mount of them would serve (scanned now)
-        refs, _ = scan([args.source], jobs=min(4, os.cpu_count() or 1), storage_options=origins.storage_options)
+        refs, _ = scan([args.source], jobs=min(4, os.cpu_count() or 1), concat_dim=args.concat_dim,
+                       storage_options=origins.storage_options, file_timeout=_file_timeout(args.file_timeout))
         tree = kerchunk_json.from_refs(refs, args.source)
     else:
         tree = open_source(location_of(args.source), origins, tuple(args.authorize_virtual),
@@ -298,13 +310,9 @@ def cmd_scan(argv: list[str]) -> int:
     parent = os.path.dirname(os.path.abspath(args.output.rstrip("/")))
     if not os.path.isdir(parent):  # said before the scan, not after it
         raise RefmountError(f"{args.output}: no such directory {parent}")
-    from refmount.scan import FILE_TIMEOUT
-
-    if args.file_timeout is not None and not args.file_timeout > 0:
-        raise RefmountError(f"--file-timeout {args.file_timeout:g}: must be more than 0 seconds")
     combined, summary = scan_combined(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
                                       storage_options=parse_storage_options(args.storage_option), dask=args.dask,
-                                      file_timeout=args.file_timeout or FILE_TIMEOUT)
+                                      file_timeout=_file_timeout(args.file_timeout))
     write(combined, args.output, args.record_size)
     left = f", {summary['left_out']} variable(s) left out (see warnings)" if summary["left_out"] else ""
     print(f"refmount: scanned {summary['files']} file(s) in {summary['seconds']} s: {summary['arrays']} arrays, "

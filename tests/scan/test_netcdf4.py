@@ -168,6 +168,10 @@ def test_a_file_the_hdf5_library_loops_on_is_one_line_after_the_file_timeout(tmp
             "read nothing for 2 s: a damaged file?)"), result.stderr
     result = run_cli("scan", good, "-o", str(tmp_path / "out.json"), "--file-timeout", "0")
     assert result.returncode == 1 and "--file-timeout 0: must be more than 0 seconds" in result.stderr
+    result = run_cli("inspect", str(damaged), "--file-timeout", "2", timeout=120)  # one file: a worker too
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"refmount: {damaged}: cannot scan: the process scanning it ended without an answer (crashed, or "
+        "read nothing for 2 s: a damaged file?)"), result.stderr
 
 
 def test_mounting_a_damaged_file_directly_fails_in_one_line_after_the_file_timeout(tmp_path):

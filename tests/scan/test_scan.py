@@ -364,3 +364,30 @@ def test_a_script_without_a_main_guard_opens_an_archive_while_it_has_threads(arc
                          cwd=str(tmp_path), env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["RAN", "True"]  # once: not again in a worker
+
+
+def test_files_without_an_unlimited_dimension_mount_directly_along_the_one_named(tmp_path, mount):
+    import xarray
+
+    import refmount
+    from refmount.cli.demo import write_archive
+
+    paths = write_archive(str(tmp_path), files=3, nt=2, ny=4, nx=5)  # h5py: no unlimited dimension
+    pattern = str(tmp_path / "t2m_*.nc")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    (tmp_path / "mnt").mkdir()
+    refused = run_cli(pattern, tmp_path / "mnt", env=env)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "no unlimited dimension (none): name the one to concatenate with --concat-dim" in refused.stderr
+    inspected = run_cli("inspect", pattern, "--concat-dim", "time", "--json", env=env)
+    assert inspected.returncode == 0, inspected.stderr
+    arrays = {a["path"]: a for a in json.loads(inspected.stdout)["arrays"]}
+    assert arrays["t2m"]["shape"] == [6, 4, 5] and arrays["t2m"]["refs"]["ranged"] == 6
+    expected = np.concatenate([h5py.File(p)["t2m"][...] for p in paths])
+    with refmount.open(pattern, concat_dim="time", cache_dir=str(tmp_path / "cache")) as engine:
+        assert json.loads(engine.read("t2m/.zarray"))["shape"] == [6, 4, 5]
+    with mount(pattern, concat_dim="time", cache_dir=str(tmp_path / "cache")) as root:  # the scan kept above
+        ds = xarray.open_zarr(root, consolidated=False)
+        assert np.array_equal(ds["t2m"].values, expected)
+        hours = np.datetime64("2024-01-01T00:00") + np.arange(6) * np.timedelta64(6, "h")
+        assert np.array_equal(ds["time"].values, hours.astype(ds["time"].dtype))
