@@ -305,3 +305,32 @@ def test_three_readers_one_forward_one_backward_one_strided(tmp_path, http_origi
     walk = [i for triple in zip(forward, backward, strided) for i in triple]
     seen = _walk_and_see(tmp_path, http_origin, walk) - set(walk)
     assert {8, 9, 50, 49, 44, 47} <= seen, sorted(seen)
+
+
+def test_two_arrays_read_in_turn_are_each_fetched_ahead(tmp_path, http_origin):
+    """xarray loading variables, or a reader taking one chunk of each in turn: each array's walk
+    is its own, whatever is read in between."""
+    from refmount.io.prefetch import Prefetcher
+
+    n = 30
+    (http_origin.dir / "f.bin").write_bytes(os.urandom(2 * n * 1000))
+    url = f"{http_origin.url}/f.bin"
+    meta = json.dumps({"shape": [n], "chunks": [1], "dtype": "|u1", "compressor": None, "filters": None,
+                       "fill_value": 0, "order": "C", "zarr_format": 2}).encode()
+    entries = [(f"{name}/.zarray", Inline(meta)) for name in "ab"]
+    entries += [(f"{name}/{i}", Range(url, (k * n + i) * 1000, 1000)) for k, name in enumerate("ab") for i in range(n)]
+    tree = build_index(entries)
+    reader = Reader(Origins(retries=1), MemoryCache(64 << 20), max_gap=0)
+    prefetcher = Prefetcher(reader, first_window=4, max_window=8)
+    try:
+        for i in range(6):
+            for k, name in enumerate("ab"):
+                prefetcher.on_first_read(tree, f"{name}/{i}")
+                reader.read(tree.node(f"{name}/{i}"), 0, 1000)
+        reader._pool.shutdown(wait=True)
+        ahead = {(k, i) for k in range(2) for i in range(n) if (url, (k * n + i) * 1000, 1000, "") in reader.cache}
+    finally:
+        reader.close()
+    for k in range(2):
+        assert {(k, i) for i in range(6, 10)} <= ahead, sorted(ahead)  # each walk's next chunks
+        assert not {(k, i) for i in range(15, n)} & ahead  # and nothing far beyond its window
