@@ -120,7 +120,12 @@ class Combined:
         order = np.argsort(refs.flat(grid_of(zarray)), kind="stable")
         if refs.ndim:
             index = np.frombuffer(refs.index, dtype=np.int64).reshape(-1, refs.ndim)[order]
-            columns = [list(map(str, index[:, axis].tolist())) for axis in range(refs.ndim)]
+            top = int(index.max()) + 1 if len(index) else 0
+            if top <= 4 * len(index) + 1024:  # each number's text made once (the grid is not sparse)
+                name = [str(i) for i in range(top)].__getitem__
+            else:
+                name = str
+            columns = [list(map(name, index[:, axis].tolist())) for axis in range(refs.ndim)]
             keys = [prefix + key for key in map(".".join, zip(*columns))] if prefix else list(map(".".join, zip(*columns)))
         else:
             keys = [prefix + "0"] * len(order)

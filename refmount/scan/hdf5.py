@@ -10,6 +10,8 @@ that variable out with a warning -- never a reference that decodes to garbage.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 
@@ -126,6 +128,19 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     return scan
 
 
+@contextlib.contextmanager
+def _no_gc():
+    """The cyclic garbage collector paused (it would scan the growing list of chunk tuples again
+    and again: a fifth of a 10,000-chunk file's scan); what was set before is restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variable | None:
     import h5py
 
@@ -168,20 +183,23 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
     if layout == h5py.h5d.CHUNKED:
         found: list = []
-        dset.id.chunk_iter(found.append)  # one pass over the B-tree, no Python call per chunk of ours
-        n = len(found)
-        # StoreInfo tuples (chunk_offset, filter_mask, byte_offset, size), transposed in C
-        positions, masks, offsets, sizes = zip(*found) if n else ((), (), (), ())
-        if any(masks):
-            masked = found[next(i for i, m in enumerate(masks) if m)]
-            raise Skip(f"chunk {masked.chunk_offset} is stored with filters skipped (filter mask "
-                       f"{masked.filter_mask}); the variable's codecs cannot decode it")
-        grid = np.fromiter(itertools.chain.from_iterable(positions), dtype=np.int64, count=n * len(shape))
+        with _no_gc():  # tens of thousands of tuples, made and dropped here: no collections meanwhile
+            dset.id.chunk_iter(found.append)  # one pass over the B-tree, no Python call per chunk of ours
+            n = len(found)
+            # StoreInfo tuples (chunk_offset, filter_mask, byte_offset, size), transposed in C
+            positions, masks, offsets, stored = zip(*found) if n else ((), (), (), ())
+            if any(masks):
+                masked = found[next(i for i, m in enumerate(masks) if m)]
+                raise Skip(f"chunk {masked.chunk_offset} is stored with filters skipped (filter mask "
+                           f"{masked.filter_mask}); the variable's codecs cannot decode it")
+            grid = np.fromiter(itertools.chain.from_iterable(positions), dtype=np.int64, count=n * len(shape))
+            offsets = np.fromiter(offsets, dtype=np.int64, count=n)
+            stored = np.fromiter(stored, dtype=np.int64, count=n)  # each chunk's stored size
+            del found, positions, masks
         index = grid.reshape(n, len(shape)) // np.asarray(chunks, dtype=np.int64)
         # chunks left beyond the extent (a dataset shrunk after writing) are no part of it
         inside = (index < -(-np.asarray(shape, dtype=np.int64) // np.asarray(chunks, dtype=np.int64))).all(axis=1)
-        refs = Chunks.ranges(index[inside], np.fromiter(offsets, dtype=np.int64, count=n)[inside],
-                             np.fromiter(sizes, dtype=np.int64, count=n)[inside])
+        refs = Chunks.ranges(index[inside], offsets[inside], stored[inside])
     elif layout == h5py.h5d.CONTIGUOUS:
         offset, size = dset.id.get_offset(), dset.id.get_storage_size()
         refs = Chunks.empty(len(shape))
