@@ -62,7 +62,7 @@ class Reader:
         # fetched ahead from them until a read succeeds or this expires
         self._failing: TTLCache = TTLCache(maxsize=4096, ttl=max(origins.failed_ttl, 5.0))
         # segments handed whole to a cache downstream (``served``): not fetched ahead again
-        self._downstream: LRUCache = LRUCache(maxsize=1 << 16)
+        self._downstream: LRUCache = LRUCache(maxsize=1 << 14)  # keys only: a few MB at most
 
     def size(self, ref: Ref) -> int:
         if isinstance(ref, Inline):
