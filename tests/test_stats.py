@@ -127,3 +127,17 @@ def test_no_xattrs_from_the_command_line(tmp_path, http_origin, mountpoint):
             assert exc.errno == errno.EOPNOTSUPP
     finally:
         run_cli("umount", mountpoint)
+
+
+def test_a_chunk_read_with_o_direct_stays_in_memory(tmp_path, http_origin, mount):
+    # O_DIRECT reads bypass the kernel's page cache: the daemon's memory is the only copy
+    refs, expected = _http_refs(tmp_path, http_origin, n=2)
+    key = sorted(expected)[0]
+    with mount(refs, prefetch=False) as root:
+        for _ in range(3):
+            fd = os.open(os.path.join(root, key), os.O_RDONLY | os.O_DIRECT)
+            try:
+                assert os.read(fd, 1 << 20) == expected[key]
+            finally:
+                os.close(fd)
+    assert http_origin.counts["GET"] == 1

@@ -54,12 +54,13 @@ def _errors_to_eio(method):
 class _Handle:
     """An open file: the reference and tree it was opened on (a reload never changes them)."""
 
-    __slots__ = ("ref", "size", "key", "tree", "touched", "stale", "served")
+    __slots__ = ("ref", "size", "key", "tree", "touched", "stale", "served", "paged")
 
-    def __init__(self, ref: Ref, size: int, key: str, tree: Index):
+    def __init__(self, ref: Ref, size: int, key: str, tree: Index, paged: bool = True):
         self.ref, self.size, self.key, self.tree = ref, size, key, tree
         self.touched = False
-        self.served = 0
+        self.served = 0  # bytes read through it
+        self.paged = paged  # its reads fill the kernel's page cache (not O_DIRECT)
         self.stale = False  # open across a reload
 
 
@@ -386,7 +387,7 @@ class RefFS:
             raise _enoent()
         if isinstance(node, Dir):
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        handle = _Handle(node, self.reader.size(node), key, tree)
+        handle = _Handle(node, self.reader.size(node), key, tree, paged=not flags & getattr(os, "O_DIRECT", 0))
         with self._lock:
             fh = self._next_fh
             self._next_fh += 1
@@ -437,7 +438,7 @@ class RefFS:
             others = self._opens.pop(handle.key) - 1
             if others:
                 self._opens[handle.key] = others
-            elif handle.served >= handle.size and not handle.stale:
+            elif handle.served >= handle.size and handle.paged and not handle.stale:
                 # every byte of it went to the kernel's page cache (kept across opens): the
                 # kernel holds it from now on, and the memory it took here takes the next chunk
                 # fetched (fresh pages for every chunk cost a third of a remote walk's CPU)
