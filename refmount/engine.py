@@ -10,6 +10,7 @@ Everything that serves a reference set builds through it: the FUSE daemon, ``ins
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -30,6 +31,7 @@ from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
 from refmount.scan import expand, identities, is_archive, scan
 from refmount.sources import kerchunk_json, open_source
+from refmount.urls import location_of
 from refmount.views import apply_view
 
 log = logging.getLogger("refmount")
@@ -243,8 +245,14 @@ class Engine:
 
     def __reduce__(self):
         """Pickled as its options: unpickled (in a dask worker, say), it is an engine of the same
-        sources and options there -- its own caches and connections, one per process."""
-        return _arrived, (self.opts.to_json(), self._cache_tag)
+        sources and options there -- its own caches and connections, one per process. Local paths
+        go absolute: the other process may run elsewhere in the tree."""
+        opts = dataclasses.replace(self.opts, sources=[(name, location_of(src)) for name, src in self.opts.sources])
+        if opts.cache_dir and opts.cache_dir != "auto":
+            opts.cache_dir = os.path.abspath(opts.cache_dir)
+        if opts.log_file:
+            opts.log_file = os.path.abspath(opts.log_file)
+        return _arrived, (opts.to_json(), self._cache_tag)
 
     def close(self) -> None:
         self.closed = True

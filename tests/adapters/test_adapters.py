@@ -126,6 +126,14 @@ def test_stores_and_filesystems_travel_to_dask_workers():
     copies = [pickle.loads(pickle.dumps(store)) for _ in range(2)]
     assert copies[0].engine is copies[1].engine is not store.engine
     assert copies[0].engine.read("air/.zarray") == store.engine.read("air/.zarray")
+    here = os.getcwd()
+    try:  # a relative source, unpickled where the working directory is another
+        os.chdir(CONFORMANCE)
+        relative = pickle.dumps(RefmountStore.open("air.nc.v1.json"))
+        os.chdir("/")
+        assert pickle.loads(relative).engine.read("air/.zarray") == store.engine.read("air/.zarray")
+    finally:
+        os.chdir(here)
     local = xarray.open_zarr(store, consolidated=False)["air"].values
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
                                   processes=True) as cluster, distributed.Client(cluster):
