@@ -121,7 +121,8 @@ class Combined:
         if refs.ndim:
             index = np.frombuffer(refs.index, dtype=np.int64).reshape(-1, refs.ndim)[order]
             top = int(index.max()) + 1 if len(index) else 0
-            if top <= 4 * len(index) + 1024:  # each number's text made once (the grid is not sparse)
+            if top <= 4 * len(index) + 1024 and (not len(index) or index.min() >= 0):
+                # each number's text made once (the grid is not sparse)
                 name = [str(i) for i in range(top)].__getitem__
             else:
                 name = str
