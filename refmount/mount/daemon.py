@@ -103,8 +103,9 @@ def _tune_malloc() -> None:
     32 MiB come from the heap, not from a fresh mapping each, and freed memory is kept for the
     next ones until 32 MiB of it is unused rather than handed back at once -- so the receive
     buffers a body passes through reuse pages instead of faulting fresh ones in (first touches of
-    fresh pages were a third of the daemon's CPU in a remote walk; those of the cached chunks
-    themselves remain). 5-10 % faster remote walks; about 20 MB more RSS after many reads.
+    fresh pages were a third of the daemon's CPU in a remote walk; chunks handed whole to the
+    kernel free theirs for the next ones too). 5-10 % faster remote walks; about 20 MB more RSS
+    after many reads.
     Environment settings (``MALLOC_*_``, ``GLIBC_TUNABLES``) win; other C libraries: nothing."""
     if any(k.startswith("MALLOC_") for k in os.environ) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return
