@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from tests.conftest import run_cli
-from tests.test_disk import _http_refs
+from tests.io.test_disk import _http_refs
 
 
 def test_stats_count_what_was_read(tmp_path, http_origin, mount):
@@ -73,7 +73,7 @@ def test_stats_of_something_else_is_one_line(tmp_path):
 
 
 def test_stats_of_a_dead_mount_says_how_to_clear_it(tmp_path, mountpoint):
-    from tests.test_cli import _kill_daemon
+    from tests.cli.test_cli import _kill_daemon
 
     refs = tmp_path / "refs.json"
     refs.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}'}}))
