@@ -50,6 +50,7 @@ class ReadyPipe:
                 pass
 
 
+READY_SECONDS = 30.0  # a mount whose root does not answer a stat within this is taken down
 LOG_BYTES = 8 << 20  # a log file is rotated at this size, keeping LOG_BACKUPS old ones
 LOG_BACKUPS = 3
 REPEAT_SECONDS = 10.0
@@ -147,8 +148,10 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         text = f"serving {names} at {mountpoint}"
         return text + (f" ({reloader.count} reloads)" if reloader.count else "")
 
+    not_ready: list[int] = []
+
     def on_init() -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             try:
                 if os.stat(mountpoint).st_dev != device:
@@ -156,8 +159,9 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
             except OSError:
                 pass
             time.sleep(0.01)
-        else:
-            ready.send(f"ERROR mountpoint {mountpoint}: mount did not become ready")
+        else:  # the root does not answer: say so, and take the mount down (nothing half-done)
+            not_ready.append(_fail(ready, f"mountpoint {mountpoint}: mount did not become ready"))
+            lazy_unmount(mountpoint)  # ends the FUSE loop below
             return
         log.info("mounted %s at %s", ", ".join(src for _, src in opts.sources), mountpoint)
         if opts.read_ahead:
@@ -208,6 +212,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         engine.close()
     if not ready.sent:
         return _fail(ready, f"mountpoint {mountpoint}: FUSE loop ended before the mount was ready")
+    if not_ready:
+        return 1
     log.info("unmounted %s", mountpoint)
     return 0
 
@@ -291,7 +297,11 @@ def spawn(args: list[str], tied: bool = False) -> subprocess.Popen:
     if status == "READY":
         proc.stderr.close()
         return proc
-    proc.wait()
+    try:  # a daemon that reported a failure takes its mount down and ends
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     if tie_w is not None:
         os.close(tie_w)
     detail = next((line for line in reversed(err.splitlines()) if line.strip()), "")

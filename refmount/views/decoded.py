@@ -185,10 +185,11 @@ class DecodedView(View):
             log.warning("decoded view: %s; left out: %s", why, ", ".join(sorted(arrays)))
         self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)
         self._largest = max((codec.nbytes for codec in self.arrays.values()), default=0)
-        self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k.rpartition("/")[0])])
+        self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k)])
 
     def _is_hidden(self, path: str) -> bool:
-        return within(path, self.hidden)
+        """In an array left out (the root stays, a directory, when the array there is left out)."""
+        return bool(path) and within(path, self.hidden)
 
     def largest_chunk(self) -> int:
         return self._largest
@@ -217,7 +218,7 @@ class DecodedView(View):
     def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
         prefix = f"{path}/" if path else ""
         for name, is_dir in self.tree.listdir(path):
-            if name == ".zmetadata" or (is_dir and self._is_hidden(prefix + name)):
+            if name == ".zmetadata" or self._is_hidden(prefix + name):
                 continue
             yield name, is_dir
         if not path:

@@ -264,7 +264,8 @@ class V2View(View):
         return None
 
     def _is_hidden(self, path: str) -> bool:
-        return within(path, self.hidden)
+        """In an array left out (the root stays, a directory, when the array there is left out)."""
+        return bool(path) and within(path, self.hidden)
 
     def node(self, path: str) -> Ref | Dir | None:
         if path == ".zmetadata":
@@ -315,7 +316,7 @@ class V2View(View):
             yield ".zgroup", False
             yield ".zattrs", False
         for name, is_dir in self.tree.listdir(path):
-            if name in ("zarr.json", ".zmetadata") or self._join(path, name) in self.hidden:
+            if name in ("zarr.json", ".zmetadata") or self._is_hidden(self._join(path, name)):
                 continue
             yield name, is_dir
         if not path:
@@ -342,7 +343,7 @@ class V2View(View):
             yield self._join(path, ".zarray")
             yield self._join(path, ".zattrs")
         for key in self.tree.metadata_keys():
-            if not key.endswith("zarr.json") and not self._is_hidden(key.rpartition("/")[0]):
+            if not key.endswith("zarr.json") and not self._is_hidden(key):
                 yield key
 
 

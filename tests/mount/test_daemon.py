@@ -263,3 +263,37 @@ def test_root_raises_the_kernels_read_ahead(tmp_path, mount):
         assert _read_ahead_kb(root) == 256
     with mount(str(refs), read_ahead=0) as root:
         assert _read_ahead_kb(root) not in (256, 1024)  # the kernel's own (128 for FUSE)
+
+
+DEAF_ROOT = '''
+import errno
+import refmount.mount.daemon as daemon
+import refmount.mount.operations as operations
+daemon.READY_SECONDS = 1.0
+answer = operations.RefFS.getattr
+def getattr(self, path, fh=None):
+    if path == "/":
+        raise OSError(errno.EIO, "the root does not answer")
+    return answer(self, path, fh)
+operations.RefFS.getattr = getattr
+'''
+
+
+def test_a_mount_whose_root_never_answers_is_taken_down_with_one_line(tmp_path, mountpoint):
+    """The daemon's readiness check fails (the root's stat never answers -- injected into the
+    daemon through ``sitecustomize``: no real reference set makes it so any more): the command
+    says so in one line and exits 1, and neither a mount nor a daemon stays behind (the command
+    used to wait for the daemon for ever)."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(DEAF_ROOT)
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format": 2}'}}))
+    env = dict(os.environ, PYTHONPATH=str(inject))
+    result = subprocess.run([sys.executable, "-m", "refmount", str(refs), mountpoint], capture_output=True, text=True,
+                            env=env, timeout=90)
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == f"refmount: mountpoint {mountpoint}: mount did not become ready"
+    assert not is_mounted(mountpoint)
+    daemons = subprocess.run(["pgrep", "-f", f"refmount.*{mountpoint}"], capture_output=True, text=True).stdout
+    assert daemons.strip() == ""

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from refmount.index import Decoded, build_index, Inline, Range
+from refmount.index import Decoded, Dir, build_index, Inline, Range
 from refmount.views.decoded import DecodedView
 
 NT, NY, NX = 4, 12, 20
@@ -275,3 +275,27 @@ def test_decoded_chunks_read_whole_leave_memory_and_come_back_exactly(archive, t
             f.seek(100)
             assert f.read() == values["t2m"][0].tobytes()[100:]
         assert http_origin.counts["GET"] == gets + 1  # fetched and decoded again, exactly
+
+
+def test_a_root_array_left_out_leaves_an_empty_root(tmp_path, mount, caplog):
+    """A reference set whose only array sits at the root (tifffile writes these) with a codec
+    that is not installed here: the decoded view still mounts, its root an empty directory."""
+    (tmp_path / "blob").write_bytes(b"\x01" * 64)
+    base = {"zarr_format": 2, "shape": [2, 8], "chunks": [1, 8], "fill_value": 0, "order": "C", "dtype": "<u4"}
+    refs = {".zarray": dict(base, compressor={"id": "zlib"}, filters=[{"id": "imagecodecs_no_such", "dist": 1}]),
+            ".zattrs": {"_ARRAY_DIMENSIONS": ["y", "x"]},
+            "0.0": Range(str(tmp_path / "blob"), 0, 32), "1.0": Range(str(tmp_path / "blob"), 32, 32)}
+    with caplog.at_level("WARNING", logger="refmount.views"):
+        view = _view(refs)
+    assert any(r.getMessage().endswith("left out: /") for r in caplog.records)
+    assert isinstance(view.node(""), Dir) and view.node("0.0") is None and view.node(".zarray") is None
+    assert [name for name, _ in view.listdir("")] == [".zmetadata"]
+    assert json.loads(view.node(".zmetadata").data)["metadata"] == {}
+
+    refs_file = tmp_path / "refs.json"
+    encoded = {k: (json.dumps(v) if isinstance(v, dict) else [v.url, v.offset, v.length]) for k, v in refs.items()}
+    refs_file.write_text(json.dumps({"version": 1, "refs": encoded}))
+    with mount(str(refs_file), view="decoded") as root:  # (the root used to be missing: no mount at all)
+        assert os.listdir(root) == [".zmetadata"] and not os.path.exists(os.path.join(root, "0.0"))
+    with mount(str(refs_file)) as root:  # the raw view has it all
+        assert sorted(os.listdir(root)) == [".zarray", ".zattrs", "0.0", "1.0"]

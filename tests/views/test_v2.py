@@ -217,3 +217,20 @@ def test_rectilinear_grids_in_inspect_prefetch_order_and_the_v2_view(tmp_path, c
     view = apply_view(open_source(_rectilinear(tmp_path, "even", [[[2, 2]], 2], [4, 4], same)), "v2")
     assert json.loads(view.node("even/.zarray").data)["chunks"] == [2, 2]
     assert view.node("even/1.1").data == bytes([3]) * 4
+
+
+def test_a_root_array_with_no_v2_form_leaves_an_empty_root(tmp_path, mount):
+    """A store that is one sharded array at its root: the v2 view mounts, an empty root."""
+    zarr = pytest.importorskip("zarr")
+    path = tmp_path / "one.zarr"
+    array = zarr.create_array(str(path), shape=(8,), chunks=(2,), shards=(4,), dtype="i4")
+    array[:] = np.arange(8)
+    refs = refs_over(path, tmp_path / "refs.json")
+    entries = json.loads(refs.read_text())["refs"].items()
+    view = V2View(build_index([(k, Inline(v.encode()) if isinstance(v, str) else Range(*v)) for k, v in entries]))
+    assert view.node("") is not None and [n for n, _ in view.listdir("")] == [".zmetadata"]
+    assert view.node("c/0") is None and list(view.metadata_keys()) == []
+    with mount(str(refs), view="v2") as root:
+        assert os.listdir(root) == [".zmetadata"]
+    with mount(str(refs), view="decoded") as root:  # the decoded view serves it, a shard a chunk
+        assert np.array_equal(zarr.open_array(root, mode="r", zarr_format=2)[...], np.arange(8))
