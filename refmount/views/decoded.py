@@ -134,11 +134,33 @@ class ArrayCodec:
         return np.ascontiguousarray(arr, dtype=self.out_dtype).tobytes()
 
 
+class _Unshuffle:
+    """HDF5's shuffle, decoding: the bytes past the last whole element stay as they are. HDF5
+    does so (``H5Z_FILTER_SHUFFLE``); numcodecs' ``Shuffle`` refuses such a buffer. netCDF-C puts
+    its checksum (``fletcher32``) before the shuffle, so a chunk of 8-byte values is shuffled
+    with its 4 checksum bytes past the last element."""
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    def decode(self, buf, out=None):
+        from numcodecs.compat import ensure_contiguous_ndarray
+
+        data = ensure_contiguous_ndarray(buf).view("u1").reshape(-1)
+        whole = len(data) - len(data) % self.codec.elementsize
+        if whole == len(data):
+            return self.codec.decode(data, out)
+        head = np.frombuffer(bytes(self.codec.decode(data[:whole])), dtype="u1") if whole else data[:0]
+        return np.concatenate([head, data[whole:]])
+
+
 def _codec(numcodecs, spec):
     if not isinstance(spec, dict) or "id" not in spec:
         raise LeftOut(f"codec {spec!r} is not a codec description")
     try:
         codec = numcodecs.get_codec(dict(spec))
+        if spec["id"] == "shuffle":
+            codec = _Unshuffle(codec)
     except Exception as exc:
         raise LeftOut(f"codec {spec['id']!r} cannot be decoded here ({exc})") from None
     try:  # a codec registered by a package whose own imports are missing fails on first use:

@@ -188,3 +188,40 @@ def test_mounting_a_damaged_file_directly_fails_in_one_line_after_the_file_timeo
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(damaged) in lines[0] and "read nothing for 2 s" in lines[0], result.stderr
     assert not is_mounted(str(mountpoint))
+
+
+def test_checksummed_chunks_of_8_byte_values_decode_as_hdf5_does(tmp_path, mount):
+    """netCDF-C applies its checksum (fletcher32) before the shuffle, so a chunk of 8-byte values
+    is shuffled with 4 checksum bytes past its last element: HDF5 leaves those bytes where they
+    are; numcodecs' Shuffle refuses them (kerchunk leaves fletcher32 variables out). The decoded
+    view decodes them as HDF5 does, the checksum verified: a flipped byte is EIO."""
+    path = tmp_path / "sums.nc"
+    values = {"f8": np.linspace(-1, 1, 12), "i8": np.arange(12, dtype="i8") * 2**33, "i4": np.arange(12, dtype="i4")}
+    with netCDF4.Dataset(path, "w") as d:
+        d.createDimension("n", 12)
+        for name, data in values.items():
+            d.createVariable(name, name, ("n",), zlib=True, shuffle=True, fletcher32=True, chunksizes=(5,))[:] = data
+        # uncompressed: a flipped byte reaches the checksum (zlib's own check would catch it first)
+        d.createVariable("plain", "f8", ("n",), shuffle=True, fletcher32=True, chunksizes=(5,))[:] = values["f8"]
+    refs = tmp_path / "refs.json"
+    assert run_cli("scan", path, "-o", refs).returncode == 0
+    meta = json.loads(json.loads(refs.read_text())["refs"]["f8/.zarray"])
+    assert [f["id"] for f in meta["filters"]] == ["fletcher32", "shuffle", "zlib"]  # HDF5's pipeline order
+    with mount(str(refs), view="decoded") as root:
+        for name, data in [*values.items(), ("plain", values["f8"])]:
+            got = b"".join(open(os.path.join(root, name, str(i)), "rb").read() for i in range(3))
+            want = np.concatenate([data, np.zeros(3, data.dtype)]).astype(data.dtype.newbyteorder("<"))
+            assert got[: 12 * data.itemsize] == want.tobytes()[: 12 * data.itemsize], name
+    # a byte flipped inside a stored chunk: the checksum catches it
+    entry = json.loads(refs.read_text())["refs"]["plain/1"]
+    with open(path, "r+b") as f:
+        f.seek(entry[1] + entry[2] // 2)
+        byte = f.read(1)
+        f.seek(entry[1] + entry[2] // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with mount(str(refs), view="decoded") as root:
+        assert open(os.path.join(root, "plain", "0"), "rb").read() == values["f8"][:5].tobytes()
+        with pytest.raises(OSError) as exc:
+            open(os.path.join(root, "plain", "1"), "rb").read()
+        assert exc.value.errno == 5
+    assert "EIO /plain/1: cannot decode a chunk of plain: RuntimeError: The fletcher32 checksum of the data" in (tmp_path / "refmount.log").read_text()
