@@ -36,8 +36,9 @@ class View(Index):
 
 
 def within(path: str, roots: set[str]) -> bool:
-    """``path`` is one of ``roots`` or below one (``""`` is the whole tree)."""
-    if not roots:
+    """``path`` is one of ``roots`` (arrays a view leaves out) or below one. The tree's root
+    itself never is: when the array at the root is left out, the root stays, an empty directory."""
+    if not roots or not path:
         return False
     while True:
         if path in roots:

@@ -210,8 +210,7 @@ class DecodedView(View):
         self.zmetadata = consolidate(self, [k for k in keys if not self._is_hidden(k)])
 
     def _is_hidden(self, path: str) -> bool:
-        """In an array left out (the root stays, a directory, when the array there is left out)."""
-        return bool(path) and within(path, self.hidden)
+        return within(path, self.hidden)
 
     def largest_chunk(self) -> int:
         return self._largest
@@ -239,8 +238,9 @@ class DecodedView(View):
 
     def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
         prefix = f"{path}/" if path else ""
-        for name, is_dir in self.tree.listdir(path):
-            if name == ".zmetadata" or self._is_hidden(prefix + name):
+        left_out = path in self.hidden  # the array at the root, left out: nothing of it is listed
+        for name, is_dir in () if left_out else self.tree.listdir(path):
+            if name == ".zmetadata" or prefix + name in self.hidden:
                 continue
             yield name, is_dir
         if not path:

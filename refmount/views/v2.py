@@ -264,8 +264,7 @@ class V2View(View):
         return None
 
     def _is_hidden(self, path: str) -> bool:
-        """In an array left out (the root stays, a directory, when the array there is left out)."""
-        return bool(path) and within(path, self.hidden)
+        return within(path, self.hidden)
 
     def node(self, path: str) -> Ref | Dir | None:
         if path == ".zmetadata":
@@ -315,8 +314,9 @@ class V2View(View):
         if path in self.groups:
             yield ".zgroup", False
             yield ".zattrs", False
-        for name, is_dir in self.tree.listdir(path):
-            if name in ("zarr.json", ".zmetadata") or self._is_hidden(self._join(path, name)):
+        left_out = path in self.hidden  # the array at the root, left out: nothing of it is listed
+        for name, is_dir in () if left_out else self.tree.listdir(path):
+            if name in ("zarr.json", ".zmetadata") or self._join(path, name) in self.hidden:
                 continue
             yield name, is_dir
         if not path:
