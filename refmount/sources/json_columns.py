@@ -39,17 +39,30 @@ class Columns:
     lengths: np.ndarray  # (n,) int64
 
 
-def _column(buf: np.ndarray, starts: np.ndarray, j: int) -> np.ndarray:
-    return buf[np.minimum(starts + j, len(buf) - 1)]
+def _rows(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``(n, width)`` bytes: row ``i`` is ``buf[starts[i]:starts[i] + width]`` (zeros past the end
+    of ``buf``), gathered in one operation through a view of overlapping windows."""
+    last = len(buf) - width  # the last start whose window lies within buf
+    near = starts > last
+    if near.any():  # rows reaching past the end (a long width, the last entries): from a padded copy
+        base = int(starts[near].min())
+        tail = np.concatenate([buf[base:], np.zeros(width, dtype=buf.dtype)])
+        out = np.empty((len(starts), width), dtype=buf.dtype)
+        out[near] = _rows(tail, starts[near] - base, width)
+        if (~near).any():
+            out[~near] = _rows(buf, starts[~near], width)
+        return out
+    windows = np.lib.stride_tricks.as_strided(buf, shape=(last + 1, width), strides=(buf.strides[0],) * 2,
+                                              writeable=False)
+    return windows[starts]
 
 
 def _strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The byte strings ``buf[starts[i]:ends[i]]`` as one fixed-width array."""
     lengths = ends - starts
     width = max(int(lengths.max()) if len(lengths) else 1, 1)
-    out = np.zeros((len(starts), width), dtype=np.uint8)
-    for j in range(width):
-        out[:, j] = np.where(j < lengths, _column(buf, starts, j), 0)
+    out = _rows(buf, starts, width)
+    out[np.arange(width) >= lengths[:, None]] = 0
     return out.view(f"S{width}").reshape(len(starts))
 
 
@@ -58,8 +71,10 @@ def _key_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarr
     n = len(starts)
     state = np.zeros(n, dtype=np.int8)  # 0: before ':', 1: before '[', 2: after it; -1: no
     length = ends - starts
-    for j in range(int(min(length.max(), 16)) if n else 0):
-        char = _column(buf, starts, j)
+    width = int(min(length.max(), 16)) if n else 0
+    chars = _rows(buf, starts, width).T if width else None
+    for j in range(width):
+        char = chars[j]
         live = (j < length) & (state >= 0) & ~_WS[char]
         state = np.where(live & (state == 0) & (char == COLON), 1,
                          np.where(live & (state == 1) & (char == LBRACKET), 2, np.where(live, -1, state)))
@@ -92,10 +107,9 @@ _STEP[10, :] = 10
 _STEP = _STEP.ravel()
 
 
-def _url_gaps(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+def _url_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     """Parse each gap as ``ws* ',' ws* OFFSET ws* ',' ws* LENGTH ws* ']' ws* (',' ws* | '}' ...)``:
-    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}').
-    ``padded`` is the text with ``MAX_GAP`` bytes more, so every gap can be read whole."""
+    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}')."""
     n = len(starts)
     length = ends - starts
     state = np.where(length > MAX_GAP, _NO, 0).astype(np.int8)
@@ -103,20 +117,26 @@ def _url_gaps(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     size = np.zeros(n, dtype=np.int64)
     digits_o = np.zeros(n, dtype=np.int8)
     digits_s = np.zeros(n, dtype=np.int8)
-    bracket = np.zeros(n, dtype=np.int64)
-    for j in range(int(min(length.max(), MAX_GAP)) if n else 0):
-        char = padded[starts + j]
-        new = np.where(j < length, _STEP[state.astype(np.intp) * 7 + _CLASS[char]], state)
-        value = char.astype(np.int64) - 48
+    bracket = np.zeros(n, dtype=np.int8)  # where ']' is, from the gap's start
+    width = int(min(length.max(), MAX_GAP)) if n else 0
+    if width:
+        chars = np.ascontiguousarray(_rows(buf, starts, width).T)  # (width, n): byte j of every gap
+        # past a gap's end it reads as whitespace: that leaves every state that can still be taken
+        # (after ',' or '}') as it is, and brings no other state to one that can
+        classes = _CLASS[chars]
+        classes[np.arange(width)[:, None] >= length] = 0
+    for j in range(width):
+        new = np.take(_STEP, state * 7 + classes[j])  # (at most 11 * 7 + 6: int8 holds it)
         in_offset, in_size = new == 2, new == 6
-        offset = np.where(in_offset, offset * 10 + value, offset)
-        size = np.where(in_size, size * 10 + value, size)
-        digits_o += in_offset
-        digits_s += in_size
-        bracket = np.where((new == 8) & (state != 8), starts + j, bracket)
+        for number, digits, where in ((offset, digits_o, in_offset), (size, digits_s, in_size)):
+            np.multiply(number, 10, out=number, where=where)
+            np.add(number, chars[j], out=number, where=where)
+            np.subtract(number, 48, out=number, where=where)
+            digits += where
+        np.copyto(bracket, j, where=(new == 8) & (state != 8))
         state = new
     ok = ((state == 9) | (state == 10)) & (digits_o <= 18) & (digits_s <= 18)  # more digits: not int64-safe
-    return ok, offset, size, bracket, state == 9
+    return ok, offset, size, starts + bracket, state == 9
 
 
 def _before(buf: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -137,8 +157,8 @@ def _before(buf: np.ndarray, positions: np.ndarray) -> np.ndarray:
 def split(text: bytes) -> tuple[bytes, Columns] | None:
     if len(text) < MIN_BYTES:
         return None
-    try:
-        text.decode("utf-8")  # what a JSON parser refuses is refused for the bulk as well
+    try:  # what a JSON parser refuses is refused for the bulk as well (ASCII: UTF-8 at once)
+        text.isascii() or text.decode("utf-8")
     except UnicodeDecodeError:
         return None
     buf = np.frombuffer(text, dtype=np.uint8)
@@ -175,8 +195,7 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     maybe = maybe[plain[maybe] & plain[maybe + 1]]
     keys_at = maybe[_key_gaps(buf, closes[maybe] + 1, gap_end[maybe])]
     url_at = keys_at + 1
-    padded = np.frombuffer(text + b"\0" * (MAX_GAP + 8), dtype=np.uint8)
-    ok, offsets, lengths, bracket, entry_follows = _url_gaps(padded, closes[url_at] + 1, gap_end[url_at])
+    ok, offsets, lengths, bracket, entry_follows = _url_gaps(buf, closes[url_at] + 1, gap_end[url_at])
     before = _before(buf, opens[keys_at])
     ok &= (before == COMMA) | (before == LBRACE)
     keys_at, url_at, offsets, lengths, bracket, entry_follows = (
@@ -231,12 +250,11 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     url_len = url_ends - url_starts
     same = np.zeros(len(url_at), dtype=bool)
     same[1:] = url_len[1:] == url_len[:-1]
-    # compared 8 bytes at a time: the text seen through overlapping little-endian 64-bit windows
-    words = np.ndarray((len(text) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    # compared 8 bytes at a time (bytes past a URL's end masked off below)
     for k in range(0, int(url_len.max()), 8):
         if not same.any():
             break
-        word = words[url_starts + k]
+        word = _rows(buf, url_starts + k, 8).view("<u8").reshape(len(url_starts))
         rest = np.clip(url_len - k, 0, 8).astype(np.uint64)
         mask = np.where(rest >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
                         (np.uint64(1) << (np.minimum(rest, 7) * np.uint64(8))) - np.uint64(1))
