@@ -154,6 +154,17 @@ def _before(buf: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return out
 
 
+def _positions(buf: np.ndarray, block: int = 4 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of every quote, and of every backslash or control character, found a block
+    at a time: the comparisons' temporaries stay small and are reused, not fresh pages each."""
+    quotes, odd = [], []
+    for start in range(0, len(buf), block):
+        part = buf[start:start + block]
+        quotes.append(np.flatnonzero(part == QUOTE) + start)
+        odd.append(np.flatnonzero((part == BACKSLASH) | (part < 32)) + start)
+    return np.concatenate(quotes), np.concatenate(odd)
+
+
 def split(text: bytes) -> tuple[bytes, Columns] | None:
     if len(text) < MIN_BYTES:
         return None
@@ -165,9 +176,11 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     head = text[:4096].lstrip(b" \t\r\n")
     if head[:1] != b"{":
         return None  # a list of sets, or not JSON: parsed whole
-    quotes = np.flatnonzero(buf == QUOTE)
+    quotes, odd = _positions(buf)
     # a quote after an odd run of backslashes is inside a string
-    escaped = quotes[(quotes > 0) & (buf[np.maximum(quotes - 1, 0)] == BACKSLASH)]
+    after = odd[buf[odd] == BACKSLASH] + 1
+    after = after[after < len(buf)]
+    escaped = after[buf[after] == QUOTE]
     if len(escaped) > MAX_IRREGULAR:
         return None
     drop = []
@@ -183,7 +196,6 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
         return None
     opens, closes = quotes[0::2], quotes[1::2]
     # strings holding an escape or a control character are never taken as a key or URL
-    odd = np.flatnonzero((buf == BACKSLASH) | (buf < 32))
     owner = np.searchsorted(opens, odd, side="right") - 1
     within = (owner >= 0) & (odd < closes[np.maximum(owner, 0)])
     plain = np.ones(len(opens), dtype=bool)
