@@ -283,12 +283,19 @@ class CompactIndex(Index):
         self._kind = kind[order].astype(np.int8)
         self._a, self._off, self._len = a[order], off[order], length[order]
         self._n = n
-        # each key's parent directory: the bytes before its last '/'
+        # each key's parent directory: the bytes before its last '/' (only as wide as the widest
+        # parent; the keys are sorted, so a parent is new only where it differs from the one before)
         slash = (grid == 47) & inside
         nested = slash.any(axis=1)
         cut = np.where(nested, width - 1 - np.argmax(slash[:, ::-1], axis=1), 0)
-        parents = np.where(np.arange(width) < cut[:, None], grid, 0).view(f"S{width}").reshape(n)
-        names = {p.decode("utf-8", "surrogateescape") for p in np.unique(parents[nested]).tolist()}
+        names = set()
+        if nested.any():
+            wide = max(int(cut.max()), 1)
+            parents = np.where(np.arange(wide) < cut[:, None], grid[:, :wide], 0)
+            parents = np.ascontiguousarray(parents).view(f"S{wide}").reshape(n)[nested]
+            new = np.ones(len(parents), dtype=bool)
+            new[1:] = parents[1:] != parents[:-1]
+            names = {p.decode("utf-8", "surrogateescape") for p in parents[new].tolist()}
         if not nested.all():
             names.add("")
         self._derive_dirs(names)
