@@ -262,16 +262,22 @@ def split(text: bytes) -> tuple[bytes, Columns] | None:
     url_len = url_ends - url_starts
     same = np.zeros(len(url_at), dtype=bool)
     same[1:] = url_len[1:] == url_len[:-1]
-    # compared 8 bytes at a time (bytes past a URL's end masked off below)
-    for k in range(0, int(url_len.max()), 8):
+    # compared 8 bytes at a time: the whole words from a URL's start, then the word ending at its
+    # end (URLs under 8 bytes: one word, the bytes past the end masked off)
+    def words(at: np.ndarray) -> np.ndarray:
+        return _rows(buf, at, 8).view("<u8").reshape(len(at))
+
+    for k in range(0, int(url_len.max()) - 8, 8):
         if not same.any():
             break
-        word = _rows(buf, url_starts + k, 8).view("<u8").reshape(len(url_starts))
-        rest = np.clip(url_len - k, 0, 8).astype(np.uint64)
-        mask = np.where(rest >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
-                        (np.uint64(1) << (np.minimum(rest, 7) * np.uint64(8))) - np.uint64(1))
-        word &= mask
-        same[1:] &= word[1:] == word[:-1]
+        word = words(url_starts + k)
+        same[1:] &= (word[1:] == word[:-1]) | (url_len[1:] < k + 8)
+    short = url_len < 8
+    tail = words(np.where(short, url_starts, url_ends - 8))
+    if short.any():
+        rest = np.minimum(url_len, 7).astype(np.uint64) * np.uint64(8)
+        tail &= np.where(short, (np.uint64(1) << rest) - np.uint64(1), np.uint64(0xFFFFFFFFFFFFFFFF))
+    same[1:] &= tail[1:] == tail[:-1]
     firsts = np.flatnonzero(~same)
     if len(firsts) > MAX_IRREGULAR:
         return None
