@@ -94,18 +94,25 @@ def test_the_fast_path_reads_what_the_whole_parse_reads(tmp_path_factory, monkey
     ('{"a/0":["d",1,2],"a/1":{"x":["d",0,2]}}', False),  # a nested object: parsed whole
     ('{"version":null,"refs":{"a/0":["d",1,2]}}', True),
     ('{"version":1,"refs":{"a/0":["d",01,2]}}', False),  # not JSON: a leading zero
-    ('{"version":1,"refs":{"a/0":["d",1,2] "a/1":["d",1,2]}}', True),  # not JSON: a missing comma
-    ('{"version":1,"refs":{"a/0":["d",1,2],}}', True),  # not JSON: a trailing comma
+    ('{"version":1,"refs":{"a/0":["d",1,2] "a/1":["d",1,2]}}', False),  # not JSON: a missing comma
+    ('{"version":1,"refs":{"a/0":["d",1,2],}}', False),  # not JSON: a trailing comma
     ('{"version":1,"version":1,"refs":{"a/0":["d",1,2]}}', False),
     ('{"version":1,"refs":{"a/0":["d",1,2],"a/0":"x"}}', True),  # in both: parsed whole
     ('{"version":1,"refs":{"a/0":["d",1,2]}} trailing', True),
     ('[{"a/0":["d",1,2]}]', False),
-    ('{"version":1,"refs":{"a/0":["d",1,0],"a/1":["d",-1,2],"a/2":["d",1.5,2]}}', True),
+    ('{"version":1,"refs":{"a/0":["d",1,0],"a/1":["d",-1,2],"a/2":["d",1.5,2]}}', False),
+    # URLs of one length differing in one byte, at and around the 8-byte words they are compared by
+    ('{"version":1,"refs":{"a/0":["abcdefgh",1,2],"a/1":["abcdefgX",1,2],"a/2":["abcdefghi",1,2],'
+     '"a/3":["abcdefghX",1,2],"a/6":["abcdefghijklmnopq",1,2],'
+     '"a/7":["abcdefghijklmnopX",1,2],"a/8":["Xbcdefghijklmnopq",1,2],"a/9":["abcdefgXijklmnopq",1,2],'
+     '"a/10":["ab",1,2],"a/11":["aX",1,2],"a/12":["aX",1,2]}}', True),
+    # a long key early, short entries at the very end (their windows reach past the text)
+    ('{"version":1,"refs":{"' + "k" * 200 + '":["d",1,2],"a/0":["d",1,2],"b":["e",3,4]}}', True),
 ])
 def test_edge_cases(tmp_path, monkeypatch, text, taken):
     path = tmp_path / "refs.json"
     path.write_text(text)
-    _same(path, monkeypatch)
+    _same(path, monkeypatch, expect_columns=taken)
 
 
 def test_a_large_set_is_taken_whole_and_reads_the_same(tmp_path, monkeypatch):
