@@ -527,9 +527,9 @@ class Union(Index):
 
     def __init__(self, members: dict[str, Index]):
         for name in members:
-            check_key(name)
-            if "/" in name:
-                raise RefmountError(f"source name {name!r} must not contain '/'")
+            if not name or name in (".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+                raise RefmountError(f"source name {name!r}: a directory name must not be empty, '.' or '..', "
+                                    "nor contain '/' or NUL, nor be longer than 255 bytes")
         self.members = dict(members)
         self.mtime_ns = max((m.mtime_ns for m in members.values()), default=0)
 

@@ -105,6 +105,12 @@ def test_duplicate_source_names_are_refused(refs, mountpoint):
     assert not is_mounted(mountpoint)
 
 
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_source_name_that_is_no_directory_name_is_refused(refs, mountpoint, name):
+    _one_line_error(run_cli(f"{name}={refs}", f"b={refs}", mountpoint), f"source name {name!r}: a directory name")
+    assert not is_mounted(mountpoint)
+
+
 @pytest.mark.parametrize(
     "content, fragment",
     [
