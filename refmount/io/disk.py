@@ -109,7 +109,8 @@ class DiskCache:
             os.makedirs(os.path.join(d, "tmp"), mode=0o700, exist_ok=True)
             os.makedirs(os.path.join(d, "leases"), mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise RefmountError(f"cache directory {d}: {exc.strerror}") from None
+            why = "not a directory" if os.path.exists(d) and not os.path.isdir(d) else exc.strerror
+            raise RefmountError(f"cache directory {d}: {why}") from None
         if self.shared:  # no flock: it breaks on NFS, and sharing is the point
             return fd
         try:
