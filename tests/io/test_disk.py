@@ -42,7 +42,6 @@ def test_second_daemon_cannot_take_the_same_directory(tmp_path):
     DiskCache(str(tmp_path / "c"), 1 << 20).close()  # free again once closed
 
 
-
 def test_a_cache_directory_that_is_a_file_says_so(tmp_path, mountpoint):
     (tmp_path / "cache").write_text("not a directory")
     refs = tmp_path / "refs.json"
@@ -50,6 +49,7 @@ def test_a_cache_directory_that_is_a_file_says_so(tmp_path, mountpoint):
     result = run_cli("--cache-dir", tmp_path / "cache", refs, mountpoint)
     assert result.returncode == 1
     assert result.stderr.strip() == f"refmount: cache directory {tmp_path / 'cache'}: not a directory"
+
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "identity"])
 def test_corrupt_entry_is_discarded(tmp_path, damage):
