@@ -31,6 +31,10 @@ def _axis_steps(grid: list[int]) -> set[int]:
 
 
 WALKS = 4  # walks told apart per array
+# a walk's window holds at least ``first_window`` chunks and grows past it only while it holds
+# less than this many bytes: 16 chunks of 2 MB keep the fetchers busy, and more only adds what a
+# reader that stops never reads (a walk of small chunks grows on, its chunks merged into requests)
+WINDOW_BYTES = 32 << 20
 PROBES = 4  # recent accesses that belong to no walk, kept to recognise new ones
 STALE = 8  # a walk not continued by any of this many accesses of its array is forgotten
 
@@ -62,9 +66,10 @@ class Prefetcher:
         self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> _Array
         self._lock = threading.Lock()
 
-    def _follow(self, state: _Array, n: int, grid: list[int]) -> tuple[int, int]:
+    def _follow(self, state: _Array, n: int, grid: list[int], limit: int | None = None) -> tuple[int, int]:
         """Account chunk ``n`` of an array; ``(stride, window)`` to fetch ahead from it (window
-        0: nothing). Called under the lock."""
+        0: nothing; at most ``limit``, else ``max_window``). Called under the lock."""
+        limit = self.max_window if limit is None else limit
         previous, state.last = state.last, n
         state.tick += 1
         state.walks = [w for w in state.walks if state.tick - w[3] <= STALE]  # readers that stopped
@@ -75,7 +80,7 @@ class Prefetcher:
                 return 0, 0
             if step == stride or (stride == 1 and 0 < step <= window + 2):
                 # the walk goes on as predicted (forward readers may skip what others read)
-                walk[:] = [n, stride, min(max(window * 2, self.first_window), self.max_window), state.tick]
+                walk[:] = [n, stride, min(max(window * 2, self.first_window), limit), state.tick]
                 state.walks.insert(0, state.walks.pop(i))
                 return stride, walk[2]
         for last, stride, window, _ in state.walks:
@@ -100,6 +105,13 @@ class Prefetcher:
         del state.probes[PROBES:]
         return 0, 0
 
+    def _limit(self, ref) -> int:
+        """The largest window for a walk of chunks like ``ref`` (see ``WINDOW_BYTES``)."""
+        source = ref.source if isinstance(ref, Decoded) else ref
+        if not isinstance(source, Range) or source.length <= 0:
+            return self.max_window
+        return min(self.max_window, max(self.first_window, WINDOW_BYTES // source.length))
+
     def _order(self, tree: Index) -> ChunkOrder:
         with self._lock:
             order = self._orders.get(tree)
@@ -109,6 +121,8 @@ class Prefetcher:
 
     def on_first_read(self, tree: Index, path: str, ref=None) -> None:
         """Called when a chunk file (its reference ``ref``, if known) is first read through a handle."""
+        if ref is None:
+            ref = tree.node(path)
         if isinstance(ref, (Range, Whole)) and self.reader.origins.is_local(ref.url):
             return  # local originals need no fetching ahead: the page cache and read-ahead serve them
         order = self._order(tree)
@@ -120,7 +134,7 @@ class Prefetcher:
             state = self._streams.get(directory)
             if state is None:
                 state = self._streams[directory] = _Array()
-            stride, window = self._follow(state, n, grid)
+            stride, window = self._follow(state, n, grid, self._limit(ref))
         if not window:
             return
         segments, decoded = [], []
