@@ -527,7 +527,8 @@ class Union(Index):
 
     def __init__(self, members: dict[str, Index]):
         for name in members:
-            if not name or name in (".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+            size = len(name.encode("utf-8", "surrogateescape"))
+            if not name or name in (".", "..") or "/" in name or "\0" in name or size > 255:
                 raise RefmountError(f"source name {name!r}: a directory name must not be empty, '.' or '..', "
                                     "nor contain '/' or NUL, nor be longer than 255 bytes")
         self.members = dict(members)
