@@ -107,9 +107,13 @@ _STEP[10, :] = 10
 _STEP = _STEP.ravel()
 
 
-def _url_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+def _url_gaps(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, block: int = 1 << 17):
     """Parse each gap as ``ws* ',' ws* OFFSET ws* ',' ws* LENGTH ws* ']' ws* (',' ws* | '}' ...)``:
-    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}')."""
+    (ok, offset, length, position of ']', whether ',' follows (another entry) rather than '}').
+    A block of gaps at a time: the temporaries stay small and are reused, not fresh pages."""
+    if len(starts) > block:
+        parts = [_url_gaps(buf, starts[i:i + block], ends[i:i + block], block) for i in range(0, len(starts), block)]
+        return tuple(np.concatenate(column) for column in zip(*parts))
     n = len(starts)
     length = ends - starts
     state = np.where(length > MAX_GAP, _NO, 0).astype(np.int8)

@@ -9,6 +9,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -138,3 +139,20 @@ def test_real_kerchunk_outputs_read_the_same_both_ways(path, monkeypatch):
     """kerchunk's own outputs (ujson escapes, templates, gen, v0 and v1, the parse-only sets):
     the same tree through the columns and through the whole-document parse."""
     _same(path, monkeypatch)
+
+
+def test_gaps_parsed_a_block_at_a_time_read_the_same(monkeypatch):
+    """The gaps after URLs are parsed in blocks of entries (small reused temporaries): blocks of 7
+    give the columns one block gives."""
+    refs = {f"v/{i}": [f"f{i % 3}.nc", i * 10, 10 + i % 7] for i in range(1000)}
+    refs["v/x"] = ["f0.nc", 1.5, 2]  # not this form: left to the JSON parser, in whichever block
+    text = json.dumps({"version": 1, "refs": refs}).encode()
+    monkeypatch.setattr(json_columns, "MIN_BYTES", 0)
+    whole = json_columns.split(text)
+    gaps = json_columns._url_gaps
+    monkeypatch.setattr(json_columns, "_url_gaps", lambda buf, starts, ends, block=7: gaps(buf, starts, ends, 7))
+    blocked = json_columns.split(text)
+    assert whole[0] == blocked[0] and whole[1].urls == blocked[1].urls
+    for field in ("keys", "url_ids", "offsets", "lengths"):
+        assert np.array_equal(getattr(whole[1], field), getattr(blocked[1], field)), field
+    assert len(whole[1].keys) == 1000
