@@ -172,3 +172,21 @@ def test_many_local_originals_read_concurrently(tmp_path, mount):
                     if open(os.path.join(root, "k", str(n)), "rb").read() != bytes([n % 256]) * 1000]
 
         assert in_threads(reader, range(6)) == [[]] * 6
+
+
+def test_local_originals_never_load_the_http_client(tmp_path):
+    """aiohttp (and its parser, SSL contexts: about 10 MB of a daemon) is imported at the first
+    remote read, not by a set of local files."""
+    import subprocess
+    import sys
+
+    (tmp_path / "d.bin").write_bytes(DATA)
+    path = _refs(tmp_path, {".zgroup": '{"zarr_format":2}', **_chunked_refs(str(tmp_path / "d.bin"))})
+    code = ("import sys, refmount\n"
+            f"with refmount.open({path!r}) as e:\n"
+            "    assert e.read('v/3') == open(sys.argv[1], 'rb').read()[3 * 40000 + 7:4 * 40000 + 7]\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'refmount.io.http')))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.bin")], capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
