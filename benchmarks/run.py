@@ -284,7 +284,7 @@ def bench_dataset(work: Path, args) -> None:
         client = statistics.median(python_timing(AIOHTTP_FETCH.format(ranges=json.dumps(ranges), inflight=16))["rate"]
                                    for _ in range(runs))
         row("aiohttp client, same ranges, 16 in flight", f"{client:.0f} MB/s",
-            f"P2 ratio to it {p2 / client:.2f} (target >= 0.8)")
+            f"P2 ratio to it {p2 / client:.2f} (target >= 0.8); the client alone is {client / p1:.2f} x P1")
         # walks other than the listing's: every 4th chunk in grid order (a strided time slice), reverse
         order = sorted(keys, key=lambda k: [int(i) for i in k.rpartition("/")[2].split(".")])
         # (a walk of a quarter of the chunks ramps its fetch-ahead up over a larger part of it: the
@@ -329,10 +329,31 @@ def bench_dataset(work: Path, args) -> None:
                 r = python_timing(XARRAY_LOAD.format(target=target, kwargs=kwargs))
             return r["bytes"] / r["seconds"] / 1e6
 
+        def copy_while_received() -> float:
+            """The local copy's load while a bare aiohttp client receives the same bytes from the
+            origin (started as the load starts): what receiving them costs this machine's two
+            cores, whoever receives them -- the bound of any reader over this origin."""
+            client = subprocess.Popen([PY, "-c", AIOHTTP_FETCH.format(ranges=json.dumps(ranges), inflight=16).replace(
+                "seconds = asyncio.run(main())", "import sys; sys.stdin.readline()\nseconds = asyncio.run(main())")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                time.sleep(1.0)  # its imports done before the load starts
+                load = subprocess.Popen([PY, "-c", XARRAY_LOAD.format(target=str(zcopy), kwargs="{}").replace(
+                    "t0 = time.perf_counter()", "t0 = time.perf_counter(); print('go', flush=True)")],
+                    stdout=subprocess.PIPE, text=True)
+                load.stdout.readline()
+                client.stdin.write("\n")
+                client.stdin.flush()
+                r = json.loads(load.communicate(timeout=600)[0].strip().splitlines()[-1])
+            finally:
+                client.communicate(timeout=600)
+            return r["bytes"] / r["seconds"] / 1e6
+
         kw = {"storage_options": {"fo": str(http_path), "remote_protocol": "http", "remote_options": {"asynchronous": True}, "asynchronous": True}}
         contenders = {"mount": lambda: xarray_rate(mnt, mount_refs=str(http_path)),
                       "kerchunk": lambda: xarray_rate("reference://", repr(kw)),
-                      "copy": lambda: xarray_rate(str(zcopy))}
+                      "copy": lambda: xarray_rate(str(zcopy)),
+                      "bound": copy_while_received}
         rates: dict[str, list] = {name: [] for name in contenders}
         failed = None
         for _ in range(runs):  # in turn, so that a machine busier at one moment weighs on all three alike
@@ -352,6 +373,9 @@ def bench_dataset(work: Path, args) -> None:
         else:
             row("in-process kerchunk reference://", f"{statistics.median(rates['kerchunk']):.0f} MB/s")
         row("xarray on the plain local Zarr copy", f"{local:.0f} MB/s", f"P3 ratio {p3 / local:.2f} (target >= 0.9)")
+        bound = statistics.median(rates["bound"])
+        row("the local copy while a bare client receives the same bytes", f"{bound:.0f} MB/s",
+            f"{bound / local:.2f} x the copy: the most any reader over this origin can reach here")
     finally:
         origin.close()
     bench_legacy(work, local_refs, runs)
