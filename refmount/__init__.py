@@ -12,6 +12,7 @@ Python API::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Iterator
 
@@ -38,6 +39,8 @@ def mounted(source: str | list[str] | dict[str, str], mountpoint: str, *, detach
 
     opts = options_for(source, mountpoint=mountpoint, **options)
     proc = spawn(to_args(opts), tied=not detach)
+    for warning in proc.warnings:  # said at start (left-out arrays, ...): the caller's log says them too
+        logging.getLogger("refmount").warning("%s", warning)
     try:
         yield os.path.abspath(mountpoint)
     finally:

@@ -26,7 +26,7 @@ from refmount.io.kept import KeptIndexes
 from refmount.io.origins import Origins, missing_message, unreadable_local
 from refmount.io.policy import OriginPolicy, is_shared
 from refmount.io.prefetch import Prefetcher
-from refmount.io.reader import Reader
+from refmount.io.reader import Reader, size_text
 from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
 from refmount.scan import expand, identities, is_archive, scan
@@ -178,7 +178,11 @@ class Engine:
         """A decoded chunk is served from the memory cache: one that cannot stay there would be
         fetched and decoded again for every 128 KiB the kernel reads."""
         largest = self.tree.largest_chunk()
-        if largest * 4 > self.opts.cache_size:
+        if largest > self.opts.cache_size:
+            log.warning("decoded chunks of up to %s do not fit the memory cache (--cache-size %s): reads of them fail "
+                        "(EIO) until it is at least that large, four chunks' worth to keep a few",
+                        size_text(largest), size_text(self.opts.cache_size))
+        elif largest * 4 > self.opts.cache_size:
             log.warning("decoded chunks of up to %d MiB need a larger --cache-size than %d MiB (at least four "
                         "chunks' worth), or reads will decode each chunk many times", largest >> 20, self.opts.cache_size >> 20)
 

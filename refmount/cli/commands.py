@@ -215,7 +215,9 @@ def cmd_mount(argv: list[str]) -> int:
     from refmount.mount.daemon import spawn
 
     args.log_file = opts.log_file or default_log_file(opts.mountpoint)
-    spawn(child_args(args))
+    proc = spawn(child_args(args))
+    for warning in proc.warnings:
+        print(f"refmount: warning: {warning}", file=sys.stderr)
     names = ", ".join(src for _, src in opts.sources)
     print(f"refmount: serving {names} at {opts.mountpoint} (log: {args.log_file}; stop with 'refmount umount {opts.mountpoint}')")
     return 0

@@ -30,6 +30,11 @@ log = logging.getLogger("refmount.reader")
 Segment = tuple[str, int, int, str]  # url, start, length, check (``Range.check``): also the cache key
 
 
+def size_text(n: int) -> str:
+    """A size for messages: whole MiB, or bytes below one."""
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
 class Reader:
     def __init__(
         self,
@@ -151,6 +156,7 @@ class Reader:
         if isinstance(ref, Unreadable):
             raise FetchError(ref.reason)
         if isinstance(ref, Decoded):  # the whole chunk, decoded once and cached decoded
+            self._fits(ref)
             key = (ref.codec, ref.source)
             if key in self._downstream:  # asked again: the kernel let go of it (see below)
                 with self._lock:
@@ -206,6 +212,15 @@ class Reader:
                 self._downstream[seg] = True
             self.cache.discard(seg)
 
+    def _fits(self, ref: Decoded) -> None:
+        """A decoded chunk is kept whole in the memory cache between the kernel's reads of it:
+        one larger than the cache would be fetched and decoded again for each of them (hours
+        for a chunk of gigabytes) and hold memory past the bound. It fails at once instead."""
+        if ref.codec.nbytes > self.cache.max_bytes:
+            raise FetchError(f"decoded view of {getattr(ref.codec, 'path', '?')}: a chunk decodes to "
+                             f"{size_text(ref.codec.nbytes)}, more than the memory cache holds ({size_text(self.cache.max_bytes)}): "
+                             "mount with a larger --cache-size, or read the raw view")
+
     def _decode(self, ref: Decoded) -> bytes:
         source = ref.source
         raw = source.data if isinstance(source, Inline) else self.read(source, 0, self.size(source))
@@ -223,7 +238,7 @@ class Reader:
         them decoded, and decoding uses more than one core."""
         for ref in refs:
             key = (ref.codec, ref.source)
-            if key not in self._downstream and self.cache.claim(key):
+            if ref.codec.nbytes <= self.cache.max_bytes and key not in self._downstream and self.cache.claim(key):
                 self._pool.submit(self._into_cache, key, lambda ref=ref: self._decode(ref))
 
     # -- fetching ahead ---------------------------------------------------------------

@@ -7,6 +7,7 @@ Background mode never lets libfuse fork: the parent starts a fresh interpreter w
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -78,6 +79,29 @@ class _Once(logging.Filter):
         return True
 
 
+class _StartWarnings(logging.Handler):
+    """The warnings logged while the mount starts (an array left out of a view, chunks larger
+    than the cache, ...): sent with the ready line, so the command that mounts says them too
+    and not only the log. At most ``MAX`` of them, each cut to one line."""
+
+    MAX = 10
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.more = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) >= self.MAX:
+            self.more += 1
+            return
+        text = " ".join(record.getMessage().split())
+        self.lines.append(text if len(text) <= 500 else text[:497] + "...")
+
+    def said(self) -> list[str]:
+        return self.lines + ([f"{self.more} more warning(s): see the log"] if self.more else [])
+
+
 def _setup_logging(opts: MountOptions) -> None:
     handler: logging.Handler
     if opts.log_file:
@@ -133,8 +157,11 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
     ready = ReadyPipe(ready_fd)
     mountpoint = os.path.abspath(opts.mountpoint)
     _tune_malloc()
+    start_warnings = _StartWarnings()
     try:
         _setup_logging(opts)
+        if ready_fd is not None:  # (in the foreground, the log is the terminal already)
+            logging.getLogger().addHandler(start_warnings)
         device = check_mountpoint(mountpoint)
         sd_notify(f"STATUS=loading {', '.join(src for _, src in opts.sources)}")
         mfusepy = load_libfuse()
@@ -171,7 +198,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
                              name="refmount-parent").start()
         if ready.fd is not None:  # the parent stops listening: send stderr to the log from now on
             _detach_stderr(opts.log_file)
-        ready.send("READY")
+        logging.getLogger().removeHandler(start_warnings)
+        ready.send("READY " + json.dumps(start_warnings.said()) if start_warnings.said() else "READY")
         sd_notify("READY=1", f"STATUS={status()}", f"MAINPID={os.getpid()}")
 
     timeout = min(opts.attr_timeout, opts.refresh) if opts.refresh else opts.attr_timeout  # new commits show in time
@@ -263,7 +291,8 @@ def spawn(args: list[str], tied: bool = False) -> subprocess.Popen:
     """Start ``refmount --foreground ARGS`` detached; return once it is mounted.
 
     ``tied``: the daemon unmounts and exits when this process ends (``proc.tie`` is the pipe's
-    end this process holds; closing it has the same effect).
+    end this process holds; closing it has the same effect). ``proc.warnings``: what the
+    daemon warned of while it started (also in its log).
     Raises ``RefmountError`` with the child's message when it fails before being ready.
     """
     r, w = os.pipe()
@@ -294,8 +323,12 @@ def spawn(args: list[str], tied: bool = False) -> subprocess.Popen:
         os.close(tie_r)
     proc.tie = tie_w
     status, err = _wait_status(r, proc.stderr)
-    if status == "READY":
+    if status == "READY" or status.startswith("READY ["):
         proc.stderr.close()
+        try:
+            proc.warnings = [str(w) for w in json.loads(status[6:])] if status != "READY" else []
+        except ValueError:
+            proc.warnings = []
         return proc
     try:  # a daemon that reported a failure takes its mount down and ends
         proc.wait(timeout=60)

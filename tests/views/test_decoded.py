@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 import math
@@ -194,10 +195,14 @@ def test_unknown_codecs_and_vlen_strings_are_left_out_at_mount(tmp_path, mount, 
     refs_file = tmp_path / "refs.json"
     encoded = {k: (json.dumps(v) if isinstance(v, dict) else [v.url, v.offset, v.length]) for k, v in refs.items()}
     refs_file.write_text(json.dumps({"version": 1, "refs": encoded}))
-    with mount(str(refs_file), view="decoded") as root:
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="refmount"), mount(str(refs_file), view="decoded") as root:
         assert open(os.path.join(root, "good", "0"), "rb").read() == good.tobytes()
         assert not os.path.exists(os.path.join(root, "odd", "0"))  # left out: never garbage, never EIO per read
         assert sorted(os.listdir(root)) == [".zgroup", ".zmetadata", "good"]
+    # what the daemon warned of as it started is said where it was mounted from, not only in its log
+    said = [r.getMessage() for r in caplog.records if r.name == "refmount"]
+    assert any("no-such-codec" in m and m.endswith("left out: odd, odd2") for m in said), said
     log = (tmp_path / "refmount.log").read_text()
     assert len([line for line in log.splitlines() if "no-such-codec" in line]) == 1 and "left out: odd, odd2" in log
 
@@ -299,3 +304,40 @@ def test_a_root_array_left_out_leaves_an_empty_root(tmp_path, mount, caplog):
         assert os.listdir(root) == [".zmetadata"] and not os.path.exists(os.path.join(root, "0.0"))
     with mount(str(refs_file)) as root:  # the raw view has it all
         assert sorted(os.listdir(root)) == [".zarray", ".zattrs", "0.0", "1.0"]
+
+
+def test_a_chunk_larger_than_the_memory_cache_fails_at_once_and_the_mount_says_so(tmp_path, mountpoint):
+    """A decoded chunk is kept whole between the kernel's reads: one larger than the cache was
+    fetched and decoded again for every read (hours for gigabytes) and held memory past the
+    bound. It is EIO at once, with the reason; the command that mounts warns of it."""
+    import zlib
+
+    import refmount
+    from refmount.errors import FetchError
+    from tests.conftest import run_cli
+
+    values = np.arange(8192, dtype="<f8")  # one chunk of 64 KiB decoded
+    blob = zlib.compress(values.tobytes())
+    (tmp_path / "blob").write_bytes(blob)
+    meta = {"zarr_format": 2, "shape": [8192], "chunks": [8192], "dtype": "<f8", "compressor": {"id": "zlib", "level": 1},
+            "filters": None, "fill_value": None, "order": "C"}
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}', "v/.zarray": json.dumps(meta),
+                                                       "v/0": [str(tmp_path / "blob"), 0, len(blob)]}}))
+    with refmount.open(str(refs), view="decoded", cache_size="32KiB") as engine:
+        with pytest.raises(FetchError, match=r"decodes to 65536 bytes, more than the memory cache holds \(32768 bytes\).*--cache-size"):
+            engine.read("v/0")
+    with refmount.open(str(refs), view="decoded", cache_size="1MiB") as engine:
+        assert engine.read("v/0") == values.tobytes()
+
+    mounted = run_cli("--view", "decoded", "--cache-size", "32KiB", "--log-file", tmp_path / "log", refs, mountpoint)
+    try:
+        assert mounted.returncode == 0, mounted.stderr
+        assert ("refmount: warning: decoded chunks of up to 65536 bytes do not fit the memory cache (--cache-size "
+                "32768 bytes): reads of them fail (EIO)") in mounted.stderr
+        with pytest.raises(OSError) as failed:
+            open(os.path.join(mountpoint, "v", "0"), "rb").read()
+        assert failed.value.errno == errno.EIO
+    finally:
+        run_cli("umount", mountpoint)
+    assert "more than the memory cache holds" in (tmp_path / "log").read_text()
