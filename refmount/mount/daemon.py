@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from refmount.engine import Engine
-from refmount.errors import RefmountError
+from refmount.errors import FetchError, RefmountError
 from refmount.mount.mountpoint import check_mountpoint, fuse_hint, lazy_unmount, load_libfuse, set_read_ahead
 from refmount.mount.notify import sd_notify
 from refmount.mount.operations import RefFS, fuse_class
@@ -167,7 +167,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         mfusepy = load_libfuse()
         engine = Engine(opts, cache_tag=mountpoint)
         metrics = _metrics(opts, engine)
-    except RefmountError as exc:
+    except (RefmountError, FetchError) as exc:  # (a record file a source reads to start with, unreadable)
         return _fail(ready, str(exc))
 
     def status() -> str:

@@ -3,7 +3,8 @@
 Mounting reads ``.zmetadata`` only. A chunk key maps to record file ``refs.<n // record_size>.parq``
 and row ``n % record_size``, where n is the row-major number of the chunk in the array's grid;
 record files are read on first touch and kept in a bounded LRU. A null path, a never-written
-record file, an unreadable one or a row past its end mean a missing chunk (ENOENT). Offset 0
+record file or a row past its end mean a missing chunk (ENOENT); a record file that cannot be
+read or decoded fails its chunks (EIO), never "missing". Offset 0
 with size 0 means the whole object; ``raw`` means inline bytes (``reference-formats.md`` §7).
 
 The set's own ``.zmetadata`` is not shown (it lacks ``zarr_consolidated_format``).

@@ -102,6 +102,18 @@ def test_unreadable_record_is_an_error_not_missing(pset, tmp_path):
     assert ix.node("v/4.0") is None  # record 1 was never written: missing for sure
 
 
+def test_a_first_record_unreadable_at_mount_is_one_line(pset, tmp_path, mountpoint):
+    """The mount reads an array's first record file to find its originals: one that is not
+    Parquet stops the mount with one line naming it (not the daemon's exit status)."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "refs.parq" / "v" / "refs.0.parq").write_bytes(b"not parquet")
+    result = run_cli(pset, mountpoint)
+    assert result.returncode == 1 and not os.path.ismount(mountpoint)
+    assert result.stderr.startswith("refmount: record file ") and "refs.0.parq is unreadable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "daemon exited" not in result.stderr, result.stderr
+
+
 def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(tmp_path, http_origin, mount):
     www = http_origin.dir
     (www / "data.bin").write_bytes(bytes(range(256)) * 4)
