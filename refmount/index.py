@@ -19,6 +19,7 @@ just other implementations of it.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -141,6 +142,16 @@ class Index:
 
 
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|^/|/$|\x00")
+
+
+def load_json(data: bytes | str):
+    """A metadata document (``.zarray``, ``.zattrs``, ``zarr.json``, ...) parsed; one nested
+    too deeply to parse is refused as any other invalid JSON is (``ValueError``), not with the
+    interpreter's ``RecursionError`` wherever it happens to be read."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def check_key(key: str) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import threading
 import weakref
 
 from refmount.grid import chunk_name, chunk_number, grid_v2, grid_v3
-from refmount.index import Index, Inline
+from refmount.index import Index, Inline, load_json
 
 
 class ChunkOrder:
@@ -38,7 +37,7 @@ class ChunkOrder:
         meta = None if tree is None else tree.node(key)
         if isinstance(meta, Inline):
             try:
-                grid = parse(json.loads(meta.data))
+                grid = parse(load_json(meta.data))
             except (ValueError, KeyError, TypeError, AttributeError):
                 grid = None
         with self._lock:

@@ -26,7 +26,7 @@ from cachetools import LRUCache
 
 from refmount.errors import FetchError, RefmountError
 from refmount.io.origins import Origins
-from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Unreadable, Whole
+from refmount.index import CompactIndex, Dir, Index, Inline, Range, Ref, Unreadable, Whole, load_json
 from refmount.grid import chunk_name, chunk_number, grid_of
 from refmount.urls import parent_of, resolve, split_protocol
 from refmount.sources.reading import read_file
@@ -131,7 +131,7 @@ class ParquetIndex(Index):
         self.base = parent_of(self.location)
         raw, self.mtime_ns = read_file(self.location + "/.zmetadata", origins)
         try:
-            doc = json.loads(raw)
+            doc = load_json(raw)
             metadata, self.record_size = doc["metadata"], doc["record_size"]
         except (ValueError, KeyError, TypeError):
             raise RefmountError(f"{location}: .zmetadata is not a Parquet reference set's (needs metadata and record_size)") from None
@@ -144,7 +144,7 @@ class ParquetIndex(Index):
             self.meta.add(key.lstrip("/"), Inline(data))
             parent, _, name = key.lstrip("/").rpartition("/")
             if name == ".zarray":
-                zarray = value if isinstance(value, dict) else json.loads(value)
+                zarray = value if isinstance(value, dict) else load_json(value)
                 try:
                     self.arrays[parent] = _Array(parent, list(zarray["shape"]), list(zarray["chunks"]))
                 except (KeyError, TypeError, ValueError):

@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Iterable, Iterator
 
-from refmount.index import Index, Inline
+from refmount.index import Index, Inline, load_json
 
 log = logging.getLogger("refmount.views")
 
@@ -56,7 +56,7 @@ def consolidate(view: Index, keys: Iterable[str]) -> bytes:
         if not isinstance(node, Inline):
             continue
         try:
-            metadata[key] = json.loads(node.data)
+            metadata[key] = load_json(node.data)
         except ValueError:
             log.warning("%s is not JSON; left out of .zmetadata", key)
     return json.dumps({"metadata": metadata, "zarr_consolidated_format": 1}, indent=1).encode()

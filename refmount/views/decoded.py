@@ -24,7 +24,7 @@ import numpy as np
 
 from refmount.errors import FetchError
 from refmount.views.v2 import ZARR3_CODEC
-from refmount.index import Decoded, Dir, Index, Inline, Ref
+from refmount.index import Decoded, Dir, Index, Inline, Ref, load_json
 from refmount.views.common import View, consolidate, within
 
 log = logging.getLogger("refmount.views")
@@ -188,7 +188,7 @@ class DecodedView(View):
             if name != ".zarray":
                 continue
             try:
-                codec = ArrayCodec(parent, json.loads(node.data))
+                codec = ArrayCodec(parent, load_json(node.data))
             except LeftOut as exc:
                 log.warning("decoded view: array %s left out: %s", parent or "/", exc)
                 self.hidden.add(parent)

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Iterator
 
 from refmount.grid import edges_v3
-from refmount.index import Dir, Index, Inline, Ref
+from refmount.index import Dir, Index, Inline, Ref, load_json
 from refmount.views.common import View, consolidate, within
 
 log = logging.getLogger("refmount.views")
@@ -242,7 +242,7 @@ class V2View(View):
                 continue
             node = tree.node(key)
             try:
-                meta = json.loads(node.data) if isinstance(node, Inline) else None
+                meta = load_json(node.data) if isinstance(node, Inline) else None
                 if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
                     raise NoV2Form("zarr.json is not inline Zarr v3 metadata")
                 if meta.get("node_type") == "group":

@@ -44,3 +44,31 @@ def test_a_set_with_its_own_zmetadata_and_a_v3_tree_are_left_alone():
     assert sorted(consolidated.listdir("")) == [(".zgroup", False), (".zmetadata", False)]
     assert json.loads(consolidated.node(".zmetadata").data)["metadata"] == {".zgroup": {"zarr_format": 2}}
 
+
+
+def test_metadata_nested_too_deeply_is_invalid_json_in_every_view(tmp_path, caplog):
+    """An attribute document nested 100,000 deep (a fuzzer's) is served as it is and left out of
+    the consolidated metadata as invalid JSON -- it used to raise RecursionError: the raw
+    view's root listing failed (EINVAL), the v2 view's daemon died before the mount."""
+    import pytest
+
+    import refmount
+    from refmount.index import load_json
+
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_json(deep)
+    refs = {".zgroup": '{"zarr_format":2}', "a/.zgroup": '{"zarr_format":2}', "a/.zattrs": deep,
+            "b/.zarray": json.dumps({"zarr_format": 2, "shape": [2], "chunks": [2], "dtype": "<i2", "compressor": None,
+                                     "filters": None, "fill_value": 0, "order": "C"}), "b/.zattrs": deep, "b/0": "base64:AQACAA=="}
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    for view in ("raw", "decoded", "v2"):
+        with caplog.at_level("WARNING"), refmount.open(str(path), view=view) as engine:
+            assert sorted(name for name, _ in engine.listdir("")) == ([".zgroup", "a", "b"] if view == "v2" else
+                                                                     [".zgroup", ".zmetadata", "a", "b"])
+            assert engine.read("a/.zattrs") == deep.encode()
+            assert engine.read("b/0") == b"\x01\x00\x02\x00"
+            if view != "v2":
+                metadata = json.loads(engine.read(".zmetadata"))["metadata"]
+                assert "a/.zattrs" not in metadata and metadata["a/.zgroup"] == {"zarr_format": 2}

@@ -8,7 +8,6 @@ so a manifest of millions of references costs its payload's size and no Python o
 from __future__ import annotations
 
 import io
-import json
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from refmount.errors import RefmountError
+from refmount.index import load_json
 from refmount.sources.icechunk.binary import MANIFEST, SNAPSHOT, Table, encode_id, open_object
 
 
@@ -32,7 +32,7 @@ class Node:
     def meta(self) -> dict:
         if self._meta is None:
             try:
-                self._meta = json.loads(self.user_data)
+                self._meta = load_json(self.user_data)
             except ValueError as exc:
                 raise RefmountError(f"{self.path or '/'}: zarr.json is not valid JSON: {exc}") from None
         return self._meta

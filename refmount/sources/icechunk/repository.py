@@ -18,6 +18,7 @@ import yaml
 from cachetools import LRUCache
 
 from refmount.errors import RefmountError
+from refmount.index import load_json
 from refmount.sources.icechunk.binary import REPO_INFO, Table, encode_id, flexbuffer, open_object
 from refmount.sources.icechunk.objects import Manifest, Snapshot, parse_snapshot
 from refmount.io.origins import Origins
@@ -122,7 +123,7 @@ class Repository:
         if data is None:
             return None
         try:
-            snapshot = json.loads(data)["snapshot"]
+            snapshot = load_json(data)["snapshot"]
         except (ValueError, KeyError, TypeError):
             raise RefmountError(f"{self.base}/refs/{entry}/ref.json: malformed ref") from None
         if not isinstance(snapshot, str) or not SNAPSHOT_ID.match(snapshot):
