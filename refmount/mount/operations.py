@@ -29,6 +29,10 @@ BLKSIZE = 256 << 10
 MAX_BACKGROUND = 64
 
 
+def _shown(path) -> str:
+    return path.decode(errors="replace") if isinstance(path, bytes) else str(path)
+
+
 def _errors_to_eio(method):
     """Fetch failures and bugs become EIO with a log line; OSErrors with an errno pass."""
 
@@ -37,15 +41,15 @@ def _errors_to_eio(method):
         try:
             return method(self, path, *args)
         except (FetchError, RefmountError) as exc:  # RefmountError: a source found malformed late
-            log.error("EIO %s: %s", path, exc)
+            log.error("EIO %s: %s", _shown(path), exc)
             raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
         except OSError as exc:
             if exc.errno:
                 raise
-            log.error("EIO %s: %s", path, exc)
+            log.error("EIO %s: %s", _shown(path), exc)
             raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
         except Exception:
-            log.exception("EIO %s: internal error in %s", path, method.__name__)
+            log.exception("EIO %s: internal error in %s", _shown(path), method.__name__)
             raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
 
     return wrapper
@@ -157,6 +161,7 @@ def fuse_class(mfusepy):
                 return -errno.EOPNOTSUPP
             return super().listxattr(path, namebuf, size)
 
+        @_errors_to_eio  # (a listing fails while it is walked: EIO and a log line, not EINVAL)
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             ops = self.operations
             st = mfusepy.c_stat()

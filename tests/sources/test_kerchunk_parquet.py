@@ -114,6 +114,25 @@ def test_a_first_record_unreadable_at_mount_is_one_line(pset, tmp_path, mountpoi
     assert len(result.stderr.strip().splitlines()) == 1 and "daemon exited" not in result.stderr, result.stderr
 
 
+def test_a_listing_through_an_unreadable_record_is_eio(tmp_path, mount):
+    """Listing an array reads its record files: one that is not Parquet fails the listing with
+    EIO and a log line naming it (it was EINVAL with a traceback); chunks of the other
+    records still read."""
+    (tmp_path / "data.bin").write_bytes(bytes(range(64)))
+    pset = make_set(tmp_path / "refs.parq", {"v": ([4], [1])}, 2,
+                    {("v", 0): [row(str(tmp_path / "data.bin"), 0, 4), row(str(tmp_path / "data.bin"), 4, 4)],
+                     ("v", 1): [row(str(tmp_path / "data.bin"), 8, 4)]})
+    (tmp_path / "refs.parq" / "v" / "refs.1.parq").write_bytes(b"not parquet")
+    with mount(pset) as root:
+        with pytest.raises(OSError) as failed:
+            os.listdir(os.path.join(root, "v"))
+        assert failed.value.errno == errno.EIO
+        assert open(os.path.join(root, "v", "1"), "rb").read() == bytes(range(4, 8))
+    log = (tmp_path / "refmount.log").read_text()
+    assert "ERROR refmount.fs: EIO /v: record file" in log and "refs.1.parq is unreadable" in log
+    assert "Traceback" not in log
+
+
 def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(tmp_path, http_origin, mount):
     www = http_origin.dir
     (www / "data.bin").write_bytes(bytes(range(256)) * 4)
