@@ -5,9 +5,14 @@ from __future__ import annotations
 import math
 
 
+def _ceil_div(size, chunk):
+    """Chunks of ``chunk`` along ``size``: exact for integers of any size (not through a float)."""
+    return -(-size // chunk) if type(size) is int and type(chunk) is int else math.ceil(size / chunk)
+
+
 def grid_of(shape: list[int], chunks: list[int]) -> list[int]:
     """Chunks per dimension; a scalar array has one chunk, a zero-length chunk none."""
-    return [math.ceil(s / c) if c else 0 for s, c in zip(shape, chunks)] if shape else [1]
+    return [_ceil_div(s, c) if c else 0 for s, c in zip(shape, chunks)] if shape else [1]
 
 
 def chunk_number(name: str, grid: list[int]) -> int | None:
@@ -41,13 +46,16 @@ def grid_v2(zarray: dict) -> list[int] | None:
     return grid_of(list(zarray["shape"]), list(zarray["chunks"]))
 
 
-def edges_v3(meta: dict) -> list[list[int]] | None:
-    """The chunk edge lengths of a Zarr v3 array along each dimension (the last chunk of a
-    dimension may reach past the array's end), for the ``regular`` and the ``rectilinear``
-    chunk grid (``chunk_shapes``: per dimension an edge length, or a list of lengths and
-    ``[length, count]`` runs); None for anything else."""
+def runs_v3(meta: dict) -> list[list[tuple[int, int]]] | None:
+    """The chunk edge lengths of a Zarr v3 array along each dimension, as ``(length, count)``
+    runs (the last chunk of a dimension may reach past the array's end), for the ``regular``
+    and the ``rectilinear`` chunk grid (``chunk_shapes``: per dimension an edge length, or a
+    list of lengths and ``[length, count]`` runs); None for anything else. Runs, not every
+    edge: a regular grid of 2**40 chunks is one run, not a list of them."""
     shape = list(meta["shape"])
     chunk_grid = meta.get("chunk_grid") or {}
+    if not isinstance(chunk_grid, dict):
+        return None
     config = chunk_grid.get("configuration") or {}
     if chunk_grid.get("name") == "regular":
         specs = list(config["chunk_shape"])
@@ -57,21 +65,21 @@ def edges_v3(meta: dict) -> list[list[int]] | None:
         return None
     if len(specs) != len(shape):
         return None
-    edges = []
+    runs = []
     for size, spec in zip(shape, specs):
         if type(spec) is int:
-            edges.append([spec] * (math.ceil(size / spec) if spec else 0))
+            runs.append([(spec, _ceil_div(size, spec) if spec else 0)])
             continue
-        dim: list[int] = []
+        dim: list[tuple[int, int]] = []
         for item in spec:
             if type(item) is int:
-                dim.append(item)
+                dim.append((item, 1))
             elif isinstance(item, list) and len(item) == 2 and all(type(v) is int and v >= 0 for v in item):
-                dim.extend([item[0]] * item[1])
+                dim.append((item[0], item[1]))
             else:
                 return None
-        edges.append(dim)
-    return edges
+        runs.append(dim)
+    return runs
 
 
 def grid_v3(meta: dict) -> list[int] | None:
@@ -81,5 +89,5 @@ def grid_v3(meta: dict) -> list[int] | None:
     if (meta.get("node_type") != "array" or encoding.get("name") != "default"
             or (encoding.get("configuration") or {}).get("separator", "/") != "/"):
         return None
-    edges = edges_v3(meta)
-    return None if edges is None else ([len(e) for e in edges] if edges else [1])
+    runs = runs_v3(meta)
+    return None if runs is None else ([sum(n for _, n in r) for r in runs] if runs else [1])

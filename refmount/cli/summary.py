@@ -7,7 +7,7 @@ import math
 from collections import Counter
 
 from refmount.index import Index, Inline, Range, Unreadable, Whole
-from refmount.grid import edges_v3, grid_of
+from refmount.grid import grid_of, runs_v3
 from refmount.urls import split_protocol
 
 
@@ -35,16 +35,19 @@ def _v3(meta: dict) -> tuple[str | None, dict]:
         return meta.get("node_type"), {}
     codecs = [c.get("name", "?") for c in meta.get("codecs") or [] if isinstance(c, dict)]
     try:
-        edges = edges_v3(meta)
-    except (KeyError, TypeError, ValueError):
-        edges = None
+        runs = runs_v3(meta)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        runs = None
     regular = (meta.get("chunk_grid") or {}).get("name") == "regular"
-    if edges is None:
+    if runs is None:
         chunks, grid = [], [1]
-    elif regular:  # one edge length per dimension
-        chunks, grid = [e[0] if e else 0 for e in edges], [len(e) for e in edges]
-    else:  # rectilinear: every edge length of every dimension
-        chunks, grid = edges, [len(e) for e in edges]
+    else:
+        grid = [sum(n for _, n in r) for r in runs]
+        if regular:  # one edge length per dimension
+            chunks = [r[0][0] if r[0][1] else 0 for r in runs]
+        else:  # rectilinear: every edge length of every dimension (as runs when there are many)
+            chunks = [[length for length, n in r for _ in range(n)] if count <= 10_000 else [list(x) for x in r]
+                      for r, count in zip(runs, grid)]
     return "array", {"shape": meta.get("shape", []), "chunks": chunks, "grid": grid, "dtype": meta.get("data_type"),
                      "codecs": codecs}
 

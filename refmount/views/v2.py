@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from typing import Iterator
 
-from refmount.grid import edges_v3
+from refmount.grid import runs_v3
 from refmount.index import Dir, Index, Inline, Ref, load_json
 from refmount.views.common import View, consolidate, within
 
@@ -138,15 +138,16 @@ class ArrayV3:
         a sharded array becomes one v2 chunk per shard, decoded whole by zarr-python."""
         self.path = path
         shape = meta["shape"]
-        grid = meta.get("chunk_grid", {})
-        edges = edges_v3(meta)
-        if edges is None:
-            raise NoV2Form(f"chunk grid {grid.get('name')!r}")
-        chunks = [e[0] if e else 0 for e in edges]
+        grid = meta.get("chunk_grid") or {}
+        runs = runs_v3(meta)
+        if runs is None:
+            raise NoV2Form(f"chunk grid {grid.get('name') if isinstance(grid, dict) else grid!r}")
+        chunks = [next((length for length, n in r if n), 0) for r in runs]
         # a rectilinear grid stores each chunk at its own size: v2 can express it only when every
         # chunk of a dimension has the same size (regular in fact)
-        if grid.get("name") != "regular" and any(any(x != c for x in e) or (c and len(e) != -(-s // c))
-                                                 for e, c, s in zip(edges, chunks, shape)):
+        if grid.get("name") != "regular" and any(
+                any(length != c for length, n in r if n) or (c and sum(n for _, n in r) != -(-s // c))
+                for r, c, s in zip(runs, chunks, shape)):
             raise NoV2Form(f"chunk grid {grid.get('name')!r} with varying chunk sizes (Zarr v2 cannot express them)")
         if meta.get("storage_transformers"):
             raise NoV2Form("storage transformers")
@@ -249,7 +250,7 @@ class V2View(View):
                     self.groups[parent] = json.dumps(meta.get("attributes") or {}, indent=2).encode()
                 else:
                     self.arrays[parent] = ArrayV3(parent, meta, decoded)
-            except (NoV2Form, ValueError, KeyError, TypeError) as exc:
+            except (NoV2Form, ValueError, KeyError, TypeError, AttributeError) as exc:  # (a list where an object belongs, ...)
                 log.warning("v2 view: %s left out: %s", parent or "/", exc)
                 self.hidden.add(parent)
         self._hidden_children = Counter(path.rpartition("/")[0] for path in self.hidden if path)

@@ -234,3 +234,34 @@ def test_a_root_array_with_no_v2_form_leaves_an_empty_root(tmp_path, mount):
         assert os.listdir(root) == [".zmetadata"]
     with mount(str(refs), view="decoded") as root:  # the decoded view serves it, a shard a chunk
         assert np.array_equal(zarr.open_array(root, mode="r", zarr_format=2)[...], np.arange(8))
+
+
+def test_huge_and_malformed_v3_grids_in_every_view(tmp_path, caplog):
+    """A regular grid of 2**62 chunks (a sparse array) is one run, not a list of its edges (it
+    was a MemoryError in every view); a v3 array whose chunk grid or codecs are not objects is
+    left out of the v2 and decoded views with a warning (it was an AttributeError at mount)."""
+    import refmount
+    from refmount.grid import grid_of, grid_v3, runs_v3
+
+    huge = {"zarr_format": 3, "node_type": "array", "shape": [2**63 - 1], "data_type": "int16",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}},
+            "chunk_key_encoding": {"name": "default"}, "fill_value": 0,
+            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]}
+    assert runs_v3(huge) == [[(2, 2**62)]] and grid_v3(huge) == [2**62]  # exact: not through a float
+    assert grid_of([2**63 - 1], [1]) == [2**63 - 1]
+    refs = {"zarr.json": json.dumps({"zarr_format": 3, "node_type": "group"}), "big/zarr.json": json.dumps(huge),
+            "big/c/4611686018427387903": "base64:AQACAA==",
+            "grid/zarr.json": json.dumps(dict(huge, shape=[4], chunk_grid=None)), "grid/c/0": "base64:AQACAA==",
+            "codecs/zarr.json": json.dumps(dict(huge, shape=[4], codecs="bytes")), "codecs/c/0": "base64:AQACAA=="}
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    with refmount.open(str(path)) as engine:
+        assert [name for name, _ in engine.listdir("big/c")] == ["4611686018427387903"]
+    for view in ("v2", "decoded"):
+        caplog.clear()
+        with caplog.at_level("WARNING"), refmount.open(str(path), view=view) as engine:
+            assert sorted(name for name, _ in engine.listdir("")) == [".zattrs", ".zgroup", ".zmetadata", "big"]
+            assert json.loads(engine.read("big/.zarray"))["shape"] == [2**63 - 1]
+            assert engine.read("big/4611686018427387903") == b"\x01\x00\x02\x00"
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "grid left out" in said and "codecs left out" in said, said
