@@ -53,6 +53,8 @@ def expand(patterns: list[str], storage_options: dict | None = None) -> list[str
 
             fs = Origins(storage_options or {}).filesystem(protocol)
             found = [f"{protocol}://{p.split('://')[-1]}" for p in fs.glob(path)] if glob.has_magic(path) else [path]
+        if not found and protocol == "file" and os.path.isdir(path):
+            raise RefmountError(f"{pattern}: a directory with no {', '.join(ARCHIVE_SUFFIXES)} files in it")
         if not found:
             raise RefmountError(f"{pattern}: no such file")
         files += sorted(found)

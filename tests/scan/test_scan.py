@@ -157,7 +157,9 @@ def test_a_chunk_stored_with_a_filter_skipped_leaves_its_variable_out(tmp_path):
 
 def test_bad_inputs_are_one_line(tmp_path):
     (tmp_path / "not.nc").write_bytes(b"plain text")
-    for args, fragment in (([str(tmp_path / "nope*.nc")], "no such file"), ([str(tmp_path / "not.nc")], "not a netCDF3, NetCDF4 or HDF5")):
+    (tmp_path / "empty.nc").mkdir()
+    for args, fragment in (([str(tmp_path / "nope*.nc")], "no such file"), ([str(tmp_path / "not.nc")], "not a netCDF3, NetCDF4 or HDF5"),
+                           ([str(tmp_path / "empty.nc")], "empty.nc: a directory with no .nc, .nc4, .cdf, .h5, .hdf5, .he5 files in it")):
         result = run_cli("scan", *args, "-o", str(tmp_path / "x.json"))
         assert result.returncode == 1 and "Traceback" not in result.stderr and fragment in result.stderr
     assert not os.path.exists(tmp_path / "x.json")
