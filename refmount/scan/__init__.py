@@ -37,6 +37,11 @@ _deadline: float | None = None  # in a guarded worker process: its file timeout
 _null = None
 
 
+def _archive_files(directory: str) -> list[str]:
+    return [os.path.join(directory, name) for name in os.listdir(directory) if name.lower().endswith(ARCHIVE_SUFFIXES)
+            and not os.path.isdir(os.path.join(directory, name))]
+
+
 def expand(patterns: list[str], storage_options: dict | None = None) -> list[str]:
     """Files named by paths, globs and directories (their ``ARCHIVE_SUFFIXES`` files), sorted;
     local paths absolute, remote ones as URLs."""
@@ -44,10 +49,9 @@ def expand(patterns: list[str], storage_options: dict | None = None) -> list[str
     for pattern in patterns:
         protocol, path = split_protocol(location_of(pattern))
         if protocol == "file":
-            if os.path.isdir(path):
-                found = [os.path.join(path, name) for name in os.listdir(path) if name.lower().endswith(ARCHIVE_SUFFIXES)]
-            else:
-                found = glob.glob(path) if glob.has_magic(path) else [path]
+            # a directory, named or matched by a glob, stands for its netCDF/HDF5 files
+            found = [name for match in (glob.glob(path) if glob.has_magic(path) else [path])
+                     for name in (_archive_files(match) if os.path.isdir(match) else [match])]
         else:
             from refmount.io.origins import Origins
 

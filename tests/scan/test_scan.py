@@ -165,6 +165,19 @@ def test_bad_inputs_are_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "x.json")
 
 
+def test_directories_matched_by_a_glob_stand_for_their_files(tmp_path):
+    """``scan '/archive/20*'`` over year directories scans the files in them; a directory whose
+    name ends in .nc among the matches is expanded too, not taken for a file."""
+    from refmount.scan import expand
+
+    for year, name in (("2023", "a.nc"), ("2024", "b.nc"), ("2024", "notes.txt"), ("x.nc", "c.nc")):
+        (tmp_path / year).mkdir(exist_ok=True)
+        (tmp_path / year / name).write_bytes(b"")
+    (tmp_path / "2024" / "sub.nc").mkdir()
+    assert expand([str(tmp_path / "20*")]) == [str(tmp_path / "2023" / "a.nc"), str(tmp_path / "2024" / "b.nc")]
+    assert expand([str(tmp_path / "*.nc")]) == [str(tmp_path / "x.nc" / "c.nc")]
+
+
 def test_mounting_an_archive_directly_keeps_the_scan(archive, mount, tmp_path):
     """``refmount '/archive/*.nc' MNT``: scanned at mount, the result kept in the cache directory;
     a remount with unchanged files does not scan again, a changed original is scanned again."""
