@@ -144,8 +144,8 @@ class ParquetIndex(Index):
             self.meta.add(key.lstrip("/"), Inline(data))
             parent, _, name = key.lstrip("/").rpartition("/")
             if name == ".zarray":
-                zarray = value if isinstance(value, dict) else load_json(value)
                 try:
+                    zarray = value if isinstance(value, dict) else load_json(value)
                     self.arrays[parent] = _Array(parent, list(zarray["shape"]), list(zarray["chunks"]))
                 except (KeyError, TypeError, ValueError):
                     raise RefmountError(f"{location}: {key} has no valid shape/chunks") from None

@@ -157,6 +157,10 @@ def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(
     ("{}", "needs metadata and record_size"),
     ('{"metadata": {}, "record_size": 0}', "invalid metadata or record_size"),
     ("nope", "needs metadata and record_size"),
+    ('{"metadata": {"x/.zarray": "not json"}, "record_size": 1}', "x/.zarray has no valid shape/chunks"),
+    ('{"metadata": {"x/.zarray": "' + "[" * 100_000 + "]" * 100_000 + '"}, "record_size": 1}', "x/.zarray has no valid"),
+    ('{"metadata": {"x/.zarray": [1, 2]}, "record_size": 1}', "x/.zarray has no valid shape/chunks"),
+    ("[" * 100_000 + "]" * 100_000, "needs metadata and record_size"),
 ])
 def test_bad_zmetadata(tmp_path, content, message):
     root = tmp_path / "bad.parq"
