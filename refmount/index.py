@@ -154,6 +154,14 @@ def load_json(data: bytes | str):
         raise ValueError("nested too deeply") from None
 
 
+def _encodable(key: str) -> bool:
+    try:
+        key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_key(key: str) -> str:
     """Validate one key as a POSIX path (``fuse-and-operations.md`` §9.3); return it."""
     if not key:
@@ -261,7 +269,11 @@ class CompactIndex(Index):
         else:
             sorted_keys = []
         check_keys(sorted_keys)
-        encoded = [k.encode("utf-8", "surrogateescape") for k in sorted_keys]
+        try:
+            encoded = [k.encode("utf-8", "surrogateescape") for k in sorted_keys]
+        except UnicodeEncodeError:  # a JSON "\ud800": no file name holds a lone surrogate
+            bad = next(k for k in sorted_keys if not _encodable(k))
+            raise RefmountError(f"key {bad!r}: holds a lone UTF-16 surrogate, which no file name can") from None
         self._blob = b"".join(encoded)
         self._starts = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=self._starts[1:])

@@ -103,7 +103,10 @@ def _columns_fit(doc, columns: json_columns.Columns) -> bool:
     if np.char.startswith(columns.keys, b"/").any():
         return False
     if refs:
-        rest = np.array([_key(k).encode("utf-8", "surrogateescape") for k in refs], dtype=bytes)
+        try:
+            rest = np.array([_key(k).encode("utf-8", "surrogateescape") for k in refs], dtype=bytes)
+        except UnicodeEncodeError:  # a key no file name can be: the whole parse names it
+            return False
         if len(rest) <= 64:  # the usual rest: metadata; a vectorised comparison each
             return not any((columns.keys == key).any() for key in rest)
         ordered = np.sort(columns.keys)

@@ -171,6 +171,16 @@ def test_bad_reference_files_fail_with_one_line_naming_file_and_problem(tmp_path
     assert "\n" not in text and str(tmp_path) in text
 
 
+@pytest.mark.parametrize("bulk", [0, 40_000])  # parsed whole, and by the column parser (over 1 MiB)
+def test_a_key_with_a_lone_surrogate_is_named(tmp_path, bulk):
+    """JSON can spell a lone UTF-16 surrogate ("\\ud800"); no file name can hold one. The key is
+    named (it was "malformed: UnicodeEncodeError ...")."""
+    refs = {".zgroup": '{"zarr_format":2}', "lone\ud800/x": "j", "ok\udcff": "escaped byte: a file name can"}
+    refs.update({f"a/{i}": [str(tmp_path / "d.bin"), i, 1] for i in range(bulk)})
+    with pytest.raises(RefmountError, match=r"key 'lone\\ud800/x': holds a lone UTF-16 surrogate"):
+        open_source(write(tmp_path, {"version": 1, "refs": refs}))
+
+
 def test_missing_reference_file(tmp_path):
     with pytest.raises(RefmountError, match="no such reference file"):
         open_source(str(tmp_path / "nope.json"))
