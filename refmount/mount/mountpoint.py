@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 from refmount.errors import RefmountError
-from refmount.io.disk import filesystem_type  # noqa: F401  (re-exported for the commands)
+from refmount.io.disk import filesystem_type  # (also re-exported for the commands)
 
 log = logging.getLogger("refmount.mount")
 
@@ -60,8 +60,23 @@ def is_dead(path: str) -> bool:
     return False
 
 
+REFMOUNT_TYPE = "fuse.refmount"
+
+
+def foreign_mount(path: str) -> str | None:
+    """The type of a filesystem mounted at ``path`` that is not refmount's (``tmpfs``,
+    ``fuse.sshfs``, ...); None when nothing is mounted there or refmount is."""
+    if not is_mounted(path):
+        return None
+    kind = filesystem_type(path)
+    return None if kind == REFMOUNT_TYPE else kind or "a filesystem of unknown type"
+
+
 def check_mountpoint(path: str) -> int:
-    """Make sure ``path`` can be mounted on; clear a dead FUSE mount. Returns its ``st_dev``."""
+    """Make sure ``path`` can be mounted on; clear a dead refmount mount. Returns its ``st_dev``."""
+    other = foreign_mount(path)
+    if other is not None:  # never cleared, even dead: it is not ours
+        raise RefmountError(f"mountpoint {path}: already mounted ({other}; not refmount's: unmount it first)")
     try:
         if is_mounted(path) and is_dead(path):
             raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
@@ -109,8 +124,12 @@ def fuse_hint() -> str:
 
 
 def unmount(path: str) -> str:
-    """Unmount ``path``; a busy or dead mount is detached lazily. Returns what was done."""
+    """Unmount ``path``; a busy or dead mount is detached lazily. Returns what was done. Only
+    refmount's mounts: another filesystem there is left alone."""
     path = os.path.abspath(path)
+    other = foreign_mount(path)
+    if other is not None:
+        raise RefmountError(f"{path}: not a refmount mount ({other}); left mounted")
     try:
         os.stat(path)
         dead = is_mounted(path) and is_dead(path)

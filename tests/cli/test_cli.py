@@ -289,6 +289,20 @@ def test_umount_detaches_a_busy_mount_lazily(refs, mountpoint, tmp_path):
             lazy_unmount(mountpoint)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_umount_and_mount_leave_another_filesystem_alone(refs, mountpoint):
+    """`refmount umount` on a mountpoint holding another filesystem (a tmpfs here; as root it
+    used to detach it lazily) refuses and leaves it mounted; mounting over it is refused too."""
+    subprocess.run(["mount", "-t", "tmpfs", "none", mountpoint], check=True)
+    try:
+        _one_line_error(run_cli("umount", mountpoint), "not a refmount mount (tmpfs); left mounted")
+        assert is_mounted(mountpoint)
+        _one_line_error(run_cli(refs, mountpoint), "already mounted (tmpfs; not refmount's")
+        assert is_mounted(mountpoint)
+    finally:
+        subprocess.run(["umount", mountpoint], check=False)
+
+
 def test_inspect_table_and_json(conformance):
     source = conformance / "chunked3d.h5.v1.json"
     result = run_cli("inspect", "--json", source)
