@@ -31,7 +31,7 @@ from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
 from refmount.scan import expand, identities, is_archive, scan
 from refmount.sources import kerchunk_json, open_source
-from refmount.urls import location_of
+from refmount.urls import location_of, split_protocol
 from refmount.views import apply_view
 
 log = logging.getLogger("refmount")
@@ -127,6 +127,7 @@ class Engine:
                 problem = policy.problem(url)
                 if problem is not None:
                     raise RefmountError(f"origin {url}: {problem}")
+        self._check_not_inside(opts, urls)
         missing = unreadable_local(urls)
         if missing and not opts.allow_missing:
             raise RefmountError(f"{missing_message(missing)} (references made on another machine? --allow-missing "
@@ -134,6 +135,21 @@ class Engine:
         if missing:
             log.warning("%s; their chunks fail with EIO (--allow-missing)", missing_message(missing))
         return tree, policy
+
+    @staticmethod
+    def _check_not_inside(opts: MountOptions, urls: list[str]) -> None:
+        """The mount would hide what lies under its mountpoint: local originals there could not
+        be read (a read through the mount would wait on itself), nor a reference file be read
+        again on reload."""
+        if not opts.mountpoint:
+            return
+        top = os.path.realpath(opts.mountpoint)
+        inside = lambda path: path == top or path.startswith(top.rstrip("/") + "/")  # noqa: E731
+        for what, url in [("the reference set", src) for _, src in opts.sources] + [("an original", u) for u in urls]:
+            protocol, path = split_protocol(location_of(url).partition("|")[0] if what == "the reference set" else url)
+            if protocol == "file" and inside(os.path.realpath(path)):
+                raise RefmountError(f"mountpoint {opts.mountpoint}: {what} is inside it ({path}); the mount would "
+                                    "hide it -- mount elsewhere")
 
     def _source(self, src: str, opts: MountOptions, settings: dict) -> Index:
         """A reference set or repository -- or an archive of netCDF/HDF5 files (a glob, a file, a

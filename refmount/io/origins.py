@@ -175,6 +175,9 @@ class Origins:
         self._sizes: dict[str, int] = {}
         self._versions: dict[str, str] = {}
         self._fds: dict[str, int] = {}
+        # the device of the mount these origins serve, once mounted: an original opened there
+        # would be read through the mount itself (a read waiting on itself, thread after thread)
+        self.own_device: int | None = None
         self._receivers: dict[str, list] = {}  # protocol -> HTTP filesystems, one per event loop
         self._turn = 0
         self._receivers_lock = threading.Lock()
@@ -342,6 +345,10 @@ class Origins:
         descriptor's real path, after every symlink as it is now) must be allowed -- a symlink
         swapped after the mount cannot lead outside."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.own_device is not None and os.fstat(fd).st_dev == self.own_device:
+            os.close(fd)
+            self.stats.add("origin_refused")
+            raise FetchError(f"{url}: inside this mount itself (the mount hides the original); mount elsewhere")
         if self.policy.active:
             try:
                 real = os.readlink(f"/proc/self/fd/{fd}")

@@ -190,6 +190,10 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
             not_ready.append(_fail(ready, f"mountpoint {mountpoint}: mount did not become ready"))
             lazy_unmount(mountpoint)  # ends the FUSE loop below
             return
+        try:  # from now on an original opened through the mount itself is refused
+            engine.origins.own_device = os.stat(mountpoint).st_dev
+        except OSError:
+            pass
         log.info("mounted %s at %s", ", ".join(src for _, src in opts.sources), mountpoint)
         if opts.read_ahead:
             set_read_ahead(mountpoint, opts.read_ahead)

@@ -91,3 +91,37 @@ def test_a_shared_daemon_refuses_local_and_private_origins_without_an_allow_list
         result = run_cli("--allow-other", _refs(files, {"k": [url, 0, 10]}), mountpoint)
         assert result.returncode == 1 and "refused" in result.stderr, (url, result.stderr)
         assert not is_mounted(mountpoint)
+
+
+def test_a_mount_never_reads_through_itself(tmp_path):
+    """Mounting over the directory that holds the reference file or the originals would hide
+    them: refused at mount, one line. An original that leads into the mount later (a symlink
+    re-pointed after mounting) is EIO with a log line -- the read used to wait on itself, one
+    FUSE thread after another, and never returned."""
+    import threading
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "orig.bin").write_bytes(PUBLIC)
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    refs = _refs(tmp_path, {"a": [str(data / "orig.bin"), 0, 5], "b": [str(tmp_path / "link.bin"), 0, 5]})
+    os.symlink(data / "orig.bin", tmp_path / "link.bin")
+    for where, what in ((str(data), "an original is inside it"), (str(tmp_path), "the reference set is inside it")):
+        result = run_cli(refs, where)
+        assert result.returncode == 1 and not is_mounted(where)
+        assert result.stderr.strip() == (f"refmount: mountpoint {where}: {what} ("
+                                          f"{data / 'orig.bin' if 'original' in what else refs}); the mount would hide it -- mount elsewhere")
+    log = tmp_path / "log"
+    assert run_cli(refs, inner, "--log-file", log).returncode == 0
+    try:
+        os.replace(_swap(tmp_path / "link.bin", inner / "a"), tmp_path / "link.bin")  # into the mount
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(_read(str(inner / "b"))), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert got == [errno.EIO], "a read through the mount itself did not return"
+        assert _read(str(inner / "a")) == PUBLIC[:5]
+    finally:
+        run_cli("umount", inner)
+    assert "inside this mount itself" in log.read_text()
