@@ -7,6 +7,7 @@ Background mode never lets libfuse fork: the parent starts a fresh interpreter w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import logging.handlers
@@ -162,6 +163,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         _setup_logging(opts)
         if ready_fd is not None:  # (in the foreground, the log is the terminal already)
             logging.getLogger().addHandler(start_warnings)
+        held = _claim_mountpoint(mountpoint)  # until mounted: then "already mounted" says it
         device = check_mountpoint(mountpoint)
         sd_notify(f"STATUS=loading {', '.join(src for _, src in opts.sources)}")
         mfusepy = load_libfuse()
@@ -203,6 +205,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         if ready.fd is not None:  # the parent stops listening: send stderr to the log from now on
             _detach_stderr(opts.log_file)
         logging.getLogger().removeHandler(start_warnings)
+        if held is not None:  # (held on: a remount right after an unmount would find it taken)
+            os.close(held)
         ready.send("READY " + json.dumps(start_warnings.said()) if start_warnings.said() else "READY")
         sd_notify("READY=1", f"STATUS={status()}", f"MAINPID={os.getpid()}")
 
@@ -260,6 +264,25 @@ def _metrics(opts: MountOptions, engine: Engine):
     except OSError as exc:
         engine.close()
         raise RefmountError(f"metrics address {opts.metrics_addr}: {exc.strerror or exc}") from None
+
+
+def _claim_mountpoint(path: str) -> int | None:
+    """An exclusive lock on the mountpoint directory, held from its check until it is mounted:
+    two mounts started at once at one place (a job array, a unit and a user) would both pass the
+    check while the other loads, and stack two mounts. The descriptor, or None where the
+    directory cannot be opened (the check says why)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RefmountError(f"mountpoint {path}: another refmount is being mounted there") from None
+    except OSError:  # a filesystem without locks: nothing to serialise with
+        pass
+    return fd
 
 
 def _fail(ready: ReadyPipe, message: str) -> int:

@@ -303,6 +303,32 @@ def test_umount_and_mount_leave_another_filesystem_alone(refs, mountpoint):
         subprocess.run(["umount", mountpoint], check=False)
 
 
+def test_two_mounts_started_at_once_at_one_place_mount_once(refs, mountpoint, tmp_path):
+    """Both used to pass the mountpoint check while the other loaded, stacking two mounts; now
+    one mounts and the other says why, in one line; a remount right after an unmount works."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def mount_count() -> int:
+        with open("/proc/self/mountinfo") as f:
+            return sum(line.split(" ")[4] == os.path.realpath(mountpoint) for line in f)
+
+    try:
+        for _ in range(3):
+            with ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(lambda n: run_cli(refs, mountpoint, "--log-file", tmp_path / f"log{n}"), range(2)))
+            assert sorted(r.returncode for r in results) == [0, 1], [r.stderr for r in results]
+            failed = next(r for r in results if r.returncode)
+            _one_line_error(failed)
+            assert ("another refmount is being mounted there" in failed.stderr or "already mounted" in failed.stderr)
+            assert mount_count() == 1
+            assert run_cli("umount", mountpoint).returncode == 0 and mount_count() == 0
+            assert run_cli(refs, mountpoint, "--log-file", tmp_path / "log").returncode == 0  # at once again
+            assert run_cli("umount", mountpoint).returncode == 0
+    finally:
+        while is_mounted(mountpoint):
+            lazy_unmount(mountpoint)
+
+
 def test_inspect_table_and_json(conformance):
     source = conformance / "chunked3d.h5.v1.json"
     result = run_cli("inspect", "--json", source)
