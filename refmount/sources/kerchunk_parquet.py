@@ -129,6 +129,10 @@ class ParquetIndex(Index):
         self.location = location.rstrip("/")
         self.origins = origins
         self.base = parent_of(self.location)
+        protocol, path = split_protocol(self.location)
+        if protocol == "file" and os.path.isfile(path):
+            raise RefmountError(f"{location}: one Parquet file, not a kerchunk Parquet reference set (the directory "
+                                "that holds .zmetadata and the record files)")
         raw, self.mtime_ns = read_file(self.location + "/.zmetadata", origins)
         try:
             doc = load_json(raw)

@@ -153,6 +153,11 @@ def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(
             assert f.read() == bytes(range(40, 44))
 
 
+def test_one_record_file_is_not_taken_for_a_set(pset):
+    with pytest.raises(RefmountError, match=r"refs.0.parq: one Parquet file, not a kerchunk Parquet reference set"):
+        open_source(os.path.join(pset, "v", "refs.0.parq"))
+
+
 @pytest.mark.parametrize("content, message", [
     ("{}", "needs metadata and record_size"),
     ('{"metadata": {}, "record_size": 0}', "invalid metadata or record_size"),
