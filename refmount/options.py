@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -147,9 +148,9 @@ def _number(minimum: float, integer: bool = False) -> Callable[[Any], float]:
                 value = int(value) if integer else float(value)
             except ValueError:
                 pass
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool) or value < minimum:
-            kind = "an integer" if integer else "a number"
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+        if not ok or isinstance(value, bool) or value < minimum:  # (nan passed every comparison)
+            kind = "an integer" if integer else "a finite number"
             raise RefmountError(f"expected {kind} >= {minimum:g}")
         return value
 

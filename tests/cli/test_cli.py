@@ -161,6 +161,8 @@ def test_usage_errors(refs):
     _one_line_error(run_cli(refs), "need at least one SOURCE and a MOUNTPOINT")
     _one_line_error(run_cli("--cache-size", "lots", refs, "/tmp"), "invalid size 'lots'")
     _one_line_error(run_cli("-o", "nodots=1", refs, "/tmp"), "invalid storage option")
+    for value in ("nan", "inf"):  # nan passed every comparison: a timeout of nan seconds mounted
+        _one_line_error(run_cli("--timeout", value, refs, "/tmp"), "--timeout: expected a finite number >= 0.001")
     _one_line_error(run_cli("umount", "/tmp"), "not mounted")
 
 
