@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from refmount.errors import RefmountError
+from refmount.io.cache import memory_limit
 from refmount.views import VIEWS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -84,33 +85,6 @@ def split_sources(args: list[str]) -> list[tuple[str, str]]:
             raise RefmountError(f"two sources are named {name!r}; name them with NAME=SOURCE")
         seen.add(name)
     return named
-
-
-def memory_limit() -> int:
-    """This process's memory limit: its cgroup's (v2 or v1) where set, else physical memory."""
-    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return limit
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            candidates = [f"/sys/fs/cgroup{path}/memory.max"]
-        elif "memory" in controllers.split(","):
-            candidates = [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"]
-        else:
-            continue
-        for candidate in candidates:
-            try:
-                with open(candidate) as f:
-                    text = f.read().strip()
-            except OSError:
-                continue
-            if text.isdigit():
-                limit = min(limit, int(text))
-    return limit
 
 
 def default_cache_size() -> int:

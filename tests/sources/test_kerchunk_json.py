@@ -127,6 +127,27 @@ def test_compressed_files_detected_by_magic_bytes(tmp_path, compress):
     assert ix.node("k") == Inline(b"v")
 
 
+@pytest.mark.parametrize("kind, compress", [
+    ("gzip", gzip.compress), ("bz2", bz2.compress), ("xz", lzma.compress),
+    ("zstd", lambda b: zstandard.ZstdCompressor().compress(b)),
+])
+def test_decompression_is_bounded_member_by_member_and_truncation_is_said(kind, compress):
+    """A few MB that decompress to gigabytes (a bomb of spaces, still valid JSON) are refused
+    past the limit -- an eighth of the memory limit by default -- before they are all made;
+    several members/frames are read one after another; a cut stream is truncated."""
+    from refmount.sources.reading import decompress, document_limit
+
+    text = json.dumps({"version": 1, "refs": {f"k{i}": "v" * (i % 97) for i in range(20_000)}}).encode()
+    two = compress(text[:1000]) + compress(text[1000:])
+    assert decompress(two, "refs.json") == text
+    with pytest.raises(RefmountError, match=rf"refs.json: decompresses to more than 1 MiB, an eighth of this machine's"):
+        decompress(compress(text + b" " * (3 << 20)), "refs.json", limit=1 << 20)
+    whole = compress(text)
+    with pytest.raises(RefmountError, match=rf"refs.json: (truncated \({kind} stream ends early\)|cannot decompress)"):
+        decompress(whole[: len(whole) // 2], "refs.json")
+    assert document_limit() >= 256 << 20
+
+
 def test_streamed_zstd_without_content_size(tmp_path):
     raw = json.dumps({"k": "v" * 1000}).encode()
     out = zstandard.ZstdCompressor().compressobj()
