@@ -452,3 +452,21 @@ def test_ref_names_the_icechunk_package_wrote(tmp_path, mount, spec):
         for name, values in expected[kind].items():
             with mount(f"{repo}|icechunk:@{prefix}.{quote(name, safe='')}") as root:
                 assert zarr.open_array(f"{root}/v", mode="r")[...].tolist() == values, (kind, name)
+
+
+def test_a_compressed_object_that_would_make_gigabytes_is_refused_not_read(tmp_path):
+    """A repository's metadata object is a zstd frame: one of a few KB that decompresses to
+    gigabytes (a hostile or broken repository) is refused past the bound, a MiB at a time,
+    never held whole; a real object of the test repository reads as before."""
+    import zstandard
+
+    from refmount.sources.icechunk.binary import HEADER, SNAPSHOT, open_object, read_bounded
+
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
+    assert len(bomb) < 64 << 10
+    with pytest.raises(RefmountError, match=r"snapshots/X: decompresses to more than 8 MiB"):
+        read_bounded(zstandard.ZstdDecompressor(), bomb, 8 << 20, "snapshots/X")
+    assert read_bounded(zstandard.ZstdDecompressor(), bomb, 64 << 20, "snapshots/X") == b"\0" * (64 << 20)
+    snapshot = next((DATA / "v2" / "snapshots").iterdir()).read_bytes()
+    spec, payload = open_object(snapshot, SNAPSHOT, "snapshot")
+    assert spec == snapshot[36] and len(payload) > len(snapshot) - HEADER

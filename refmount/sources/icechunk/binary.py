@@ -14,6 +14,7 @@ import struct
 import zstandard
 
 from refmount.errors import RefmountError
+from refmount.sources.reading import document_limit
 
 MAGIC = "ICE🧊CHUNK".encode()
 HEADER = 39
@@ -48,13 +49,28 @@ def open_object(data: bytes, expected: int, name: str) -> tuple[int, bytes]:
     payload = data[HEADER:]
     if compression == 1:
         try:  # streaming: frames need not record their content size
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload)) as reader:
-                payload = reader.read()
+            payload = read_bounded(zstandard.ZstdDecompressor(), payload, document_limit(), name)
         except zstandard.ZstdError as exc:
             raise RefmountError(f"{name}: cannot decompress: {exc}") from None
     elif compression != 0:
         raise RefmountError(f"{name}: unknown compression {compression}")
     return spec, payload
+
+
+def read_bounded(decompressor, data: bytes, limit: int, name: str) -> bytes:
+    """A zstd payload, read a MiB at a time and refused past ``limit`` bytes (a few KB of a
+    hostile repository's object must not make gigabytes)."""
+    parts, total = [], 0
+    with decompressor.stream_reader(io.BytesIO(data)) as reader:
+        while True:
+            part = reader.read(1 << 20)
+            if not part:
+                break
+            total += len(part)
+            if total > limit:
+                raise RefmountError(f"{name}: decompresses to more than {limit >> 20} MiB")
+            parts.append(part)
+    return b"".join(parts)
 
 
 class Table:

@@ -7,7 +7,6 @@ so a manifest of millions of references costs its payload's size and no Python o
 
 from __future__ import annotations
 
-import io
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import zstandard
 
 from refmount.errors import RefmountError
 from refmount.index import load_json
-from refmount.sources.icechunk.binary import MANIFEST, SNAPSHOT, Table, encode_id, open_object
+from refmount.sources.icechunk.binary import MANIFEST, SNAPSHOT, Table, encode_id, open_object, read_bounded
 
 
 @dataclass(slots=True)
@@ -183,7 +182,7 @@ class Manifest:
                 raise RefmountError(f"{self.name}: compressed locations but no location dictionary")
             self._decompressor = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(self._dictionary))
         try:
-            with self._lock, self._decompressor.stream_reader(io.BytesIO(compressed)) as reader:
-                return reader.read().decode("utf-8", "surrogateescape")
+            with self._lock:  # (a location is a URL: a MiB is more than any)
+                return read_bounded(self._decompressor, compressed, 1 << 20, self.name).decode("utf-8", "surrogateescape")
         except zstandard.ZstdError as exc:
             raise RefmountError(f"{self.name}: cannot decompress a location: {exc}") from None

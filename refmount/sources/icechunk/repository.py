@@ -7,7 +7,6 @@ manifests are immutable, so one ``Repository`` object keeps them across refreshe
 
 from __future__ import annotations
 
-import json
 from urllib.parse import unquote
 import re
 import threading
