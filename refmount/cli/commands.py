@@ -312,6 +312,8 @@ def cmd_scan(argv: list[str]) -> int:
     parent = os.path.dirname(os.path.abspath(args.output.rstrip("/")))
     if not os.path.isdir(parent):  # said before the scan, not after it
         raise RefmountError(f"{args.output}: no such directory {parent}")
+    if os.path.isdir(args.output) and not args.output.rstrip("/").endswith((".parq", ".parquet")):
+        raise RefmountError(f"{args.output}: is a directory (the output is a reference file)")
     combined, summary = scan_combined(args.files, jobs=max(args.jobs, 1), concat_dim=args.concat_dim,
                                       storage_options=parse_storage_options(args.storage_option), dask=args.dask,
                                       file_timeout=_file_timeout(args.file_timeout))

@@ -348,8 +348,9 @@ def is_parquet_output(output: str) -> bool:
 
 
 def write(refs: dict | Combined, output: str, record_size: int | None = None) -> str:
-    """Save a set as ``OUTPUT``: ``.json`` (zstd-compressed for ``.zst``), or a Parquet reference
-    directory for ``.parq``/``.parquet`` (from a ``Combined``, written array by array); returns the path."""
+    """Save a set as ``OUTPUT``: JSON, compressed as its name says (``.zst``/``.zstd``, ``.gz``,
+    ``.bz2``, ``.xz``: what a reference file is read back with), or a Parquet reference directory
+    for ``.parq``/``.parquet`` (from a ``Combined``, written array by array); returns the path."""
     if is_parquet_output(output):
         from refmount.scan.parquet import RECORD_SIZE, write_parquet
 
@@ -359,10 +360,19 @@ def write(refs: dict | Combined, output: str, record_size: int | None = None) ->
     if isinstance(refs, Combined):
         refs = refs.to_refs()
     data = json.dumps(refs, separators=(",", ":")).encode()
-    if output.endswith(".zst"):
+    suffix = os.path.splitext(output)[1].lower()
+    if suffix in (".zst", ".zstd"):
         import zstandard
 
         data = zstandard.compress(data, 9)
+    elif suffix in (".gz", ".bz2", ".xz"):  # (written plain under such a name, it could not be read back)
+        import bz2
+        import gzip
+        import lzma
+
+        data = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix](data)
+    if os.path.isdir(output):
+        raise RefmountError(f"{output}: is a directory")
     tmp = f"{output}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

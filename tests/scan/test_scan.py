@@ -165,6 +165,25 @@ def test_bad_inputs_are_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "x.json")
 
 
+def test_output_compressed_as_its_name_says_reads_back(archive, tmp_path):
+    """`-o refs.json.gz` used to write plain JSON under a .gz name, which refmount itself then
+    could not read ("cannot decompress (gzip)"); every suffix a reference file is read with is
+    written so. A directory as the output is refused before the scan."""
+    from refmount.sources import open_source
+
+    directory, files = archive
+    plain = tmp_path / "refs.json"
+    assert run_cli("scan", files[0], "-o", plain).returncode == 0
+    want = sorted(open_source(str(plain)).items())
+    for suffix, magic in ((".gz", b"\x1f\x8b"), (".bz2", b"BZh"), (".xz", b"\xfd7zXZ\x00"), (".zst", b"\x28\xb5\x2f\xfd")):
+        out = tmp_path / f"refs.json{suffix}"
+        result = run_cli("scan", files[0], "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes().startswith(magic) and sorted(open_source(str(out)).items()) == want
+    bad = run_cli("scan", files[0], "-o", tmp_path)
+    assert bad.returncode == 1 and bad.stderr.strip() == f"refmount: {tmp_path}: is a directory (the output is a reference file)"
+
+
 def test_directories_matched_by_a_glob_stand_for_their_files(tmp_path):
     """``scan '/archive/20*'`` over year directories scans the files in them; a directory whose
     name ends in .nc among the matches is expanded too, not taken for a file."""
