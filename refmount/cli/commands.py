@@ -318,7 +318,7 @@ def cmd_scan(argv: list[str]) -> int:
                                       storage_options=parse_storage_options(args.storage_option), dask=args.dask,
                                       file_timeout=_file_timeout(args.file_timeout))
     write(combined, args.output, args.record_size)
-    left = f", {summary['left_out']} variable(s) left out (see warnings)" if summary["left_out"] else ""
+    left = f", {summary['left_out']} variable(s) or group(s) left out (see warnings)" if summary["left_out"] else ""
     print(f"refmount: scanned {summary['files']} file(s) in {summary['seconds']} s: {summary['arrays']} arrays, "
           f"{summary['chunks']} chunks, {summary['referenced_bytes']:,} bytes referenced{left} -> {args.output}")
     return 0

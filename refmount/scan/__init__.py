@@ -28,7 +28,7 @@ from refmount.errors import FetchError, RefmountError
 from refmount.scan import netcdf3
 from refmount.scan.combine import Combined, Combiner
 from refmount.scan.hdf5 import scan_file
-from refmount.scan.model import FileScan, Skip
+from refmount.scan.model import FileScan, Skip, drop_unrepresentable
 from refmount.urls import location_of, split_protocol
 
 log = logging.getLogger("refmount.scan")
@@ -66,6 +66,10 @@ def expand(patterns: list[str], storage_options: dict | None = None) -> list[str
 
 
 def _scan_one(url: str, storage_options: dict, combining: bool) -> FileScan:
+    return drop_unrepresentable(_scan_file(url, storage_options, combining))
+
+
+def _scan_file(url: str, storage_options: dict, combining: bool) -> FileScan:
     import h5py
 
     protocol, path = split_protocol(url)

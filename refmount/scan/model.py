@@ -75,6 +75,26 @@ class FileScan:
         return sum(len(v.refs) for v in self.variables.values())
 
 
+ZARR_NAMES = frozenset((".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"))
+
+
+def drop_unrepresentable(scan: "FileScan") -> "FileScan":
+    """Leave out, with a warning, the groups and variables a Zarr tree cannot hold: a name that
+    is one of Zarr's own metadata files (an HDF5 dataset called ``.zarray`` would be read as an
+    array's metadata; one called ``.zgroup`` at the root collides with the root's), and all
+    below such a group (said once, for the group)."""
+    def first_bad(path: str) -> int | None:
+        return next((i for i, part in enumerate(path.split("/")) if part in ZARR_NAMES), None)
+
+    for kind, table in (("group", scan.groups), ("variable", scan.variables)):
+        for path in [p for p in table if p and first_bad(p) is not None]:
+            del table[path]
+            if first_bad(path) == path.count("/"):  # its own name, not a group above it
+                below = ", with all in it" if kind == "group" else ""
+                scan.warnings.append(f"{scan.url}: {kind} {path}: its name is a Zarr metadata file's; left out{below}")
+    return scan
+
+
 def json_value(value):
     """An HDF5 attribute as JSON; a one-element array (how netCDF-C stores every number) as
     its element, as netCDF and xarray read it."""

@@ -155,6 +155,32 @@ def test_a_chunk_stored_with_a_filter_skipped_leaves_its_variable_out(tmp_path):
     assert "v/.zarray" not in refs and "ok/.zarray" in refs
 
 
+def test_names_a_zarr_tree_cannot_hold_are_left_out_with_a_warning(tmp_path, mount):
+    """An HDF5 dataset called .zgroup at the root made a set no reader could open ("key
+    '.zgroup' is both a file and a directory"); one called .zarray in a group, or a group called
+    .zattrs, made a tree Zarr reads wrongly. They are left out, said once each."""
+    with h5py.File(tmp_path / "w.nc", "w") as f:
+        f.create_dataset(".zgroup", data=np.arange(4))
+        f.create_group("g").create_dataset(".zarray", data=np.arange(4))
+        group = f.create_group(".zattrs")
+        group.create_dataset("v", data=np.arange(3))
+        group.create_group("sub").create_dataset("w", data=np.arange(2))
+        f.create_dataset("ok", data=np.arange(5, dtype="i4"))
+    out = tmp_path / "w.json"
+    result = run_cli("scan", tmp_path / "w.nc", "-o", out)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "Zarr metadata file's" in line]
+    assert [line.split("w.nc: ", 1)[1] for line in said] == [
+        "group .zattrs: its name is a Zarr metadata file's; left out, with all in it",
+        "variable .zgroup: its name is a Zarr metadata file's; left out",
+        "variable g/.zarray: its name is a Zarr metadata file's; left out"], said
+    assert "3 variable(s) or group(s) left out" in result.stdout
+    with mount(str(out)) as root:
+        assert sorted(os.listdir(root)) == [".zgroup", ".zmetadata", "g", "ok"]
+        assert sorted(os.listdir(os.path.join(root, "g"))) == [".zgroup"]
+        assert np.frombuffer(open(os.path.join(root, "ok", "0"), "rb").read(), "<i4").tolist() == [0, 1, 2, 3, 4]
+
+
 def test_bad_inputs_are_one_line(tmp_path):
     (tmp_path / "not.nc").write_bytes(b"plain text")
     (tmp_path / "empty.nc").mkdir()
