@@ -159,6 +159,10 @@ class ParquetIndex(Index):
             raise RefmountError(f"{location}: {exc}") from None
         self.record_bytes = record_bytes  # decoded record files kept, at most (counted against --cache-size)
         self._records: LRUCache = LRUCache(maxsize=record_bytes, getsizeof=lambda r: max(r.nbytes, 1) if r else 1)
+        # a record larger than that whole bound (long URLs, a large record_size, a small
+        # --cache-size): the last one read is held beside the LRU, so reading its chunks one by
+        # one does not read and decode it again for each
+        self._oversized: tuple[tuple[str, int], _Record] | None = None
         self._lock = threading.Lock()
 
     def reserved_bytes(self) -> int:
@@ -170,6 +174,8 @@ class ParquetIndex(Index):
         with self._lock:
             if key in self._records:
                 return self._records[key]
+            if self._oversized is not None and self._oversized[0] == key:
+                return self._oversized[1]
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -183,7 +189,14 @@ class ParquetIndex(Index):
             except Exception as exc:  # undecodable: its chunks cannot be known, so they fail
                 raise FetchError(f"record file {url} is unreadable: {type(exc).__name__}: {exc}") from None
         with self._lock:
-            self._records[key] = record
+            if record is not None and record.nbytes > self.record_bytes:
+                if self._oversized is None:
+                    log.warning("%s: record files decode to %d MiB, more than the %d MiB kept for records (a quarter "
+                                "of --cache-size): one is held beyond it at a time", self.location, record.nbytes >> 20,
+                                self.record_bytes >> 20)
+                self._oversized = (key, record)
+            else:
+                self._records[key] = record
         return record
 
     def _chunk(self, array: _Array, name: str) -> Ref | None:

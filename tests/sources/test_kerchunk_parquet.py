@@ -153,6 +153,29 @@ def test_record_failure_over_http_is_eio_then_the_data_once_the_origin_recovers(
             assert f.read() == bytes(range(40, 44))
 
 
+def test_a_record_larger_than_the_memory_for_records_is_read_once(tmp_path, caplog):
+    """Long URLs and many rows per record (kerchunk writes 100,000) with a small --cache-size
+    decode to more than the bound: that raised "value too large" at mount. The last such record
+    is held beside the LRU, read once for all its chunks, with one warning."""
+    from refmount.io.origins import Origins
+    from refmount.io.stats import Stats
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 4)
+    long = str(tmp_path) + "/." * 40 + "/data.bin"
+    n = 20_000
+    pset = make_set(tmp_path / "big.parq", {"v": ([n], [1])}, n, {("v", 0): [row(long, i % 1000, 1) for i in range(n)]})
+    stats = Stats()
+    with caplog.at_level("WARNING", logger="refmount.parquet"):
+        ix = open_source(pset, Origins(stats=stats), memory=1 << 20)
+        refs = [ix.node(f"v/{i}") for i in range(0, n, 7)]
+    assert all(r == Range(long, i % 1000, 1) for r, i in zip(refs, range(0, n, 7)))
+    assert stats.snapshot()["source_requests"] == 2  # .zmetadata and the record, once
+    assert [r.getMessage() for r in caplog.records if "held beyond it" in r.getMessage()] == [
+        f"{pset}: record files decode to {ix._oversized[1].nbytes >> 20} MiB, more than the 1 MiB kept for records "
+        "(a quarter of --cache-size): one is held beyond it at a time"]
+
+
 def test_one_record_file_is_not_taken_for_a_set(pset):
     with pytest.raises(RefmountError, match=r"refs.0.parq: one Parquet file, not a kerchunk Parquet reference set"):
         open_source(os.path.join(pset, "v", "refs.0.parq"))
