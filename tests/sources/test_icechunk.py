@@ -470,3 +470,21 @@ def test_a_compressed_object_that_would_make_gigabytes_is_refused_not_read(tmp_p
     snapshot = next((DATA / "v2" / "snapshots").iterdir()).read_bytes()
     spec, payload = open_object(snapshot, SNAPSHOT, "snapshot")
     assert spec == snapshot[36] and len(payload) > len(snapshot) - HEADER
+
+
+def test_a_manifest_larger_than_its_cache_is_parsed_once_for_its_lookups():
+    """A manifest larger than the whole manifest cache was fetched and parsed again for every
+    chunk looked up in it; the last such manifest is held beside the cache."""
+    from refmount.io.origins import Origins
+    from refmount.io.stats import Stats
+    from refmount.sources.icechunk.repository import Repository
+
+    stats = Stats()
+    repo = Repository(str(DATA / "v2"), Origins(stats=stats), manifest_cache_bytes=1)
+    manifests = sorted(p.name for p in (DATA / "v2" / "manifests").iterdir())
+    before = stats.snapshot().get("source_requests", 0)
+    first = [repo.manifest(manifests[0]) for _ in range(5)]
+    assert all(m is first[0] for m in first)
+    assert stats.snapshot()["source_requests"] - before == 1
+    repo.manifest(manifests[1])  # another one takes its place
+    assert repo.manifest(manifests[0]) is not first[0]

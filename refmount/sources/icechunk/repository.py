@@ -57,6 +57,7 @@ class Repository:
         self._lock = threading.Lock()
         self._snapshots: LRUCache = LRUCache(maxsize=64)
         self._manifests: LRUCache = LRUCache(maxsize=manifest_cache_bytes, getsizeof=lambda m: m.nbytes)
+        self._oversized: dict[int, tuple[str, object]] = {}  # per cache: the last object larger than it
         self._repo_info: tuple[bytes, Table] | None = None
         self.spec = self._detect()
 
@@ -182,6 +183,9 @@ class Repository:
         """``snapshots/ID`` or ``manifests/ID``, parsed once and kept while the cache allows."""
         with self._lock:
             found = cache.get(oid)
+            held = self._oversized.get(id(cache))
+            if found is None and held is not None and held[0] == oid:
+                found = held[1]
         if found is None:
             data = self.storage.get(f"{kind}s/{oid}")
             if data is None:
@@ -195,6 +199,8 @@ class Repository:
             with self._lock:
                 if cache.getsizeof(found) <= cache.maxsize:
                     cache[oid] = found
+                else:  # larger than the whole cache: held alone, so its next lookups do not parse it again
+                    self._oversized[id(cache)] = (oid, found)
         return found
 
     def chunk_url(self, chunk_id: str) -> str:
