@@ -146,9 +146,17 @@ def _text(value: Any) -> str:
 def _texts(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RefmountError("expected a string or a list of strings")
+    if not all(v.strip() for v in value):  # "$PREFIX" unset: an empty prefix would allow everything
+        raise RefmountError("an empty value (an unset variable?)")
     return list(value)
+
+
+def _prefixes(value: Any) -> list[str]:
+    """URL or directory prefixes; a directory made absolute here, where the user is (a daemon's
+    working directory is /: ``data`` would have meant ``/data``)."""
+    return [p if "://" in p else os.path.abspath(os.path.expanduser(p)) for p in _texts(value)]
 
 
 def _level(value: Any) -> str:
@@ -211,10 +219,10 @@ class MountOptions:
     storage_options: dict[str, dict] = option(factory=dict, convert=_table, kind="storage", metavar="PROTOCOL.KEY=VALUE",
                                               help="fsspec option for an origin protocol, e.g. "
                                               "s3.endpoint_url=http://127.0.0.1:9000 (repeatable)")
-    allow_origin: list[str] = option(factory=list, convert=_texts, kind="list", reloadable=True, metavar="PREFIX",
+    allow_origin: list[str] = option(factory=list, convert=_prefixes, kind="list", reloadable=True, metavar="PREFIX",
                                      help="read originals only under this URL or directory prefix (repeatable; needed for "
                                      "local files and private addresses when other users can read the mount)")
-    authorize_virtual: list[str] = option(factory=list, convert=_texts, kind="list", reloadable=True, metavar="PREFIX",
+    authorize_virtual: list[str] = option(factory=list, convert=_prefixes, kind="list", reloadable=True, metavar="PREFIX",
                                           help="Icechunk: read virtual chunks from this container prefix (repeatable; "
                                           "none are read otherwise)")
     relocate: list[str] = option(factory=list, convert=_texts, kind="list", reloadable=True, metavar="OLD=NEW",

@@ -117,7 +117,11 @@ def _options(args: argparse.Namespace, problems: list[str] | None = None) -> Mou
             for protocol, options in parse_storage_options(value).items():
                 merged.setdefault(protocol, {}).update(options)
             values[name] = merged
-        elif kind == "list":
+        elif kind == "list":  # each checked as a config value is (an empty prefix would allow all)
+            try:
+                value = f.metadata["convert"](value)
+            except RefmountError as exc:
+                raise RefmountError(f"--{name.replace('_', '-')}: {exc}") from None
             values[name] = values.get(name, []) + value
         else:
             try:
@@ -162,6 +166,9 @@ def child_args(args: argparse.Namespace) -> list[str]:
             value = os.path.abspath(value)
         if name == "relocate":  # a NEW directory: absolute, the daemon's cwd is /
             value = ["=".join(parse_relocation(item)) for item in value]
+        if name in ("allow_origin", "authorize_virtual"):  # (checked in this process: never empty)
+            value = [item if "://" in item or not item.strip() else os.path.abspath(os.path.expanduser(item))
+                     for item in value]
         if isinstance(value, list):
             for item in value:
                 out += [flag, item]

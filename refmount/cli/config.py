@@ -124,6 +124,9 @@ def load(path: str) -> tuple[dict[str, Any], list[str]]:
             problems.append(f"{key}: unknown key (known: sources, {', '.join(KEYS)})")
             continue
         field, convert, is_path = KEYS[key]
+        if field in ("allow_origin", "authorize_virtual"):  # a relative directory prefix: relative to this file
+            raw = [_local(x, base) if isinstance(x, str) and x and "://" not in x else x
+                   for x in ([raw] if isinstance(raw, str) else raw if isinstance(raw, list) else [raw])]
         try:
             value = convert(raw)
         except RefmountError as exc:

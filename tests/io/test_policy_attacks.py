@@ -125,3 +125,44 @@ def test_a_mount_never_reads_through_itself(tmp_path):
     finally:
         run_cli("umount", inner)
     assert "inside this mount itself" in log.read_text()
+
+
+def test_an_allow_prefix_is_never_empty_and_relative_to_where_it_was_given(files, mountpoint):
+    """`--allow-origin "$DATA"` with DATA unset passed an empty prefix, which the daemon (working
+    in /) took for / -- every file allowed. It is refused; a relative prefix means the directory
+    it names where the command runs, from the command line, a config file (its directory) and
+    the Python API alike."""
+    import refmount
+
+    refs = _refs(files, {"public": [str(files / "allowed" / "real.bin"), 0, 11], "secret": [str(files / "secret.bin"), 0, 10]})
+    for option in ("--allow-origin", "--authorize-virtual"):
+        result = run_cli(option, "", refs, mountpoint)
+        assert result.returncode == 1 and result.stderr.strip() == f"refmount: {option}: an empty value (an unset variable?)"
+        assert not is_mounted(mountpoint)
+    result = run_cli("--allow-origin", "allowed", refs, mountpoint, cwd=files)
+    assert result.returncode == 1 and "secret.bin: not under any allowed origin" in result.stderr, result.stderr
+    only = files / "public.json"  # (``_refs`` writes refs.json: another name)
+    only.write_text(json.dumps({"version": 1, "refs": {".zgroup": '{"zarr_format":2}',
+                                                       "public": [str(files / "allowed" / "real.bin"), 0, 11]}}))
+    only = str(only)
+    result = run_cli("--allow-origin", "allowed", only, mountpoint, "--log-file", files / "log", cwd=files)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert _read(f"{mountpoint}/public") == PUBLIC[:11]
+    finally:
+        run_cli("umount", mountpoint)
+    conf = files / "conf" / "refmount.toml"
+    conf.parent.mkdir()
+    conf.write_text(f'mountpoint = "{mountpoint}"\nsources = ["{refs}"]\nallow-origin = ["../allowed"]\n')
+    result = run_cli("check", "--config", conf)
+    assert result.returncode == 1 and "secret.bin: not under any allowed origin" in result.stderr, result.stderr
+    assert "public" not in result.stderr
+    here = os.getcwd()
+    os.chdir(files)
+    try:
+        with pytest.raises(refmount.RefmountError, match="secret.bin: not under any allowed origin"):
+            refmount.open(refs, allow_origin=["allowed"])
+        with refmount.open(only, allow_origin=["allowed"]) as engine:
+            assert engine.read("public") == PUBLIC[:11]
+    finally:
+        os.chdir(here)
