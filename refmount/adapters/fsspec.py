@@ -65,6 +65,16 @@ class RefmountFileSystem(AbstractFileSystem):
             raise PermissionError(f"{path}: refmount is read-only")
         return _File(self, self._strip_protocol(path), mode, block_size or "default", cache_options=cache_options, **kwargs)
 
+    def _read_only(self, path, *args, **kwargs):
+        """What would change the tree: refused, as writing a file is (fsspec's defaults did
+        nothing for ``mkdir``/``touch`` and said "not implemented" for ``rm``)."""
+        raise PermissionError(f"{path}: refmount is read-only")
+
+    mkdir = makedirs = rmdir = touch = rm_file = _rm = rm = mv = cp_file = _read_only
+
+    def put_file(self, lpath, rpath, *args, **kwargs):
+        self._read_only(rpath)
+
     def close(self) -> None:
         self.engine.close()
 

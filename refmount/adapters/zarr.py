@@ -10,6 +10,7 @@ never a fill value in its place. Reads run in threads, so zarr's concurrent gets
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import AsyncIterator, Iterable
 
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
@@ -22,8 +23,16 @@ class RefmountStore(Store):
     supports_partial_writes = False
     supports_listing = True
 
-    def __init__(self, engine, read_only: bool = True):
+    def __init__(self, engine, read_only: bool = True, **options):
+        """``engine``: an engine, or a source to open one for (``RefmountStore("refs.json")``,
+        with ``options`` as for ``refmount.open``)."""
         super().__init__(read_only=True)
+        if isinstance(engine, (str, os.PathLike, list, dict)):
+            from refmount.engine import open_engine
+
+            engine = open_engine(os.fspath(engine) if isinstance(engine, os.PathLike) else engine, **options)
+        elif options:
+            raise TypeError(f"options are for opening a source, not an engine: {', '.join(options)}")
         self.engine = engine
 
     @classmethod

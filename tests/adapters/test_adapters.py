@@ -43,6 +43,37 @@ def test_fsspec_filesystem_serves_every_key(fixture):
     assert present <= set(fs.find(""))
 
 
+def test_the_fsspec_filesystem_refuses_every_change(tmp_path):
+    """mkdir and touch did nothing and said nothing (fsspec's defaults), rm said "not
+    implemented": every change is refused as writing a file is, and nothing changes."""
+    fs = fsspec.filesystem("refmount", fo=str(CONFORMANCE / "air.nc.v1.json"), skip_instance_cache=True)
+    before = sorted(fs.find("", withdirs=True))
+    (tmp_path / "local.bin").write_bytes(b"x")
+    for change in (lambda: fs.mkdir("new"), lambda: fs.makedirs("new/deeper"), lambda: fs.touch("new.bin"),
+                   lambda: fs.rm(".zgroup"), lambda: fs.rm("air", recursive=True), lambda: fs.rmdir("air"),
+                   lambda: fs.mv(".zgroup", "moved"), lambda: fs.copy(".zgroup", "copied"),
+                   lambda: fs.put(str(tmp_path / "local.bin"), "put.bin"), lambda: fs.pipe_file("p", b"x"),
+                   lambda: fs.open(".zgroup", "wb")):
+        with pytest.raises(PermissionError, match="refmount is read-only"):
+            change()
+    assert sorted(fs.find("", withdirs=True)) == before
+
+
+def test_a_zarr_store_opens_from_a_source_given_as_text_or_a_path():
+    """`RefmountStore("refs.json")` (what one writes first) failed deep in zarr with
+    "'str' object has no attribute 'read'"; a source opens an engine, with its options."""
+    import pathlib
+
+    source = CONFORMANCE / "air.nc.v1.json"
+    by_open = zarr.open_group(RefmountStore.open(str(source)), mode="r", zarr_format=2)["air"][:2, :2, :2]
+    for given in (str(source), pathlib.Path(source)):
+        store = RefmountStore(given, view="raw")
+        assert store.read_only and np.array_equal(zarr.open_group(store, mode="r", zarr_format=2)["air"][:2, :2, :2], by_open)
+        store.close()
+    with pytest.raises(TypeError, match="options are for opening a source"):
+        RefmountStore(RefmountStore.open(str(source)).engine, view="raw")
+
+
 def test_xarray_through_a_chained_url_equals_the_mount(mount):
     source = str(CONFORMANCE / "air.nc.v1.json")
     in_process = xarray.open_zarr(f"refmount::{source}")
