@@ -6,8 +6,10 @@ A fetched body whose length differs from what was asked is an error, never paddi
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import stat
 import threading
 import time
 import weakref
@@ -124,6 +126,21 @@ class Refused(FetchError):
     """The origin policy refuses the URL (no request was made)."""
 
 
+def open_original(path: str, directory: bool = False) -> int:
+    """A local original opened for reading: a regular file (or a block device; with
+    ``directory``, a directory too: a URL a source lists may be an Icechunk container's). A FIFO
+    would block the open until some writer came (a mount hung for ever on one); a character
+    device is not an original either: ``OSError`` naming what it is."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode) or directory and stat.S_ISDIR(mode)):
+        os.close(fd)
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a character device" if stat.S_ISCHR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise OSError(errno.EINVAL, f"not a regular file ({kind})")
+    return fd
+
+
 def unreadable_local(urls) -> dict[str, str]:
     """Local originals among ``urls`` that cannot be opened for reading: URL -> why. Directory
     prefixes (an Icechunk container, ending in ``/``) are not originals and are skipped."""
@@ -133,7 +150,7 @@ def unreadable_local(urls) -> dict[str, str]:
         if protocol != "file" or url.endswith("/"):
             continue
         try:
-            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            os.close(open_original(path, directory=True))
         except OSError as exc:
             problems[url] = exc.strerror or type(exc).__name__
         except ValueError as exc:  # an impossible path (a NUL byte)
@@ -344,7 +361,7 @@ class Origins:
         """Open a local original; under an active origin policy, the file actually opened (its
         descriptor's real path, after every symlink as it is now) must be allowed -- a symlink
         swapped after the mount cannot lead outside."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_original(path)
         if self.own_device is not None and os.fstat(fd).st_dev == self.own_device:
             os.close(fd)
             self.stats.add("origin_refused")

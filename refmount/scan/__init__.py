@@ -9,6 +9,7 @@ origins (``refmount.io``)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import itertools
 import json
@@ -75,7 +76,14 @@ def _scan_file(url: str, storage_options: dict, combining: bool) -> FileScan:
     protocol, path = split_protocol(url)
     try:
         if protocol == "file":
-            raw = open(path, "rb")
+            from refmount.io.origins import open_original
+
+            try:  # (a FIFO named x.nc: the open would wait for a writer for ever)
+                raw = os.fdopen(open_original(path), "rb")
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                raise RefmountError(f"{url}: {exc.strerror}") from None
             name = path
         else:  # through the origins: their timeouts, retries and policy, a request per 1 MiB block
             from refmount.io.blockfile import OriginFile

@@ -166,3 +166,33 @@ def test_an_allow_prefix_is_never_empty_and_relative_to_where_it_was_given(files
             assert engine.read("public") == PUBLIC[:11]
     finally:
         os.chdir(here)
+
+
+def test_originals_that_are_not_files_are_refused_never_waited_on(tmp_path, mountpoint):
+    """A reference set is untrusted: one pointing at a FIFO hung the mount for ever (the open
+    waits for a writer), and `scan` of a FIFO named x.nc likewise. A FIFO or a character device
+    is not an original: one line at mount; with --allow-missing, EIO on read (a directory, which
+    an Icechunk container's URL may be, is checked at read: EIO too)."""
+    import time
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    refs = _refs(tmp_path, {"fifo": [str(fifo), 0, 10], "dir": [str(tmp_path), 0, 10], "dev": ["/dev/zero", 0, 10]})
+    began = time.monotonic()
+    result = run_cli(refs, mountpoint, timeout=60)
+    assert result.returncode == 1 and not is_mounted(mountpoint)
+    assert "2 local originals missing or unreadable" in result.stderr and "not a regular file" in result.stderr
+    assert time.monotonic() - began < 30
+    result = run_cli("--allow-missing", refs, mountpoint, "--log-file", tmp_path / "log", timeout=60)
+    try:
+        assert result.returncode == 0, result.stderr
+        for key in ("fifo", "dir", "dev"):
+            assert _read(f"{mountpoint}/{key}") == errno.EIO, key
+    finally:
+        run_cli("umount", mountpoint)
+    log = (tmp_path / "log").read_text()
+    assert "not a regular file (a FIFO)" in log and "not a regular file (a directory)" in log
+    assert "not a regular file (a character device)" in log
+    os.mkfifo(tmp_path / "x.nc")
+    result = run_cli("scan", tmp_path / "x.nc", "-o", tmp_path / "out.json", timeout=60)
+    assert result.returncode == 1 and result.stderr.strip() == f"refmount: {tmp_path / 'x.nc'}: not a regular file (a FIFO)"
