@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import stat
@@ -138,6 +139,8 @@ def open_original(path: str, directory: bool = False) -> int:
         kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
                 else "a character device" if stat.S_ISCHR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
         raise OSError(errno.EINVAL, f"not a regular file ({kind})")
+    # reads as any reader's: some parallel filesystems honour O_NONBLOCK on files (EAGAIN)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return fd
 
 
