@@ -56,12 +56,15 @@ class _Array:
 class Prefetcher:
     """``first_window``: chunks fetched ahead once a walk is seen (default: as many as the
     reader fetches at once -- a window of 4 left the pool half idle while a walk started, 10 %
-    of a 96-chunk walk over HTTP); it doubles while the walk goes on, up to ``max_window``."""
+    of a 96-chunk walk over HTTP); it doubles while the walk goes on, up to ``max_window``
+    chunks, and past ``first_window`` only while under ``window_bytes`` (``WINDOW_BYTES``)."""
 
-    def __init__(self, reader: Reader, first_window: int | None = None, max_window: int = 64):
+    def __init__(self, reader: Reader, first_window: int | None = None, max_window: int = 64,
+                 window_bytes: int = WINDOW_BYTES):
         self.reader = reader
         self.first_window = first_window or min(reader.parallel, max_window)
         self.max_window = max_window
+        self.window_bytes = window_bytes
         self._orders: weakref.WeakKeyDictionary[Index, ChunkOrder] = weakref.WeakKeyDictionary()  # per live tree
         self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> _Array
         self._lock = threading.Lock()
@@ -106,11 +109,11 @@ class Prefetcher:
         return 0, 0
 
     def _limit(self, ref) -> int:
-        """The largest window for a walk of chunks like ``ref`` (see ``WINDOW_BYTES``)."""
+        """The largest window for a walk of chunks like ``ref`` (see ``window_bytes``)."""
         source = ref.source if isinstance(ref, Decoded) else ref
         if not isinstance(source, Range) or source.length <= 0:
             return self.max_window
-        return min(self.max_window, max(self.first_window, WINDOW_BYTES // source.length))
+        return min(self.max_window, max(self.first_window, self.window_bytes // source.length))
 
     def _order(self, tree: Index) -> ChunkOrder:
         with self._lock:

@@ -173,16 +173,12 @@ def test_originals_that_are_not_files_are_refused_never_waited_on(tmp_path, moun
     waits for a writer), and `scan` of a FIFO named x.nc likewise. A FIFO or a character device
     is not an original: one line at mount; with --allow-missing, EIO on read (a directory, which
     an Icechunk container's URL may be, is checked at read: EIO too)."""
-    import time
-
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     refs = _refs(tmp_path, {"fifo": [str(fifo), 0, 10], "dir": [str(tmp_path), 0, 10], "dev": ["/dev/zero", 0, 10]})
-    began = time.monotonic()
-    result = run_cli(refs, mountpoint, timeout=60)
+    result = run_cli(refs, mountpoint, timeout=60)  # (a hang raises TimeoutExpired)
     assert result.returncode == 1 and not is_mounted(mountpoint)
     assert "2 local originals missing or unreadable" in result.stderr and "not a regular file" in result.stderr
-    assert time.monotonic() - began < 30
     result = run_cli("--allow-missing", refs, mountpoint, "--log-file", tmp_path / "log", timeout=60)
     try:
         assert result.returncode == 0, result.stderr

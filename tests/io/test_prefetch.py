@@ -282,16 +282,12 @@ def test_a_walk_once_seen_fills_the_fetch_pool_at_once(tmp_path, http_origin):
 
 
 @pytest.mark.parametrize("window_bytes, ahead", [(4000, 4), (1 << 30, 16)])
-def test_a_window_of_large_chunks_stops_growing_at_its_byte_bound(tmp_path, http_origin, monkeypatch,
-                                                                  window_bytes, ahead):
-    """Past ``first_window`` chunks a window grows only while it holds under ``WINDOW_BYTES``: a
+def test_a_window_of_large_chunks_stops_growing_at_its_byte_bound(tmp_path, http_origin, window_bytes, ahead):
+    """Past ``first_window`` chunks a window grows only while it holds under ``window_bytes``: a
     reader of large chunks that stops leaves that much fetched for nothing, not ``max_window``
     chunks (here 1,000-byte chunks, the bound 4 of them; unbounded, the window doubles to 16)."""
-    from refmount.io import prefetch
-
-    monkeypatch.setattr(prefetch, "WINDOW_BYTES", window_bytes)
     walk = list(range(30))
-    seen = _walk_and_see(tmp_path, http_origin, walk, first_window=2, max_window=16)
+    seen = _walk_and_see(tmp_path, http_origin, walk, first_window=2, max_window=16, window_bytes=window_bytes)
     assert seen - set(walk) == set(range(30, 30 + ahead))
 
 

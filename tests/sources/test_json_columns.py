@@ -141,18 +141,19 @@ def test_real_kerchunk_outputs_read_the_same_both_ways(path, monkeypatch):
     _same(path, monkeypatch)
 
 
-def test_gaps_parsed_a_block_at_a_time_read_the_same(monkeypatch):
+def test_gaps_parsed_a_block_at_a_time_read_the_same():
     """The gaps after URLs are parsed in blocks of entries (small reused temporaries): blocks of 7
-    give the columns one block gives."""
-    refs = {f"v/{i}": [f"f{i % 3}.nc", i * 10, 10 + i % 7] for i in range(1000)}
-    refs["v/x"] = ["f0.nc", 1.5, 2]  # not this form: left to the JSON parser, in whichever block
-    text = json.dumps({"version": 1, "refs": refs}).encode()
-    monkeypatch.setattr(json_columns, "MIN_BYTES", 0)
-    whole = json_columns.split(text)
-    gaps = json_columns._url_gaps
-    monkeypatch.setattr(json_columns, "_url_gaps", lambda buf, starts, ends, block=7: gaps(buf, starts, ends, 7))
-    blocked = json_columns.split(text)
-    assert whole[0] == blocked[0] and whole[1].urls == blocked[1].urls
-    for field in ("keys", "url_ids", "offsets", "lengths"):
-        assert np.array_equal(getattr(whole[1], field), getattr(blocked[1], field)), field
-    assert len(whole[1].keys) == 1000
+    give what one block gives, entry for entry -- the forms taken, their numbers, their ends, and
+    the forms left to the JSON parser, in whichever block they fall."""
+    forms = [", {o}, {n}], ", ",{o},{n}]}}", " , {o} ,\n {n} ] ,", ", 1.5, 2], ", ", {o}], ", ", 01, 2], "]
+    gaps = [forms[i % len(forms)].format(o=i * 10, n=10 + i % 7).encode() for i in range(1000)]
+    buf = np.frombuffer(b"".join(gaps), dtype=np.uint8)
+    ends = np.cumsum([len(g) for g in gaps])
+    starts = ends - [len(g) for g in gaps]
+    whole = json_columns._url_gaps(buf, starts, ends)
+    blocked = json_columns._url_gaps(buf, starts, ends, 7)
+    for one, other in zip(whole, blocked):
+        assert np.array_equal(one, other)
+    ok = whole[0]
+    assert ok.tolist() == [i % 6 < 3 for i in range(1000)]  # the last three forms: not this form
+    assert whole[1][ok].tolist() == [i * 10 for i in range(1000) if i % 6 < 3]
