@@ -219,6 +219,9 @@ class RefFS:
         self._stale_open: dict[str, int] = {}  # path -> handles still open on a replaced tree
         self._opens: dict[str, int] = {}  # path -> handles open on it
         self._dirty: set[str] = set()  # paths whose cached pages may hold a replaced tree's bytes
+        # path -> a closed handle that gave the kernel every byte while others were open: the
+        # kernel's release comes after close returns, so a reopen can overtake it
+        self._whole: dict[str, _Handle] = {}
         self._dirs: dict[int, _Listing] = {}
         self._next_fh = 1
         self._lock = threading.Lock()
@@ -441,13 +444,18 @@ class RefFS:
             if handle is None:
                 return 0
             others = self._opens.pop(handle.key) - 1
+            whole = handle.served >= handle.size and handle.paged and not handle.stale
             if others:
                 self._opens[handle.key] = others
-            elif handle.served >= handle.size and handle.paged and not handle.stale:
-                # every byte of it went to the kernel's page cache (kept across opens): the
-                # kernel holds it from now on, and the memory it took here takes the next chunk
-                # fetched (fresh pages for every chunk cost a third of a remote walk's CPU)
-                handle_done = handle
+                if whole:
+                    self._whole[handle.key] = handle
+            else:
+                # every byte of it went to the kernel's page cache (kept across opens), through
+                # this handle or one closed while this was open: the kernel holds it from now
+                # on, and the memory it took here takes the next chunk fetched (fresh pages for
+                # every chunk cost a third of a remote walk's CPU)
+                earlier = self._whole.pop(handle.key, None)
+                handle_done = handle if whole else earlier
             if handle.stale:
                 left = self._stale_open[handle.key] - 1
                 if left:

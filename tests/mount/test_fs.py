@@ -38,3 +38,31 @@ def test_listing_a_file_is_enotdir(tmp_path, mount):
         with pytest.raises(OSError) as info:
             os.listdir(os.path.join(root, "nope"))
         assert info.value.errno == errno.ENOENT
+
+
+def test_a_reopen_that_overtakes_the_release_still_frees_the_chunk(tmp_path, http_origin):
+    """The kernel sends ``release`` after ``close`` has returned, so the next open of the same
+    file can reach the daemon first. The chunk read whole through the first handle is the
+    kernel's to keep either way: the daemon's memory lets it go at the last release."""
+    from refmount.engine import Engine, options_for
+    from refmount.mount.operations import RefFS
+    from tests.io.test_disk import _http_refs
+
+    refs, expected = _http_refs(tmp_path, http_origin, n=2)
+    key = "c/0"
+    with Engine(options_for(refs, mountpoint=str(tmp_path / "mnt"), prefetch=False)) as engine:
+        fs = RefFS(engine.tree, engine.reader, prefetcher=None, stats=engine.stats)
+        first = fs.open(key, os.O_RDONLY)
+        got = b"".join(fs.read(key, 131072, offset, first) for offset in range(0, 300_000, 131072))
+        assert got == expected[key]
+        second = fs.open(key, os.O_RDONLY)  # the reopen arrives before the first release
+        assert engine.stats()["memory_cache_bytes"] == 300_000
+        fs.release(key, first)
+        assert engine.stats()["memory_cache_bytes"] == 300_000  # the second is still open
+        fs.release(key, second)  # read nothing: the kernel's pages served it
+        assert engine.stats()["memory_cache_bytes"] == 0
+        # a handle that did not read it all keeps it
+        third = fs.open(key, os.O_RDONLY)
+        assert fs.read(key, 1000, 0, third) == expected[key][:1000]
+        fs.release(key, third)
+        assert engine.stats()["memory_cache_bytes"] == 300_000
