@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 from refmount import __version__
@@ -226,7 +227,8 @@ def cmd_mount(argv: list[str]) -> int:
     for warning in proc.warnings:
         print(f"refmount: warning: {warning}", file=sys.stderr)
     names = ", ".join(src for _, src in opts.sources)
-    print(f"refmount: serving {names} at {opts.mountpoint} (log: {args.log_file}; stop with 'refmount umount {opts.mountpoint}')")
+    print(f"refmount: serving {names} at {opts.mountpoint} (log: {args.log_file}; stop with: refmount umount "
+          f"{shlex.quote(opts.mountpoint)})")
     return 0
 
 

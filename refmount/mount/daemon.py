@@ -110,7 +110,7 @@ def _setup_logging(opts: MountOptions) -> None:
             os.makedirs(os.path.dirname(os.path.abspath(opts.log_file)), exist_ok=True)
             handler = logging.handlers.RotatingFileHandler(opts.log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)
         except OSError as exc:
-            raise RefmountError(f"log file {opts.log_file}: {exc.strerror}") from None
+            raise RefmountError(f"log file {opts.log_file}: {exc.strerror} (another place: --log-file PATH)") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s refmount[%(process)d] %(levelname)s %(name)s: %(message)s"))

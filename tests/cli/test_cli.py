@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def _mounted(args, mountpoint):
     where = os.path.abspath(mountpoint)
     line, = result.stdout.splitlines()
     assert line.startswith("refmount: serving ") and line.endswith(
-        f" at {where} (log: {log}; stop with 'refmount umount {where}')"), line
+        f" at {where} (log: {log}; stop with: refmount umount {shlex.quote(where)})"), line
     assert is_mounted(mountpoint)
     assert os.path.exists(log)
     return result
@@ -275,6 +276,25 @@ def test_killed_daemon_leaves_a_dead_mount_that_umount_and_remount_clear(refs, m
     finally:
         run_cli("umount", mountpoint)
     assert not is_mounted(mountpoint)
+
+
+def test_the_printed_stop_command_works_for_any_mountpoint_name(refs, tmp_path):
+    """A mountpoint with a space, a comma and a quote: the mount works, and the command the
+    mount prints to stop it, pasted into a shell, unmounts it."""
+    odd = tmp_path / "my data, it's here"
+    odd.mkdir()
+    try:
+        result = _mounted([refs, "--log-file", tmp_path / "odd.log"], str(odd))
+        assert open(odd / "a" / "b", "rb").read() == b"34567"
+        stop = result.stdout.strip().rsplit("stop with: ", 1)[1].removesuffix(")")
+        venv_bin = os.path.dirname(sys.executable)
+        done = subprocess.run(["bash", "-c", stop], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"]})
+        assert done.returncode == 0, done.stderr
+        assert not is_mounted(str(odd))
+    finally:
+        if is_mounted(str(odd)):
+            lazy_unmount(str(odd))
 
 
 def test_umount_detaches_a_busy_mount_lazily(refs, mountpoint, tmp_path):
