@@ -432,7 +432,7 @@ def cmd_stats(argv: list[str]) -> int:
         raise RefmountError(f"{args.mountpoint}: not a refmount mount")
     if is_dead(args.mountpoint):
         raise RefmountError(f"{args.mountpoint}: its daemon is gone (it was killed or crashed); clear the mount "
-                            f"with 'refmount umount {args.mountpoint}', then mount again")
+                            f"with: refmount umount {shlex.quote(args.mountpoint)}; then mount again")
     try:
         data = json.loads(os.getxattr(args.mountpoint, "user.refmount.stats"))
     except OSError as exc:

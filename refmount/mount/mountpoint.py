@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -96,7 +97,7 @@ def check_mountpoint(path: str) -> int:
     if not os.path.isdir(path):
         raise RefmountError(f"mountpoint {path}: not a directory")
     if is_mounted(path):
-        raise RefmountError(f"mountpoint {path}: already mounted (run 'refmount umount {path}' first)")
+        raise RefmountError(f"mountpoint {path}: already mounted (first run: refmount umount {shlex.quote(path)})")
     return st.st_dev
 
 

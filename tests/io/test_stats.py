@@ -82,7 +82,7 @@ def test_stats_of_a_dead_mount_says_how_to_clear_it(tmp_path, mountpoint):
     result = run_cli("stats", mountpoint)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (f"refmount: {mountpoint}: its daemon is gone (it was killed or crashed); clear "
-                                     f"the mount with 'refmount umount {mountpoint}', then mount again")
+                                     f"the mount with: refmount umount {mountpoint}; then mount again")
     assert run_cli("umount", mountpoint).returncode == 0
 
 
