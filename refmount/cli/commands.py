@@ -294,8 +294,8 @@ def cmd_scan(argv: list[str]) -> int:
                                 "from netCDF3, NetCDF4 and HDF5 files; several files are concatenated along their record "
                                 "(unlimited) dimension, its coordinate re-encoded in the first file's CF units.")
     p.add_argument("files", nargs="+", metavar="FILE_OR_GLOB", help="paths, globs ('/archive/*.nc'), directories or URLs")
-    p.add_argument("-o", "--output", required=True, help="what to write: OUT.json, OUT.json.zst (compressed as named: also .gz, .bz2, .xz) or "
-                   "OUT.parq (a Parquet reference directory, for very many files or chunks)")
+    p.add_argument("-o", "--output", required=True, help="what to write: OUT.json, OUT.json.zst (compressed as "
+                   "named: also .gz, .bz2, .xz) or OUT.parq (a Parquet reference directory, for very many files or chunks)")
     p.add_argument("--concat-dim", metavar="NAME", help="the dimension to concatenate along (default: the unlimited one)")
     p.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="files scanned at once")
     p.add_argument("--dask", metavar="SCHEDULER", help="scan on this dask.distributed cluster (tcp://host:8786) "
