@@ -12,9 +12,9 @@ VIEWS = ("raw", "v2", "decoded")
 
 
 def apply_view(tree: Index, view: str) -> Index:
-    if view == "raw":
-        from refmount.views.common import consolidated
+    from refmount.views.common import consolidated
 
+    if view == "raw":
         return consolidated(tree)
     if view in ("v2", "decoded"):
         from refmount.views.v2 import V2View, has_v3
@@ -25,8 +25,8 @@ def apply_view(tree: Index, view: str) -> Index:
         from refmount.views.decoded import DecodedView
 
         return DecodedView(tree)
-    if view == "v2":
-        return tree
+    if view == "v2":  # a tree that was v2 already is the raw view, consolidated alike
+        return consolidated(tree)
     raise RefmountError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
 
 
