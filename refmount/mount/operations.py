@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Callable
 
+from cachetools import LRUCache
+
 from refmount.errors import FetchError, RefmountError
 from refmount.index import Decoded, Dir, Index, Inline, Range, Ref, Unreadable, Whole
 from refmount.io.prefetch import Prefetcher
@@ -117,13 +119,17 @@ def fuse_class(mfusepy):
             session = lib.fuse_get_session(fuse)
             encoding, errors = self.encoding, self.errors
 
-            def invalidate(names) -> None:
-                """Drop the kernel's entries under the root (and their subtrees), and the
-                root's attributes: the next lookups see the new tree."""
+            def invalidate(names, paths=()) -> None:
+                """Drop the kernel's entries under the root (and their subtrees, but for the
+                entries in use), and the root's attributes: the next lookups see the new tree.
+                ``paths`` (entries known to be in use: open files) lose their attributes and
+                cached pages instead (a path the kernel does not know is skipped)."""
                 for name in names:
                     raw = name.encode(encoding, errors)
                     lib.fuse_lowlevel_notify_inval_entry(session, FUSE_ROOT_ID, raw, len(raw))
                 lib.fuse_invalidate_path(fuse, b"/")
+                for path in paths:
+                    lib.fuse_invalidate_path(fuse, ("/" + path).encode(encoding, errors))
 
             self.operations.invalidate = invalidate
             return super()._init(conn, config)
@@ -183,6 +189,7 @@ def fuse_class(mfusepy):
 FUSE_FILL_DIR_PLUS = 2
 FUSE_ROOT_ID = 1
 SETTLE_SECONDS = 0.5
+FRESH_PATHS = 16384  # paths remembered as holding the current tree's pages (after a reload)
 XATTR = "user.refmount."
 XATTR_BYTES = XATTR.encode()
 
@@ -210,7 +217,7 @@ class RefFS:
         self.xattrs = xattrs
         self.sources = sources or []
         self.stats = stats
-        self.invalidate: Callable[[set[str]], None] | None = None  # set once mounted (fuse_class)
+        self.invalidate: Callable[..., None] | None = None  # set once mounted (fuse_class)
         self.reader = reader
         self.on_init = on_init
         self.prefetcher = prefetcher
@@ -218,7 +225,13 @@ class RefFS:
         self._open: dict[int, _Handle] = {}
         self._stale_open: dict[str, int] = {}  # path -> handles still open on a replaced tree
         self._opens: dict[str, int] = {}  # path -> handles open on it
-        self._dirty: set[str] = set()  # paths whose cached pages may hold a replaced tree's bytes
+        # after a reload, the paths whose cached pages are known to hold this tree's bytes (an
+        # open dropped them since): the first open of any other path drops its pages, since
+        # the kernel may keep an entry it was using when the reload invalidated entries --
+        # with the old attributes, and pages the old mtime does not drop. Bounded: a path
+        # forgotten here only has its pages dropped once more.
+        self._generation = 0
+        self._fresh: LRUCache = LRUCache(maxsize=FRESH_PATHS)
         # path -> a closed handle that gave the kernel every byte while others were open: the
         # kernel's release comes after close returns, so a reopen can overtake it
         self._whole: dict[str, _Handle] = {}
@@ -237,24 +250,35 @@ class RefFS:
     # -- metadata ---------------------------------------------------------------------
     def swap(self, tree: Index, sources: list[tuple[str, str]] | None = None) -> None:
         """Serve ``tree`` from now on. Open files keep the tree they were opened on; the
-        kernel forgets cached names and attributes, and a changed mtime drops cached pages."""
+        kernel forgets cached names and attributes (of open files too: their entries outlive
+        the invalidation of their directories), and the first open of each path drops its
+        cached pages (``cache_mode``)."""
         old = self.tree
         with self._lock:
             self.tree = tree
+            self._generation += 1
+            self._fresh.clear()
             for handle in self._open.values():
                 if handle.tree is not tree and not handle.stale:
-                    handle.stale = True
-                    self._stale_open[handle.key] = self._stale_open.get(handle.key, 0) + 1
-                    self._dirty.add(handle.key)
+                    self._mark_stale(handle)
+            in_use = set(self._opens)
         if sources is not None:
             self.sources = sources
         if self.invalidate is not None:
             names = {name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")}
-            self.invalidate(names)
+            self.invalidate(names, in_use)
             # a lookup answered from the old tree just before the swap can reach the kernel
             # after the first invalidation: a second one, once those have drained, clears it
             time.sleep(SETTLE_SECONDS)
-            self.invalidate(names)
+            with self._lock:
+                in_use = set(self._opens)
+            self.invalidate(names, in_use)
+
+    def _mark_stale(self, handle: _Handle) -> None:
+        """``handle`` reads a replaced tree: new opens of its path bypass the page cache until
+        it closes. Called under the lock."""
+        handle.stale = True
+        self._stale_open[handle.key] = self._stale_open.get(handle.key, 0) + 1
 
     def _attrs(self, tree: Index, mode: int, size: int, nlink: int) -> dict:
         t = tree.mtime_ns
@@ -401,6 +425,8 @@ class RefFS:
             self._next_fh += 1
             self._open[fh] = handle
             self._opens[key] = self._opens.get(key, 0) + 1
+            if tree is not self.tree:  # looked up before a reload that ended since
+                self._mark_stale(handle)
         return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -426,14 +452,16 @@ class RefFS:
     def cache_mode(self, fh: int) -> tuple[bool, bool]:
         """``(keep_cache, direct_io)`` for a new open. The kernel's page cache is per file, and a
         handle open across a reload may still fill it with the old tree's bytes: while one is
-        open, new opens of that path bypass the cache; the first open after it closes drops
-        the cache. (Other files' cached pages go when the kernel sees their new mtime.)"""
+        open, new opens of that path bypass the cache (and its last close drops the path's
+        attributes in the kernel). After a reload the first open of each path drops its
+        cached pages: the kernel may have kept the entry -- and the pages -- of a file it
+        was using when the reload invalidated entries, so a changed mtime is not enough."""
         with self._lock:
             key = self._open[fh].key
             if self._stale_open.get(key):
                 return False, True
-            if key in self._dirty:
-                self._dirty.discard(key)
+            if self._generation and key not in self._fresh:
+                self._fresh[key] = True
                 return False, False
         return True, False
 
@@ -456,9 +484,17 @@ class RefFS:
                 # every chunk cost a third of a remote walk's CPU)
                 earlier = self._whole.pop(handle.key, None)
                 handle_done = handle if whole else earlier
-            if handle.stale:
+            last_stale = handle.stale and self._stale_open[handle.key] == 1
+            if handle.stale and not last_stale:
+                self._stale_open[handle.key] -= 1
+        if last_stale:
+            # the old tree's file may have left its size in the kernel (a read through it
+            # fetched its attributes): dropped before new opens stop bypassing the cache
+            if self.invalidate is not None:
+                self.invalidate((), [handle.key])
+            with self._lock:
                 left = self._stale_open[handle.key] - 1
-                if left:
+                if left:  # (another was marked meanwhile: a later reload)
                     self._stale_open[handle.key] = left
                 else:
                     del self._stale_open[handle.key]

@@ -170,6 +170,50 @@ def test_sighup_swaps_the_tree_while_a_reader_loops(tmp_path, mountpoint, versio
         _stop(proc, mountpoint)
 
 
+def test_a_file_open_across_a_reload_that_resizes_it_is_seen_whole_afterwards(tmp_path, mountpoint, versions):
+    """The kernel keeps the entry of a file in use when a reload drops the tree's entries: with
+    it, the old size and, without more, the old cached pages. A reload that makes a file larger
+    (and other bytes) while a reader holds it open and reads on: the holder keeps its tree, and
+    every open after the reload reads the new file whole -- not cut at the old size, not the
+    old pages."""
+    refs, files = versions
+    bigger = tmp_path / "bigger.bin"
+    bigger.write_bytes(b"3" * (3 * SIZE))
+    notes = Notifications(str(tmp_path / "notify"))
+    proc = _start(refs, mountpoint, tmp_path, notes.address)
+    try:
+        notes.wait_for("READY")
+        path = os.path.join(mountpoint, KEYS[0])
+        with open(path, "rb") as held:
+            assert held.read() == b"1" * SIZE  # in the page cache now
+            with open(refs) as f:
+                doc = json.load(f)
+            doc["refs"][KEYS[0]] = [str(bigger), 0, 3 * SIZE]
+            with open(f"{refs}.tmp", "w") as f:
+                json.dump(doc, f)
+            os.replace(f"{refs}.tmp", refs)
+            proc.send_signal(signal.SIGHUP)
+            notes.wait_for("RELOADING")
+            assert notes.wait_for("READY")["READY"] == "1"
+            held.seek(0)
+            assert held.read() == b"1" * SIZE  # the holder keeps its tree (and tells the kernel its size)
+            with open(path, "rb") as again:  # opened while the old one is still open
+                assert again.read() == b"3" * (3 * SIZE)
+        for _ in range(2):  # the first open after the holder closed, and one after it
+            with open(path, "rb") as f:
+                assert f.read() == b"3" * (3 * SIZE)
+        # the holder's size leaves the kernel when its close reaches the daemon (the kernel
+        # sends the release after close returns): a bounded wait for that, then stat is right
+        deadline = time.monotonic() + 10
+        while os.stat(path).st_size != 3 * SIZE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.stat(path).st_size == 3 * SIZE
+        with open(path, "rb") as f:
+            assert f.read() == b"3" * (3 * SIZE)
+    finally:
+        _stop(proc, mountpoint)
+
+
 def test_sighup_rereads_the_config_file(tmp_path, mountpoint, versions):
     refs, files = versions
     other = tmp_path / "other.json"

@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 
+from tests.conftest import CONFORMANCE
+
 
 def test_large_directory_lists_completely_with_exact_attributes(tmp_path, http_origin, mount):
     (http_origin.dir / "w.bin").write_bytes(b"x" * 1234)
@@ -66,3 +68,39 @@ def test_a_reopen_that_overtakes_the_release_still_frees_the_chunk(tmp_path, htt
         assert fs.read(key, 1000, 0, third) == expected[key][:1000]
         fs.release(key, third)
         assert engine.stats()["memory_cache_bytes"] == 300_000
+
+
+def test_after_a_reload_each_path_drops_its_cached_pages_once(tmp_path):
+    """The page-cache policy across a reload, on the operations themselves: the kernel may keep
+    the entry (and pages) of a file it was using while the reload invalidated entries, so the
+    first open of every path after a reload drops its pages; while a handle on the old tree is
+    open, new opens bypass the cache."""
+    from refmount.engine import Engine, options_for
+    from refmount.mount.operations import RefFS
+
+    source = str(CONFORMANCE / "air.nc.v1.json")
+    with Engine(options_for(source, mountpoint=str(tmp_path / "a"))) as engine, \
+            Engine(options_for(source, mountpoint=str(tmp_path / "b"))) as other:
+        fs = RefFS(engine.tree, engine.reader, prefetcher=None, stats=engine.stats)
+        key, second = "air/0.0.0", "lat/0"
+
+        def mode(path):
+            fh = fs.open(path, os.O_RDONLY)
+            return fh, fs.cache_mode(fh)
+
+        fh, kept = mode(key)
+        assert kept == (True, False)  # no reload yet: pages kept across opens
+        fs.release(key, fh)
+        held, _ = mode(key)
+        fs.swap(other.tree)
+        fh, kept = mode(key)
+        assert kept == (False, True)  # the old tree's file is open: bypass the cache
+        fs.release(key, fh)
+        fs.release(key, held)
+        for path in (key, second):
+            fh, kept = mode(path)
+            assert kept == (False, False)  # the first open after the reload drops the pages
+            fs.release(path, fh)
+            fh, kept = mode(path)
+            assert kept == (True, False)  # and later ones keep them
+            fs.release(path, fh)
