@@ -6,6 +6,7 @@ A fetched body whose length differs from what was asked is an error, never paddi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import fcntl
 import logging
@@ -127,6 +128,10 @@ class Refused(FetchError):
     """The origin policy refuses the URL (no request was made)."""
 
 
+class Stopping(FetchError):
+    """The daemon is stopping: waits for origins end at once (the read is EIO)."""
+
+
 def open_original(path: str, directory: bool = False) -> int:
     """A local original opened for reading: a regular file (or a block device; with
     ``directory``, a directory too: a URL a source lists may be an Icechunk container's). A FIFO
@@ -201,6 +206,26 @@ class Origins:
         self._receivers: dict[str, list] = {}  # protocol -> HTTP filesystems, one per event loop
         self._turn = 0
         self._receivers_lock = threading.Lock()
+        self._stop: concurrent.futures.Future = concurrent.futures.Future()  # done once stopping
+
+    def stop(self) -> None:
+        """End every wait for an origin now, and refuse new ones: a daemon told to stop does
+        not wait out a stalled origin's timeouts (its readers get EIO)."""
+        if not self._stop.done():
+            self._stop.set_result(None)
+
+    def _run(self, loop, coro, timeout: float):
+        """``coro`` on ``loop`` within ``timeout`` seconds, waited for in this thread until it
+        ends or the origins stop (``Stopping``; the coroutine is cancelled)."""
+        if self._stop.done():
+            coro.close()
+            raise Stopping("refmount is stopping")
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), loop)
+        concurrent.futures.wait([future, self._stop], return_when=concurrent.futures.FIRST_COMPLETED)
+        if not future.done():
+            future.cancel()
+            raise Stopping("refmount is stopping")
+        return future.result()
 
     def filesystem(self, protocol: str) -> fsspec.AbstractFileSystem:
         with self._lock:
@@ -252,7 +277,7 @@ class Origins:
 
     def _call(self, fs, method: str, *args, **kwargs):
         if getattr(fs, "async_impl", False):
-            return fsspec.asyn.sync(fs.loop, getattr(fs, "_" + method), *args, timeout=self.timeout, **kwargs)
+            return self._run(fs.loop, getattr(fs, "_" + method)(*args, **kwargs), self.timeout)
         return getattr(fs, method)(*args, **kwargs)
 
     def _timed(self, func):
@@ -302,7 +327,9 @@ class Origins:
                 self._count(url, "origin_retries")
                 log.info("retrying %s %s%s after %s", what, url, span, cause)
                 wait = getattr(exc, "retry_after", None)  # the server's Retry-After, within one timeout
-                time.sleep(delay if wait is None else min(max(wait, delay), self.timeout))
+                pause = delay if wait is None else min(max(wait, delay), self.timeout)
+                if concurrent.futures.wait([self._stop], timeout=pause).done:  # (a stop ends the pause)
+                    raise Stopping("refmount is stopping") from exc
                 delay *= 2
             else:
                 if log.isEnabledFor(logging.DEBUG):
@@ -439,8 +466,8 @@ class Origins:
             try:
                 if http:
                     receiver = self._receiver(protocol)
-                    return fsspec.asyn.sync(receiver.loop, http_io.get_range, receiver, path, start, end, kwargs.get("headers", {}),
-                                            self._refused_redirect, self.timeout, timeout=self.timeout + 1)
+                    return self._run(receiver.loop, http_io.get_range(receiver, path, start, end, kwargs.get("headers", {}),
+                                                                      self._refused_redirect, self.timeout), self.timeout + 1)
                 return self._call(fs, "cat_file", path, start=start, end=end, **kwargs)
             except http_io.IgnoresRange:
                 self._ignores_range(host)
@@ -463,7 +490,7 @@ class Origins:
 
     def _remember(self, key: tuple, exc: FetchError) -> None:
         """Keep a failed range's error for ``failed_ttl`` (not a refusal: a reload may allow it)."""
-        if self._failed is not None and not isinstance(exc, Refused):
+        if self._failed is not None and not isinstance(exc, (Refused, Stopping)):
             with self._lock:
                 self._failed[key] = str(exc)
 

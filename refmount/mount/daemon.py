@@ -53,6 +53,7 @@ class ReadyPipe:
 
 
 READY_SECONDS = 30.0  # a mount whose root does not answer a stat within this is taken down
+STOP_GRACE = 5.0  # seconds files still open on the unmounted mount may keep a stopping daemon
 LOG_BYTES = 8 << 20  # a log file is rotated at this size, keeping LOG_BACKUPS old ones
 LOG_BACKUPS = 3
 REPEAT_SECONDS = 10.0
@@ -178,6 +179,27 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         return text + (f" ({reloader.count} reloads)" if reloader.count else "")
 
     not_ready: list[int] = []
+    stopping = threading.Event()
+
+    def stop() -> None:
+        """SIGTERM: readers waiting on origins get EIO at once, the mount leaves the namespace
+        at once (the FUSE loop ends when the kernel lets go of it); files still held open on
+        it after ``STOP_GRACE`` seconds do not keep the daemon."""
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("stopping: unmounting %s", mountpoint)
+        sd_notify("STOPPING=1")
+        engine.origins.stop()
+        lazy_unmount(mountpoint)
+
+        def last_resort() -> None:
+            time.sleep(STOP_GRACE)
+            log.warning("files are still open on %s (now unmounted): stopping without waiting for them", mountpoint)
+            logging.shutdown()
+            os._exit(0)
+
+        threading.Thread(target=last_resort, name="refmount-stop", daemon=True).start()
 
     def on_init() -> None:
         deadline = time.monotonic() + READY_SECONDS
@@ -191,6 +213,10 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         else:  # the root does not answer: say so, and take the mount down (nothing half-done)
             not_ready.append(_fail(ready, f"mountpoint {mountpoint}: mount did not become ready"))
             lazy_unmount(mountpoint)  # ends the FUSE loop below
+            return
+        if stopping.is_set():  # told to stop while mounting: the stop's unmount came too early
+            not_ready.append(_fail(ready, f"mountpoint {mountpoint}: stopped before the mount was ready"))
+            lazy_unmount(mountpoint)
             return
         try:  # from now on an original opened through the mount itself is refused
             engine.origins.own_device = os.stat(mountpoint).st_dev
@@ -229,7 +255,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
     try:
         fs = RefFS(engine.tree, engine.reader, on_init, engine.prefetcher, sources=list(opts.sources),
                    stats=engine.stats, xattrs=opts.xattrs)
-        reloader = Reloader(opts, fs, engine, read_options or (lambda: opts), status)
+        reloader = Reloader(opts, fs, engine, read_options or (lambda: opts), status, on_stop=stop)
         reloader.install()
         if opts.refresh:
             reloader.follow(opts.refresh)

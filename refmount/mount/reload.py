@@ -6,7 +6,9 @@ followed Icechunk branch has a new head) and, when it did, rebuilds and swaps.
 
 libfuse installs its own handler (which unmounts) for SIGHUP only when the disposition is the
 default, so SIGHUP gets a Python handler here; the main thread is inside the FUSE loop, so the
-signal is taken from Python's wakeup fd by a thread of its own.
+signal is taken from Python's wakeup fd by a thread of its own. SIGTERM likewise, when the
+daemon gives a way to stop (libfuse's own would wait for every read in flight to end, however
+long a stalled origin keeps it).
 """
 
 from __future__ import annotations
@@ -39,18 +41,23 @@ class Reloader:
         engine: Engine,
         read_options: Callable[[], MountOptions],
         status: Callable[[], str],
+        on_stop: Callable[[], None] | None = None,
     ):
         self.opts, self.fs, self.engine = opts, fs, engine
         self.read_options, self.status = read_options, status
+        self.on_stop = on_stop
         self.count = 0
         self._wakeup = -1
         self._reloading = threading.Lock()
 
     def install(self) -> None:
-        """Take SIGHUP away from libfuse. Call from the main thread, before the FUSE loop."""
+        """Take SIGHUP (and SIGTERM, given ``on_stop``) away from libfuse. Call from the main
+        thread, before the FUSE loop."""
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(w, False)
         signal.signal(signal.SIGHUP, lambda *_: None)
+        if self.on_stop is not None:
+            signal.signal(signal.SIGTERM, lambda *_: None)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         self._wakeup = r
         threading.Thread(target=self._loop, name="refmount-reload", daemon=True).start()
@@ -63,7 +70,9 @@ class Reloader:
                 return
             if not data:
                 return
-            if signal.SIGHUP in data:
+            if signal.SIGTERM in data and self.on_stop is not None:
+                self.on_stop()
+            elif signal.SIGHUP in data:
                 self.reload()
 
     def follow(self, interval: float) -> None:

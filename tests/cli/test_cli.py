@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -245,6 +246,60 @@ def test_foreground_sigterm_unmounts_cleanly(refs, mountpoint):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigterm_does_not_wait_for_a_stalled_origin_or_a_file_held_open(tmp_path, mountpoint, http_origin):
+    """A service stop (SIGTERM) while a read waits on an origin that stopped answering (its
+    timeout a minute away): the read fails with EIO at once and the daemon ends, unmounted.
+    A file still held open on the mount after that does not keep the daemon."""
+    (http_origin.dir / "f.bin").write_bytes(os.urandom(10_000))
+    meta = {"zarr_format": 2, "shape": [10], "chunks": [1], "dtype": "|u1", "compressor": None, "filters": None,
+            "fill_value": 0, "order": "C"}
+    refs = {".zgroup": '{"zarr_format":2}', "a/.zarray": json.dumps(meta)}
+    refs.update({f"a/{i}": [f"{http_origin.url}/f.bin", i * 1000, 1000] for i in range(10)})
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"version": 1, "refs": refs}))
+    for held_open in (False, True):
+        http_origin.fault = None
+        proc = subprocess.Popen([sys.executable, "-m", "refmount", "-f", "--timeout", "60", "--retries", "1",
+                                 "--no-prefetch", str(path), mountpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        holder = None
+        try:
+            deadline = time.monotonic() + 30
+            while not is_mounted(mountpoint) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert is_mounted(mountpoint)
+            if held_open:
+                holder = open(os.path.join(mountpoint, ".zgroup"), "rb")
+            http_origin.stall, http_origin.fault = 60, "stall"
+            outcome: list = []
+
+            def read():
+                try:
+                    with open(os.path.join(mountpoint, "a", "3"), "rb") as f:
+                        outcome.append(f.read())
+                except OSError as exc:
+                    outcome.append(exc.errno)
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            while http_origin.counts["GET"] == 0 and reader.is_alive():  # the request is waiting now
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0  # without the stop, the read would hold it for a minute
+            reader.join(timeout=10)
+            assert outcome == [errno.EIO]
+            assert not is_mounted(mountpoint)
+            err = proc.stderr.read()
+            assert "refmount is stopping" in err
+            assert ("files are still open" in err) == held_open
+        finally:
+            if holder is not None:
+                holder.close()
+            if proc.poll() is None:
+                proc.kill()
+            http_origin.fault = None
 
 
 def _kill_daemon(mountpoint):

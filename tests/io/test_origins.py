@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -190,3 +191,34 @@ def test_local_originals_never_load_the_http_client(tmp_path):
                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_stopping_ends_every_wait_for_an_origin(http_origin):
+    """``Origins.stop`` (a daemon told to stop): a read waiting on a stalled origin fails at
+    once, without its retries, and later reads fail without a request."""
+    from refmount.io.origins import Origins, Stopping
+
+    (http_origin.dir / "f.bin").write_bytes(os.urandom(5000))
+    origins = Origins(timeout=60, retries=3)
+    url = f"{http_origin.url}/f.bin"
+    assert origins.read(url, 0, 10) == (http_origin.dir / "f.bin").read_bytes()[:10]
+    http_origin.stall, http_origin.fault = 60, "stall"
+    outcome: list = []
+
+    def read():
+        try:
+            outcome.append(origins.read(url, 100, 200))
+        except Exception as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while http_origin.counts["GET"] < 2 and reader.is_alive():
+        time.sleep(0.01)
+    origins.stop()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and len(outcome) == 1 and isinstance(outcome[0], Stopping)
+    asked = http_origin.counts["GET"]
+    with pytest.raises(Stopping):
+        origins.read(url, 300, 400)
+    assert http_origin.counts["GET"] == asked == 2
