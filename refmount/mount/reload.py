@@ -72,8 +72,8 @@ class Reloader:
                 return
             if signal.SIGTERM in data and self.on_stop is not None:
                 self.on_stop()
-            elif signal.SIGHUP in data:
-                self.reload()
+            elif signal.SIGHUP in data:  # (on a thread of its own: a stop is heard during a slow reload)
+                threading.Thread(target=self.reload, name="refmount-reload-run", daemon=True).start()
 
     def follow(self, interval: float) -> None:
         """Poll the served tree's sources every ``interval`` seconds; rebuild when one moved."""

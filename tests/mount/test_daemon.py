@@ -341,3 +341,33 @@ def test_a_mount_whose_root_never_answers_is_taken_down_with_one_line(tmp_path, 
     assert not is_mounted(mountpoint)
     daemons = subprocess.run(["pgrep", "-f", f"refmount.*{mountpoint}"], capture_output=True, text=True).stdout
     assert daemons.strip() == ""
+
+
+def test_a_stop_during_a_reload_that_waits_on_a_stalled_origin_is_heard(tmp_path, mountpoint, http_origin):
+    """SIGHUP re-reads a reference set from an origin that has stopped answering; SIGTERM then
+    still stops the daemon at once (the reload does not hold the signal thread, and its wait
+    for the origin ends with the stop)."""
+    data = os.urandom(SIZE)
+    (http_origin.dir / "data.bin").write_bytes(data)
+    (http_origin.dir / "refs.json").write_text(json.dumps({"version": 1, "refs": {
+        ".zgroup": '{"zarr_format":2}', "v/0": [f"{http_origin.url}/data.bin", 0, SIZE]}}))
+    notes = Notifications(str(tmp_path / "notify"))
+    proc = _start(f"{http_origin.url}/refs.json", mountpoint, tmp_path, notes.address, "--timeout", "60",
+                  "--retries", "1")
+    try:
+        notes.wait_for("READY")
+        with open(os.path.join(mountpoint, "v", "0"), "rb") as f:
+            assert f.read() == data
+        http_origin.stall, http_origin.fault = 60, "stall"
+        asked = http_origin.counts["GET"]
+        proc.send_signal(signal.SIGHUP)
+        notes.wait_for("RELOADING")
+        deadline = time.monotonic() + 30
+        while http_origin.counts["GET"] == asked and time.monotonic() < deadline:  # the reload waits on it now
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not is_mounted(mountpoint)
+    finally:
+        http_origin.fault = None
+        _stop(proc, mountpoint)
