@@ -220,6 +220,13 @@ class Origins:
         if self._stop.done():
             coro.close()
             raise Stopping("refmount is stopping")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # (it would wait on itself for ever)
+            coro.close()
+            raise RuntimeError("an origin read from within its own event loop")
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), loop)
         concurrent.futures.wait([future, self._stop], return_when=concurrent.futures.FIRST_COMPLETED)
         if not future.done():
