@@ -6,10 +6,13 @@ import os
 import socket
 import time
 
+SEND_SECONDS = 2.0  # at most this long per notification
 
-def sd_notify(*lines: str) -> bool:
+
+def sd_notify(*lines: str, timeout: float = SEND_SECONDS) -> bool:
     """Send ``KEY=VALUE`` lines to ``$NOTIFY_SOCKET`` as one datagram; False when not under
-    systemd (or the socket is gone). ``@name`` is an abstract socket."""
+    systemd (or the socket is gone, or its queue stays full for ``timeout`` seconds).
+    ``@name`` is an abstract socket."""
     addr = os.environ.get("NOTIFY_SOCKET", "")
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
@@ -17,9 +20,12 @@ def sd_notify(*lines: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            # bounded: a listener that stops reading fills its queue, and a blocking send
+            # would then hold the daemon (a reload, a stop) for ever
+            s.settimeout(timeout)
             s.connect(addr)
             s.sendall("\n".join(lines).encode())
-    except OSError:
+    except OSError:  # (socket.timeout included)
         return False
     return True
 

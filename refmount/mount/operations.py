@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import stat
 import threading
 import time
@@ -224,14 +225,20 @@ class RefFS:
         self.uid, self.gid = os.getuid(), os.getgid()
         self._open: dict[int, _Handle] = {}
         self._stale_open: dict[str, int] = {}  # path -> handles still open on a replaced tree
+        self._held: dict[str, _Handle] = {}  # path -> the last of them marked
         self._opens: dict[str, int] = {}  # path -> handles open on it
-        # after a reload, the paths whose cached pages are known to hold this tree's bytes (an
-        # open dropped them since): the first open of any other path drops its pages, since
-        # the kernel may keep an entry it was using when the reload invalidated entries --
-        # with the old attributes, and pages the old mtime does not drop. Bounded: a path
-        # forgotten here only has its pages dropped once more.
+        # After a reload the kernel may keep the entry of a file it was using while the
+        # entries were invalidated -- with the old size and the old pages. So the opens of a
+        # path bypass the page cache until its attributes and pages have been dropped in the
+        # kernel (by a thread of its own: never in a FUSE thread, which a page lock could hold
+        # up); ``_fresh`` holds the paths done since the last reload (bounded: a path
+        # forgotten here is only done again).
         self._generation = 0
         self._fresh: LRUCache = LRUCache(maxsize=FRESH_PATHS)
+        self._pending: dict[str, int] = {}  # path -> the reload it was asked for after
+        self._refresh_queue: queue.SimpleQueue | None = None
+        self._settled = threading.Event()  # a swap's invalidations are over
+        self._settled.set()
         # path -> a closed handle that gave the kernel every byte while others were open: the
         # kernel's release comes after close returns, so a reopen can overtake it
         self._whole: dict[str, _Handle] = {}
@@ -251,9 +258,10 @@ class RefFS:
     def swap(self, tree: Index, sources: list[tuple[str, str]] | None = None) -> None:
         """Serve ``tree`` from now on. Open files keep the tree they were opened on; the
         kernel forgets cached names and attributes (of open files too: their entries outlive
-        the invalidation of their directories), and the first open of each path drops its
-        cached pages (``cache_mode``)."""
+        the invalidation of their directories), and each path's opens bypass the page cache
+        until the kernel has dropped that path's attributes and pages (``cache_mode``)."""
         old = self.tree
+        self._settled.clear()
         with self._lock:
             self.tree = tree
             self._generation += 1
@@ -273,12 +281,14 @@ class RefFS:
             with self._lock:
                 in_use = set(self._opens)
             self.invalidate(names, in_use)
+        self._settled.set()
 
     def _mark_stale(self, handle: _Handle) -> None:
         """``handle`` reads a replaced tree: new opens of its path bypass the page cache until
         it closes. Called under the lock."""
         handle.stale = True
         self._stale_open[handle.key] = self._stale_open.get(handle.key, 0) + 1
+        self._held[handle.key] = handle
 
     def _attrs(self, tree: Index, mode: int, size: int, nlink: int) -> dict:
         t = tree.mtime_ns
@@ -297,12 +307,15 @@ class RefFS:
 
     @_errors_to_eio
     def getattr(self, path: str, fh: int | None = None) -> dict:
+        key = path.lstrip("/")
+        held = self._held.get(key)
+        if held is not None:  # see ``_held_attrs``
+            return self._held_attrs(held)
         handle = self._open.get(fh) if fh is not None else None
-        if handle is not None:  # a handle open across a reload must not tell the kernel the old
-            # mtime: the inode's attributes would then stay old for later opens
-            return self._attrs(self.tree if handle.stale else handle.tree, stat.S_IFREG | 0o444, handle.size, 1)
+        if handle is not None:
+            return self._attrs(handle.tree, stat.S_IFREG | 0o444, handle.size, 1)
         tree = self.tree
-        node = tree.node(path.lstrip("/"))
+        node = tree.node(key)
         if node is None:
             raise _enoent()
         if isinstance(node, Dir):
@@ -329,8 +342,19 @@ class RefFS:
             self._dirs.pop(fh, None)
         return 0
 
+    def _held_attrs(self, handle: _Handle) -> dict:
+        """The attributes of a path while a handle opened before a reload is open on it: that
+        handle's file's. The kernel keeps one size per path, and reads through the page cache
+        stop at it: the new tree's size would cut the holder's file short (or run it past its
+        end). Opens meanwhile bypass the page cache, so they read the new file to its end; after
+        the holder closes, the kernel is told to forget these (``release``)."""
+        return self._attrs(handle.tree, stat.S_IFREG | 0o444, handle.size, 1)
+
     def _entry_attrs(self, tree: Index, path: str, is_dir: bool) -> dict | None:
         """Attributes for readdirplus, when known without asking an origin."""
+        held = self._held.get(path)
+        if held is not None:
+            return self._held_attrs(held)
         node = tree.node(path)
         if isinstance(node, Dir):
             return self._attrs(tree, stat.S_IFDIR | 0o555, 0, node.nlink)
@@ -450,20 +474,46 @@ class RefFS:
         return span
 
     def cache_mode(self, fh: int) -> tuple[bool, bool]:
-        """``(keep_cache, direct_io)`` for a new open. The kernel's page cache is per file, and a
-        handle open across a reload may still fill it with the old tree's bytes: while one is
-        open, new opens of that path bypass the cache (and its last close drops the path's
-        attributes in the kernel). After a reload the first open of each path drops its
-        cached pages: the kernel may have kept the entry -- and the pages -- of a file it
-        was using when the reload invalidated entries, so a changed mtime is not enough."""
+        """``(keep_cache, direct_io)`` for a new open. Before any reload: the page cache, kept
+        across opens. After one, a path's opens bypass the cache until the kernel has dropped
+        its attributes and pages (asked for here, done by ``_refresh_paths``); and while a
+        handle on the old tree is open (it may fill the cache with the old bytes and tell the
+        kernel the old size), until after it closes."""
         with self._lock:
             key = self._open[fh].key
-            if self._stale_open.get(key):
-                return False, True
-            if self._generation and key not in self._fresh:
-                self._fresh[key] = True
-                return False, False
-        return True, False
+            if not self._generation or (key in self._fresh and not self._stale_open.get(key)):
+                return True, False
+            if not self._stale_open.get(key):
+                self._ask_refresh(key)
+        return False, True
+
+    def _ask_refresh(self, key: str) -> None:
+        """Have the kernel drop ``key``'s attributes and pages (``_refresh_paths``). Called
+        under the lock."""
+        if self._pending.get(key) == self._generation:
+            return
+        self._pending[key] = self._generation
+        if self._refresh_queue is None:
+            self._refresh_queue = queue.SimpleQueue()
+            threading.Thread(target=self._refresh_paths, args=(self._refresh_queue,), daemon=True,
+                             name="refmount-refresh-paths").start()
+        self._refresh_queue.put((key, self._generation))
+
+    def _refresh_paths(self, todo: queue.SimpleQueue) -> None:
+        """Drop the kernel's attributes and pages of each path asked for, then let its opens
+        use the page cache again (unless a reload came in between: then it is asked again)."""
+        while True:
+            key, generation = todo.get()
+            # after the swap's last invalidation: an entry answered from the old tree just
+            # before the swap may reach the kernel until then, with the old size
+            self._settled.wait()
+            if self.invalidate is not None:
+                self.invalidate((), [key])
+            with self._lock:
+                if self._pending.get(key) == generation:
+                    del self._pending[key]
+                if generation == self._generation:
+                    self._fresh[key] = True
 
     def release(self, path: str, fh: int) -> int:
         handle_done = None
@@ -484,20 +534,15 @@ class RefFS:
                 # every chunk cost a third of a remote walk's CPU)
                 earlier = self._whole.pop(handle.key, None)
                 handle_done = handle if whole else earlier
-            last_stale = handle.stale and self._stale_open[handle.key] == 1
-            if handle.stale and not last_stale:
-                self._stale_open[handle.key] -= 1
-        if last_stale:
-            # the old tree's file may have left its size in the kernel (a read through it
-            # fetched its attributes): dropped before new opens stop bypassing the cache
-            if self.invalidate is not None:
-                self.invalidate((), [handle.key])
-            with self._lock:
+            if handle.stale:
                 left = self._stale_open[handle.key] - 1
-                if left:  # (another was marked meanwhile: a later reload)
+                if left:
                     self._stale_open[handle.key] = left
-                else:
+                else:  # it may have left the old size or pages in the kernel: done again
                     del self._stale_open[handle.key]
+                    self._held.pop(handle.key, None)
+                    self._fresh.pop(handle.key, None)
+                    self._ask_refresh(handle.key)  # (now, not at the next open: for stat too)
         if handle_done is not None:
             self.reader.served(handle_done.ref, handle_done.size)
         return 0

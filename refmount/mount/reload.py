@@ -49,6 +49,8 @@ class Reloader:
         self.count = 0
         self._wakeup = -1
         self._reloading = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queued = False
 
     def install(self) -> None:
         """Take SIGHUP (and SIGTERM, given ``on_stop``) away from libfuse. Call from the main
@@ -72,8 +74,24 @@ class Reloader:
                 return
             if signal.SIGTERM in data and self.on_stop is not None:
                 self.on_stop()
-            elif signal.SIGHUP in data:  # (on a thread of its own: a stop is heard during a slow reload)
-                threading.Thread(target=self.reload, name="refmount-reload-run", daemon=True).start()
+            elif signal.SIGHUP in data:
+                self._reload_soon()
+
+    def _reload_soon(self) -> None:
+        """A reload on a thread of its own (a stop is heard during a slow one); SIGHUPs that
+        come while one waits to start make no more (the one waiting reads everything anew)."""
+        with self._queue_lock:
+            if self._queued:
+                return
+            self._queued = True
+
+        def run() -> None:
+            with self._reloading:
+                with self._queue_lock:
+                    self._queued = False
+                self._reload(True)
+
+        threading.Thread(target=run, name="refmount-reload-run", daemon=True).start()
 
     def follow(self, interval: float) -> None:
         """Poll the served tree's sources every ``interval`` seconds; rebuild when one moved."""

@@ -371,3 +371,86 @@ def test_a_stop_during_a_reload_that_waits_on_a_stalled_origin_is_heard(tmp_path
     finally:
         http_origin.fault = None
         _stop(proc, mountpoint)
+
+
+def test_readers_across_reloads_that_resize_files_read_whole_versions(tmp_path, mountpoint):
+    """Readers loop over files while reloads flip the set between two versions whose chunks
+    have other sizes (as an Icechunk commit's chunks do). Every open reads exactly one version,
+    whole: the kernel keeps one size per path, and a size answered for the other version cut
+    reads short (before: about one read in ten, after a few seconds of this)."""
+    n, sizes = 6, {1: 50_000, 2: 180_000}
+    for v in (1, 2):
+        (tmp_path / f"d{v}.bin").write_bytes(str(v).encode() * (sizes[v] * n))
+    refs = tmp_path / "refs.json"
+
+    def publish(v):
+        doc = {".zgroup": '{"zarr_format":2}'}
+        doc.update({f"v/{i}": [str(tmp_path / f"d{v}.bin"), i * sizes[v], sizes[v]] for i in range(n)})
+        (tmp_path / "refs.tmp").write_text(json.dumps({"version": 1, "refs": doc}))
+        os.replace(tmp_path / "refs.tmp", refs)
+
+    publish(1)
+    notes = Notifications(str(tmp_path / "notify"))
+    proc = _start(refs, mountpoint, tmp_path, notes.address)
+    stop = threading.Event()
+    wrong: list = []
+    whole = {1: 0, 2: 0}
+
+    def reader(seed: int) -> None:
+        import random
+
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            i = rnd.randrange(n)
+            with open(os.path.join(mountpoint, "v", str(i)), "rb") as f:
+                if rnd.random() < 0.3:
+                    time.sleep(0.01)  # some opens span a reload
+                data = f.read()
+            version = data[:1].decode()
+            if version in ("1", "2") and data == version.encode() * sizes[int(version)]:
+                whole[int(version)] += 1
+            else:
+                wrong.append((i, len(data), sorted(set(data))[:3]))
+
+    try:
+        notes.wait_for("READY")
+        threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        version = 1
+        for _ in range(16):  # 16 reloads, each begun while the one before may still run
+            version = 3 - version
+            publish(version)
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not wrong, wrong[:5]
+        assert whole[1] > 0 and whole[2] > 0
+    finally:
+        stop.set()
+        _stop(proc, mountpoint)
+
+
+def test_a_notify_socket_nobody_reads_never_holds_the_daemon(tmp_path, monkeypatch):
+    """A notification listener that stops reading fills its queue; a send then waits, and a
+    daemon waiting there neither reloads nor stops (seen with a stalled listener: SIGTERM
+    took for ever). Each notification is bounded: it is dropped instead."""
+    from refmount.mount import notify
+
+    listener = Notifications(str(tmp_path / "notify"))  # never read from here on
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    results: list[bool] = []
+
+    def flood() -> None:
+        for _ in range(5000):
+            results.append(notify.sd_notify("STATUS=" + "x" * 1000, timeout=0.2))
+            if not results[-1]:
+                break
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    sender.join(timeout=60)
+    assert not sender.is_alive()  # without the bound, the send that finds the queue full waits for ever
+    assert results[0] and results[-1] is False

@@ -70,11 +70,15 @@ def test_a_reopen_that_overtakes_the_release_still_frees_the_chunk(tmp_path, htt
         assert engine.stats()["memory_cache_bytes"] == 300_000
 
 
-def test_after_a_reload_each_path_drops_its_cached_pages_once(tmp_path):
+def test_after_a_reload_each_path_bypasses_the_page_cache_until_the_kernel_forgot_it(tmp_path):
     """The page-cache policy across a reload, on the operations themselves: the kernel may keep
-    the entry (and pages) of a file it was using while the reload invalidated entries, so the
-    first open of every path after a reload drops its pages; while a handle on the old tree is
-    open, new opens bypass the cache."""
+    the entry of a file it was using while the reload invalidated entries -- its old size and
+    pages -- so after a reload a path's opens bypass the cache until the kernel has been told to
+    drop that path's attributes and pages (off the FUSE threads); and while a handle on the old
+    tree is open, until after it closes."""
+    import threading
+    import time
+
     from refmount.engine import Engine, options_for
     from refmount.mount.operations import RefFS
 
@@ -82,25 +86,40 @@ def test_after_a_reload_each_path_drops_its_cached_pages_once(tmp_path):
     with Engine(options_for(source, mountpoint=str(tmp_path / "a"))) as engine, \
             Engine(options_for(source, mountpoint=str(tmp_path / "b"))) as other:
         fs = RefFS(engine.tree, engine.reader, prefetcher=None, stats=engine.stats)
+        told: list[str] = []
+        gate = threading.Event()
+
+        def invalidate(names, paths=()):
+            gate.wait(10)  # the kernel's answer, held back until the test lets it go
+            told.extend(paths)
+
+        fs.invalidate = invalidate
         key, second = "air/0.0.0", "lat/0"
 
         def mode(path):
             fh = fs.open(path, os.O_RDONLY)
-            return fh, fs.cache_mode(fh)
+            kept = fs.cache_mode(fh)
+            fs.release(path, fh)
+            return kept
 
-        fh, kept = mode(key)
-        assert kept == (True, False)  # no reload yet: pages kept across opens
-        fs.release(key, fh)
-        held, _ = mode(key)
+        def settled(path):  # bounded wait for the refresh thread to finish with ``path``
+            deadline = time.monotonic() + 10
+            while mode(path) != (True, False) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        assert mode(key) == (True, False)  # no reload yet: pages kept across opens
+        held = fs.open(key, os.O_RDONLY)
+        fs.invalidate = None  # (the swap's own invalidation needs a mounted FUSE)
         fs.swap(other.tree)
-        fh, kept = mode(key)
-        assert kept == (False, True)  # the old tree's file is open: bypass the cache
-        fs.release(key, fh)
+        fs.invalidate = invalidate
+        assert mode(key) == (False, True)  # the old tree's file is open: bypass, nothing asked
+        assert mode(key) == (False, True) and not told
         fs.release(key, held)
         for path in (key, second):
-            fh, kept = mode(path)
-            assert kept == (False, False)  # the first open after the reload drops the pages
-            fs.release(path, fh)
-            fh, kept = mode(path)
-            assert kept == (True, False)  # and later ones keep them
-            fs.release(path, fh)
+            assert mode(path) == (False, True)  # bypass until the kernel has dropped them
+            assert mode(path) == (False, True)
+        gate.set()
+        for path in (key, second):
+            settled(path)
+            assert told.count(path) == 1  # asked once, however many opens came meanwhile
+            assert mode(path) == (True, False)  # and the page cache from then on
