@@ -480,11 +480,13 @@ class RefFS:
         handle on the old tree is open (it may fill the cache with the old bytes and tell the
         kernel the old size), until after it closes."""
         with self._lock:
-            key = self._open[fh].key
+            handle = self._open[fh]
+            key = handle.key
             if not self._generation or (key in self._fresh and not self._stale_open.get(key)):
                 return True, False
             if not self._stale_open.get(key):
                 self._ask_refresh(key)
+            handle.paged = False  # (the kernel keeps none of what it reads)
         return False, True
 
     def _ask_refresh(self, key: str) -> None:

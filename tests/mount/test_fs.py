@@ -123,3 +123,24 @@ def test_after_a_reload_each_path_bypasses_the_page_cache_until_the_kernel_forgo
             settled(path)
             assert told.count(path) == 1  # asked once, however many opens came meanwhile
             assert mode(path) == (True, False)  # and the page cache from then on
+
+
+def test_a_chunk_read_past_the_page_cache_stays_in_memory(tmp_path, http_origin):
+    """After a reload, opens bypass the page cache for a while: a chunk read whole through such
+    an open is not the kernel's to keep, so the daemon keeps it (a re-read makes no request)."""
+    from refmount.engine import Engine, options_for
+    from refmount.mount.operations import RefFS
+    from tests.io.test_disk import _http_refs
+
+    refs, expected = _http_refs(tmp_path, http_origin, n=2)
+    key = "c/0"
+    with Engine(options_for(refs, mountpoint=str(tmp_path / "a"), prefetch=False)) as engine, \
+            Engine(options_for(refs, mountpoint=str(tmp_path / "b"), prefetch=False)) as other:
+        fs = RefFS(engine.tree, engine.reader, prefetcher=None, stats=engine.stats)
+        fs.swap(other.tree)
+        fh = fs.open(key, os.O_RDONLY)
+        assert fs.cache_mode(fh) == (False, True)
+        got = b"".join(fs.read(key, 131072, offset, fh) for offset in range(0, 300_000, 131072))
+        fs.release(key, fh)
+        assert got == expected[key]
+        assert engine.stats()["memory_cache_bytes"] == 300_000
