@@ -190,6 +190,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         stopping.set()
         log.info("stopping: unmounting %s", mountpoint)
         sd_notify("STOPPING=1")
+        fs.invalidate = None  # a reload still running tells the kernel nothing more
         engine.origins.stop()
         lazy_unmount(mountpoint)
 

@@ -272,16 +272,23 @@ class RefFS:
             in_use = set(self._opens)
         if sources is not None:
             self.sources = sources
-        if self.invalidate is not None:
-            names = {name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")}
-            self.invalidate(names, in_use)
+        names = {name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")}
+        if self._invalidate(names, in_use):
             # a lookup answered from the old tree just before the swap can reach the kernel
             # after the first invalidation: a second one, once those have drained, clears it
             time.sleep(SETTLE_SECONDS)
             with self._lock:
                 in_use = set(self._opens)
-            self.invalidate(names, in_use)
+            self._invalidate(names, in_use)
         self._settled.set()
+
+    def _invalidate(self, names, paths) -> bool:
+        """``invalidate`` if mounted and not stopping (it is unset then); False otherwise."""
+        invalidate = self.invalidate
+        if invalidate is None:
+            return False
+        invalidate(names, paths)
+        return True
 
     def _mark_stale(self, handle: _Handle) -> None:
         """``handle`` reads a replaced tree: new opens of its path bypass the page cache until
@@ -509,8 +516,7 @@ class RefFS:
             # after the swap's last invalidation: an entry answered from the old tree just
             # before the swap may reach the kernel until then, with the old size
             self._settled.wait()
-            if self.invalidate is not None:
-                self.invalidate((), [key])
+            self._invalidate((), [key])
             with self._lock:
                 if self._pending.get(key) == generation:
                     del self._pending[key]
