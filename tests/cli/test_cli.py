@@ -284,8 +284,9 @@ def test_sigterm_does_not_wait_for_a_stalled_origin_or_a_file_held_open(tmp_path
 
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
-            while http_origin.counts["GET"] == 0 and reader.is_alive():  # the request is waiting now
-                time.sleep(0.01)
+            deadline = time.monotonic() + 30
+            while http_origin.counts["GET"] == 0 and reader.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)  # (until the request waits at the origin)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0  # without the stop, the read would hold it for a minute
             reader.join(timeout=10)

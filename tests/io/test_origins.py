@@ -213,8 +213,9 @@ def test_stopping_ends_every_wait_for_an_origin(http_origin):
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    while http_origin.counts["GET"] < 2 and reader.is_alive():
-        time.sleep(0.01)
+    deadline = time.monotonic() + 30
+    while http_origin.counts["GET"] < 2 and reader.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # (until the request waits at the origin)
     origins.stop()
     reader.join(timeout=10)
     assert not reader.is_alive() and len(outcome) == 1 and isinstance(outcome[0], Stopping)
