@@ -272,15 +272,17 @@ class RefFS:
             in_use = set(self._opens)
         if sources is not None:
             self.sources = sources
-        names = {name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")}
-        if self._invalidate(names, in_use):
-            # a lookup answered from the old tree just before the swap can reach the kernel
-            # after the first invalidation: a second one, once those have drained, clears it
-            time.sleep(SETTLE_SECONDS)
-            with self._lock:
-                in_use = set(self._opens)
-            self._invalidate(names, in_use)
-        self._settled.set()
+        try:
+            names = {name for name, _ in old.listdir("")} | {name for name, _ in tree.listdir("")}
+            if self._invalidate(names, in_use):
+                # a lookup answered from the old tree just before the swap can reach the kernel
+                # after the first invalidation: a second one, once those have drained, clears it
+                time.sleep(SETTLE_SECONDS)
+                with self._lock:
+                    in_use = set(self._opens)
+                self._invalidate(names, in_use)
+        finally:  # (the paths' refreshes wait for this)
+            self._settled.set()
 
     def _invalidate(self, names, paths) -> bool:
         """``invalidate`` if mounted and not stopping (it is unset then); False otherwise."""
