@@ -19,8 +19,6 @@ import threading
 import time
 from typing import Callable
 
-from cachetools import LRUCache
-
 from refmount.errors import FetchError, RefmountError
 from refmount.index import Decoded, Dir, Index, Inline, Range, Ref, Unreadable, Whole
 from refmount.io.prefetch import Prefetcher
@@ -190,7 +188,6 @@ def fuse_class(mfusepy):
 FUSE_FILL_DIR_PLUS = 2
 FUSE_ROOT_ID = 1
 SETTLE_SECONDS = 0.5
-FRESH_PATHS = 16384  # paths remembered as holding the current tree's pages (after a reload)
 XATTR = "user.refmount."
 XATTR_BYTES = XATTR.encode()
 
@@ -228,14 +225,15 @@ class RefFS:
         self._held: dict[str, _Handle] = {}  # path -> the last of them marked
         self._opens: dict[str, int] = {}  # path -> handles open on it
         # After a reload the kernel may keep the entry of a file it was using while the
-        # entries were invalidated -- with the old size and the old pages. So the opens of a
-        # path bypass the page cache until its attributes and pages have been dropped in the
-        # kernel (by a thread of its own: never in a FUSE thread, which a page lock could hold
-        # up); ``_fresh`` holds the paths done since the last reload (bounded: a path
-        # forgotten here is only done again).
+        # entries were invalidated -- with the old size and the old pages. Such paths are
+        # ``_dirty``: in use at the swap, opened while it settles, or held by a handle on the
+        # old tree. Their opens bypass the page cache until the kernel has dropped their
+        # attributes and pages (by a thread of its own: never in a FUSE thread, which a page
+        # lock could hold up); every other path's entry was dropped, and its new mtime drops
+        # its pages.
         self._generation = 0
-        self._fresh: LRUCache = LRUCache(maxsize=FRESH_PATHS)
-        self._pending: dict[str, int] = {}  # path -> the reload it was asked for after
+        self._dirty: set[str] = set()
+        self._pending: dict[str, int] = {}  # dirty path -> the reload it was asked for after
         self._refresh_queue: queue.SimpleQueue | None = None
         self._settled = threading.Event()  # a swap's invalidations are over
         self._settled.set()
@@ -258,18 +256,18 @@ class RefFS:
     def swap(self, tree: Index, sources: list[tuple[str, str]] | None = None) -> None:
         """Serve ``tree`` from now on. Open files keep the tree they were opened on; the
         kernel forgets cached names and attributes (of open files too: their entries outlive
-        the invalidation of their directories), and each path's opens bypass the page cache
-        until the kernel has dropped that path's attributes and pages (``cache_mode``)."""
+        the invalidation of their directories), and the paths it may still hold old bypass the
+        page cache until it has dropped their attributes and pages (``cache_mode``)."""
         old = self.tree
         self._settled.clear()
         with self._lock:
             self.tree = tree
             self._generation += 1
-            self._fresh.clear()
             for handle in self._open.values():
                 if handle.tree is not tree and not handle.stale:
                     self._mark_stale(handle)
             in_use = set(self._opens)
+            self._dirty.update(in_use)
         if sources is not None:
             self.sources = sources
         try:
@@ -280,6 +278,7 @@ class RefFS:
                 time.sleep(SETTLE_SECONDS)
                 with self._lock:
                     in_use = set(self._opens)
+                    self._dirty.update(in_use)
                 self._invalidate(names, in_use)
         finally:  # (the paths' refreshes wait for this)
             self._settled.set()
@@ -483,16 +482,17 @@ class RefFS:
         return span
 
     def cache_mode(self, fh: int) -> tuple[bool, bool]:
-        """``(keep_cache, direct_io)`` for a new open. Before any reload: the page cache, kept
-        across opens. After one, a path's opens bypass the cache until the kernel has dropped
-        its attributes and pages (asked for here, done by ``_refresh_paths``); and while a
-        handle on the old tree is open (it may fill the cache with the old bytes and tell the
-        kernel the old size), until after it closes."""
+        """``(keep_cache, direct_io)`` for a new open: the page cache, kept across opens --
+        but for a path the kernel may hold old (``_dirty``; opened while a swap settles makes
+        one), whose opens bypass the cache until the kernel has dropped its attributes and
+        pages (asked for here, done by ``_refresh_paths``), and while a handle on the old tree
+        is open (it may fill the cache with the old bytes), until after it closes."""
         with self._lock:
             handle = self._open[fh]
             key = handle.key
-            if not self._generation or (key in self._fresh and not self._stale_open.get(key)):
+            if not self._generation or (self._settled.is_set() and key not in self._dirty):
                 return True, False
+            self._dirty.add(key)
             if not self._stale_open.get(key):
                 self._ask_refresh(key)
             handle.paged = False  # (the kernel keeps none of what it reads)
@@ -522,8 +522,8 @@ class RefFS:
             with self._lock:
                 if self._pending.get(key) == generation:
                     del self._pending[key]
-                if generation == self._generation:
-                    self._fresh[key] = True
+                if generation == self._generation and self._settled.is_set() and not self._stale_open.get(key):
+                    self._dirty.discard(key)
 
     def release(self, path: str, fh: int) -> int:
         handle_done = None
@@ -551,7 +551,7 @@ class RefFS:
                 else:  # it may have left the old size or pages in the kernel: done again
                     del self._stale_open[handle.key]
                     self._held.pop(handle.key, None)
-                    self._fresh.pop(handle.key, None)
+                    self._dirty.add(handle.key)
                     self._ask_refresh(handle.key)  # (now, not at the next open: for stat too)
         if handle_done is not None:
             self.reader.served(handle_done.ref, handle_done.size)

@@ -70,12 +70,12 @@ def test_a_reopen_that_overtakes_the_release_still_frees_the_chunk(tmp_path, htt
         assert engine.stats()["memory_cache_bytes"] == 300_000
 
 
-def test_after_a_reload_each_path_bypasses_the_page_cache_until_the_kernel_forgot_it(tmp_path):
-    """The page-cache policy across a reload, on the operations themselves: the kernel may keep
-    the entry of a file it was using while the reload invalidated entries -- its old size and
-    pages -- so after a reload a path's opens bypass the cache until the kernel has been told to
-    drop that path's attributes and pages (off the FUSE threads); and while a handle on the old
-    tree is open, until after it closes."""
+def test_after_a_reload_paths_the_kernel_may_hold_old_bypass_the_page_cache_until_dropped(tmp_path):
+    """The page-cache policy across a reload, on the operations themselves. The kernel keeps the
+    entries in use while a reload invalidates entries -- with the old size and pages -- so the
+    paths open at the swap, opened while it settles, or held by a handle on the old tree bypass
+    the cache until the kernel has been told to drop that path's attributes and pages (off the
+    FUSE threads, after the swap); every other path uses the page cache at once."""
     import threading
     import time
 
@@ -87,14 +87,16 @@ def test_after_a_reload_each_path_bypasses_the_page_cache_until_the_kernel_forgo
             Engine(options_for(source, mountpoint=str(tmp_path / "b"))) as other:
         fs = RefFS(engine.tree, engine.reader, prefetcher=None, stats=engine.stats)
         told: list[str] = []
-        gate = threading.Event()
+        swapping, answer = threading.Event(), threading.Event()
 
         def invalidate(names, paths=()):
-            gate.wait(10)  # the kernel's answer, held back until the test lets it go
+            if names:  # the swap's passes: the first one waits until the test lets it go
+                swapping.set()
+                answer.wait(10)
             told.extend(paths)
 
         fs.invalidate = invalidate
-        key, second = "air/0.0.0", "lat/0"
+        held_key, settling_key, other_key = "air/0.0.0", "lat/0", "lon/0"
 
         def mode(path):
             fh = fs.open(path, os.O_RDONLY)
@@ -107,22 +109,22 @@ def test_after_a_reload_each_path_bypasses_the_page_cache_until_the_kernel_forgo
             while mode(path) != (True, False) and time.monotonic() < deadline:
                 time.sleep(0.01)
 
-        assert mode(key) == (True, False)  # no reload yet: pages kept across opens
-        held = fs.open(key, os.O_RDONLY)
-        fs.invalidate = None  # (the swap's own invalidation needs a mounted FUSE)
-        fs.swap(other.tree)
-        fs.invalidate = invalidate
-        assert mode(key) == (False, True)  # the old tree's file is open: bypass, nothing asked
-        assert mode(key) == (False, True) and not told
-        fs.release(key, held)
-        for path in (key, second):
-            assert mode(path) == (False, True)  # bypass until the kernel has dropped them
-            assert mode(path) == (False, True)
-        gate.set()
-        for path in (key, second):
-            settled(path)
-            assert told.count(path) == 1  # asked once, however many opens came meanwhile
-            assert mode(path) == (True, False)  # and the page cache from then on
+        assert mode(held_key) == (True, False)  # no reload yet: pages kept across opens
+        held = fs.open(held_key, os.O_RDONLY)
+        swap = threading.Thread(target=fs.swap, args=(other.tree,))
+        swap.start()
+        assert swapping.wait(10)
+        assert mode(settling_key) == (False, True)  # opened while the swap settles
+        assert mode(held_key) == (False, True)  # the old tree's file is open
+        answer.set()
+        swap.join(timeout=30)
+        assert mode(other_key) == (True, False)  # untouched during the swap: its entry was dropped
+        settled(settling_key)
+        assert told.count(settling_key) == 1  # asked once, however many opens came meanwhile
+        assert mode(held_key) == (False, True) and told.count(held_key) == 2  # (the swap's two passes)
+        fs.release(held_key, held)  # its last close has the path dropped again
+        settled(held_key)
+        assert told.count(held_key) == 3 and mode(held_key) == (True, False)
 
 
 def test_a_chunk_read_past_the_page_cache_stays_in_memory(tmp_path, http_origin):
@@ -133,14 +135,16 @@ def test_a_chunk_read_past_the_page_cache_stays_in_memory(tmp_path, http_origin)
     from tests.io.test_disk import _http_refs
 
     refs, expected = _http_refs(tmp_path, http_origin, n=2)
-    key = "c/0"
     with Engine(options_for(refs, mountpoint=str(tmp_path / "a"), prefetch=False)) as engine, \
             Engine(options_for(refs, mountpoint=str(tmp_path / "b"), prefetch=False)) as other:
         fs = RefFS(engine.tree, engine.reader, prefetcher=None, stats=engine.stats)
+        held = fs.open("c/1", os.O_RDONLY)  # open across the reload: its path bypasses the cache
         fs.swap(other.tree)
-        fh = fs.open(key, os.O_RDONLY)
+        fh = fs.open("c/1", os.O_RDONLY)
         assert fs.cache_mode(fh) == (False, True)
+        key = "c/1"
         got = b"".join(fs.read(key, 131072, offset, fh) for offset in range(0, 300_000, 131072))
         fs.release(key, fh)
+        fs.release(key, held)
         assert got == expected[key]
         assert engine.stats()["memory_cache_bytes"] == 300_000
