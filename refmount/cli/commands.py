@@ -14,6 +14,7 @@ from refmount.errors import FetchError, RefmountError
 from refmount.options import (
     OPTIONS,
     MountOptions,
+    _prefixes,
     default_log_file,
     parse_relocation,
     parse_storage_options,
@@ -167,9 +168,8 @@ def child_args(args: argparse.Namespace) -> list[str]:
             value = os.path.abspath(value)
         if name == "relocate":  # a NEW directory: absolute, the daemon's cwd is /
             value = ["=".join(parse_relocation(item)) for item in value]
-        if name in ("allow_origin", "authorize_virtual"):  # (checked in this process: never empty)
-            value = [item if "://" in item or not item.strip() else os.path.abspath(os.path.expanduser(item))
-                     for item in value]
+        if name in ("allow_origin", "authorize_virtual"):  # made absolute as the option itself does
+            value = _prefixes(value)
         if isinstance(value, list):
             for item in value:
                 out += [flag, item]
