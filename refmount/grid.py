@@ -40,6 +40,74 @@ def chunk_name(n: int, grid: list[int]) -> str:
     return ".".join(reversed(parts))
 
 
+def _with_prefix(prefix: int, top: int) -> int:
+    """How many of the numbers ``1..top`` are written starting with the digits of ``prefix`` (>= 1)."""
+    count, low, high = 0, prefix, prefix
+    while low <= top:
+        count += min(high, top) - low + 1
+        low, high = low * 10, high * 10 + 9
+    return count
+
+
+def _name_rank_1d(i: int, size: int) -> int:
+    """The place of ``str(i)`` among the names ``0 .. size-1`` sorted as strings."""
+    if i == 0:
+        return 0
+    top, digits, prefix, rank = size - 1, str(i), 0, 1  # ("0" is first)
+    for k, digit in enumerate(digits):
+        for smaller in range(1 if k == 0 else 0, int(digit)):
+            rank += _with_prefix(prefix * 10 + smaller, top)  # every name under a smaller sibling
+        prefix = prefix * 10 + int(digit)
+        if k < len(digits) - 1:
+            rank += 1  # a prefix of the name sorts before it
+    return rank
+
+
+def _name_unrank_1d(rank: int, size: int) -> int:
+    """The number whose name is ``rank``-th among ``0 .. size-1`` sorted as strings."""
+    if rank == 0:
+        return 0
+    top, rank, current = size - 1, rank - 1, 1
+    while rank:
+        under = _with_prefix(current, top)
+        if rank >= under:  # past this name and every name it prefixes
+            rank -= under
+            current += 1
+        else:  # this name, then the ones it prefixes
+            rank -= 1
+            current *= 10
+    return current
+
+
+def names_differ(grid: list[int]) -> bool:
+    """Whether sorting an array's chunk names as strings gives another order than the grid's
+    (only when an axis has more than ten chunks: ``10`` sorts before ``2``)."""
+    return any(size > 10 for size in grid)
+
+
+def name_rank(n: int, grid: list[int]) -> int:
+    """Where chunk ``n`` (row-major) comes when the array's chunk names are sorted as strings
+    (``0.0, 0.1, 0.10, 0.11, ..., 0.2``): the order of a sorted listing, and the order in which
+    dask schedules the chunks of a load it has no other reason to order (backwards). Names
+    compare part by part, as the separator sorts before every digit."""
+    rank, scale = 0, 1
+    for size in reversed(grid):
+        rank += _name_rank_1d(n % size, size) * scale
+        n //= size
+        scale *= size
+    return rank
+
+
+def name_unrank(rank: int, grid: list[int]) -> int:
+    """The chunk number (row-major) of the ``rank``-th chunk name in string order."""
+    n, scale = 0, 1
+    for size in reversed(grid):
+        n += _name_unrank_1d(rank % size, size) * scale
+        rank //= size
+        scale *= size
+    return n
+
+
 def grid_v2(zarray: dict) -> list[int] | None:
     if zarray.get("dimension_separator", ".") != ".":
         return None

@@ -7,7 +7,7 @@ import math
 import threading
 import weakref
 
-from refmount.grid import chunk_name, chunk_number, grid_v2, grid_v3
+from refmount.grid import chunk_name, chunk_number, grid_v2, grid_v3, name_rank, name_unrank
 from refmount.index import Index, Inline, load_json
 
 
@@ -70,15 +70,19 @@ class ChunkOrder:
                     return None if n is None else ("/".join(parts[: i + 1]), n, grid, True)
         return None
 
-    def after(self, path: str, count: int, stride: int = 1) -> list[str]:
+    def after(self, path: str, count: int, stride: int = 1, by_name: bool = False) -> list[str]:
         """The paths of the next ``count`` chunk files after ``path`` going ``stride`` chunks
-        at a time in grid order (negative: backwards), within the grid."""
+        at a time in grid order (negative: backwards), within the grid; ``by_name``: in the
+        order of the chunk names sorted as strings (``grid.name_rank``)."""
         pos = self._position(path)
         if pos is None or not stride:
             return []
         directory, n, grid, v3 = pos
         total = math.prod(grid)
         prefix = f"{directory}/" if directory else ""
-        numbers = (n + stride * k for k in range(1, count + 1))
-        names = (chunk_name(m, grid) for m in itertools.takewhile(lambda m: 0 <= m < total, numbers))
+        start = name_rank(n, grid) if by_name else n
+        numbers = itertools.takewhile(lambda m: 0 <= m < total, (start + stride * k for k in range(1, count + 1)))
+        if by_name:
+            numbers = (name_unrank(m, grid) for m in numbers)
+        names = (chunk_name(m, grid) for m in numbers)
         return [prefix + (name.replace(".", "/") if v3 else name) for name in names]

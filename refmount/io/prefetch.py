@@ -1,7 +1,10 @@
 """Prefetch across chunk files: a reader walking an array's chunks gets the next ones fetched
 ahead, in parallel -- forward in grid order, backwards, or every n-th chunk (a time slice of a
 3-D array), learnt per array from the last accesses -- with a window that doubles while the
-predictions hold. Several readers of one array (dask workers on different slices, two copies
+predictions hold. Walks in the order of the chunk names sorted as strings (``0, 1, 10, 100,
+..., 2``: a sorted listing; backwards: the order in which dask loads an array's chunks) are
+followed too, in that order: those are recognised only from accesses the grid order does not
+explain, so that a walk in grid order never fetches by name. Several readers of one array (dask workers on different slices, two copies
 running) are told apart: each array keeps up to ``WALKS`` walks and the last ``PROBES`` accesses
 that belong to none, from which new walks are recognised; random access matches none and fetches
 nothing ahead.
@@ -9,11 +12,13 @@ nothing ahead.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 
 from cachetools import LRUCache
 
+from refmount.grid import name_rank, names_differ
 from refmount.index import Decoded, Index, Range, Whole
 from refmount.io.order import ChunkOrder
 from refmount.io.reader import Reader
@@ -42,15 +47,19 @@ STALE = 8  # a walk not continued by any of this many accesses of its array is f
 class _Array:
     """What is known of the reads of one array: its walks (``[last, stride, window, tick]``,
     most recent first; ``tick`` counts the array's accesses) and its recent accesses that belong
-    to none (``(n, step from the access before it)``, most recent first)."""
+    to none (``(n, step from the access before it)``, most recent first). ``by_name``: the same
+    in the order of the chunk names (numbers are places in it), for arrays where it differs;
+    ``named``: the last access that one order explained and the other did not was by name."""
 
-    __slots__ = ("walks", "probes", "last", "tick")
+    __slots__ = ("walks", "probes", "last", "tick", "by_name", "named")
 
     def __init__(self):
         self.walks: list[list[int]] = []
         self.probes: list[tuple[int, int | None]] = []
         self.last: int | None = None
         self.tick = 0
+        self.by_name: _Array | None = None
+        self.named = False
 
 
 class Prefetcher:
@@ -69,9 +78,11 @@ class Prefetcher:
         self._streams: LRUCache = LRUCache(maxsize=4096)  # array directory -> _Array
         self._lock = threading.Lock()
 
-    def _follow(self, state: _Array, n: int, grid: list[int], limit: int | None = None) -> tuple[int, int]:
-        """Account chunk ``n`` of an array; ``(stride, window)`` to fetch ahead from it (window
-        0: nothing; at most ``limit``, else ``max_window``). Called under the lock."""
+    def _follow(self, state: _Array, n: int, grid: list[int], limit: int | None = None,
+                may_start: bool = True) -> tuple[int, int, bool]:
+        """Account chunk ``n`` of an array; ``(stride, window, explained)``: what to fetch ahead
+        from it (window 0: nothing; at most ``limit``, else ``max_window``), and whether the
+        access belongs to a walk (``may_start``: it may start a new one). Called under the lock."""
         limit = self.max_window if limit is None else limit
         previous, state.last = state.last, n
         state.tick += 1
@@ -80,17 +91,17 @@ class Prefetcher:
             last, stride, window, _ = walk
             step = n - last
             if step == 0:
-                return 0, 0
+                return 0, 0, True
             if step == stride or (stride == 1 and 0 < step <= window + 2):
                 # the walk goes on as predicted (forward readers may skip what others read)
                 walk[:] = [n, stride, min(max(window * 2, self.first_window), limit), state.tick]
                 state.walks.insert(0, state.walks.pop(i))
-                return stride, walk[2]
+                return stride, walk[2], True
         for last, stride, window, _ in state.walks:
             if stride > 0 and -window * stride <= n - last < 0:
-                return 0, 0  # behind, within the window: another reader of a walk fetched ahead already
+                return 0, 0, True  # behind, within the window: another reader of a walk fetched ahead already
         axis = _axis_steps(grid)
-        for i, (last, candidate) in enumerate(state.probes):
+        for i, (last, candidate) in enumerate(state.probes if may_start else ()):
             step = n - last
             # one chunk along a grid axis, forward or back (the next field, a time series at one
             # place), is a walk at once; another stride once it is seen twice in a row. Only the
@@ -103,10 +114,10 @@ class Prefetcher:
                 window = self.first_window if full else min(2, self.first_window)
                 state.walks.insert(0, [n, step, window, state.tick])
                 del state.walks[WALKS:]
-                return step, window
+                return step, window, True
         state.probes.insert(0, (n, None if previous is None else n - previous))
         del state.probes[PROBES:]
-        return 0, 0
+        return 0, 0, False
 
     def _limit(self, ref) -> int:
         """The largest window for a walk of chunks like ``ref`` (see ``window_bytes``)."""
@@ -133,15 +144,30 @@ class Prefetcher:
         if pos is None:
             return
         directory, n, grid = pos
+        limit = self._limit(ref)
         with self._lock:
             state = self._streams.get(directory)
             if state is None:
                 state = self._streams[directory] = _Array()
-            stride, window = self._follow(state, n, grid, self._limit(ref))
+            stride, window, explained = self._follow(state, n, grid, limit)
+            named = False
+            if names_differ(grid):
+                if state.by_name is None:
+                    state.by_name = _Array()
+                name_stride, name_window, by_name = self._follow(
+                    state.by_name, name_rank(n, grid), [math.prod(grid)], limit, may_start=not explained)
+                if by_name != explained:
+                    state.named = by_name
+                # the walk the last access only one order explained is followed (a dask load
+                # goes backwards in both orders but at each shorter name: by name); the other
+                # only when the first predicts nothing here
+                if name_window and (state.named or not window):
+                    stride, window, named = name_stride, name_window, True
         if not window:
             return
+        paths = order.after(path, window, stride, by_name=named)
         segments, decoded = [], []
-        for next_path in order.after(path, window, stride):
+        for next_path in paths:
             ref = tree.node(next_path)
             if isinstance(ref, Decoded):
                 decoded.append(ref)

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 
+import numpy as np
 import pytest
 
 from refmount.io.cache import MemoryCache
@@ -231,11 +232,12 @@ def test_chunk_order_decides_v2_or_v3_by_metadata_not_by_a_name():
     assert order.after("v3/c/1/1", 2) == ["v3/c/2/0", "v3/c/2/1"]
 
 
-def _walk_and_see(tmp_path, http_origin, order, n=60, parallel=16, grid=None, **windows):
+def _walk_and_see(tmp_path, http_origin, order, n=60, parallel=16, grid=None, missed=None, **windows):
     """A real prefetcher on a real reader over the loopback origin: walk the chunks of an array
     (1-D of ``n`` chunks, or of chunk ``grid`` -- chunk numbers are row-major) in ``order``;
     return which chunks it fetched ahead (those the walk never asked for are in the memory
-    cache only because of prediction)."""
+    cache only because of prediction). ``missed``: a list given the accesses whose chunk had
+    not been fetched ahead."""
     from refmount.grid import chunk_name
     from refmount.io.prefetch import Prefetcher
 
@@ -251,6 +253,8 @@ def _walk_and_see(tmp_path, http_origin, order, n=60, parallel=16, grid=None, **
     prefetcher = Prefetcher(reader, **(windows or {"first_window": 4, "max_window": 8}))
     try:
         for i in order:
+            if missed is not None and (url, i * 1000, 1000, "") not in reader.cache:
+                missed.append(i)
             prefetcher.on_first_read(tree, f"a/{names[i]}")
             reader.read(tree.node(f"a/{names[i]}"), 0, 1000)
         reader._pool.shutdown(wait=True)
@@ -269,6 +273,47 @@ def test_prefetch_follows_the_walk(tmp_path, http_origin, walk, ahead):
     seen = _walk_and_see(tmp_path, http_origin, walk)
     assert ahead <= seen - set(walk), sorted(seen - set(walk))
     assert not (seen - set(walk)) - ahead - set(range(min(ahead), max(ahead) + 1)), "fetched what the walk will not read"
+
+
+def _dask_order(grid: list[int]) -> list[int]:
+    """The chunk numbers (row-major) in the order dask's scheduler runs a load of an array
+    chunked as ``grid`` (by dask's own ``order``: backwards through the chunk names sorted as
+    strings, today)."""
+    import dask.array as da
+    from dask.order import order
+
+    array = da.zeros(grid, chunks=1)
+    priority = order(dict(array.__dask_graph__()))
+    blocks = [key[1:] for key in sorted(priority, key=priority.get) if isinstance(key, tuple) and key[0] == array.name]
+    return [int(np.ravel_multi_index(block, grid)) for block in blocks]
+
+
+@pytest.mark.parametrize("grid", [[60], [150], [30, 2], [3, 12, 2]])
+def test_a_dask_load_is_fetched_ahead_in_the_order_dask_reads(tmp_path, http_origin, grid):
+    """xarray loads with dask, which runs an array's chunk reads backwards through their names
+    sorted as strings (``9, 8, ..., 59, ..., 50, 5, 49, ...``): past its first accesses every
+    chunk it reads has been fetched ahead, and nothing it does not read (the code before
+    missed each chunk whose name is shorter, e.g. ``5``, ``4``: a request waited for each)."""
+    walk = _dask_order(grid)
+    assert sorted(walk) == list(range(math.prod(grid)))
+    walk = walk[: len(walk) * 2 // 3]  # a load that stops: what it has not read yet is not all fetched
+    missed: list[int] = []
+    seen = _walk_and_see(tmp_path, http_origin, walk, grid=grid, missed=missed)
+    assert len(missed) <= 3, (missed, walk)
+    rest = _dask_order(grid)[len(walk):]
+    assert set(rest[:4]) <= seen, (rest[:4], sorted(seen - set(walk)))
+    assert len(seen - set(walk)) <= 16, sorted(seen - set(walk))  # a window or two, not the rest of the array
+
+
+def test_a_walk_in_the_order_of_sorted_names_is_fetched_ahead(tmp_path, http_origin):
+    """rsync, ``ls | xargs``, ``sorted(os.listdir(...))``: chunk names sorted as strings
+    (``0, 1, 10, 11, ..., 19, 2, 20, ...``)."""
+    order = sorted(range(60), key=str)
+    missed: list[int] = []
+    seen = _walk_and_see(tmp_path, http_origin, order[:40], missed=missed)
+    assert len(missed) <= 3, missed
+    assert seen - set(order[:40]) <= set(order[40:56]), sorted(seen - set(order[:40]))
+    assert set(order[40:44]) <= seen
 
 
 def test_prefetch_stays_quiet_on_random_access(tmp_path, http_origin):
