@@ -85,27 +85,27 @@ def names_differ(grid: list[int]) -> bool:
     return any(size > 10 for size in grid)
 
 
+def _per_axis(n: int, grid: list[int], convert) -> int:
+    """``n``'s index along each axis (row-major) through ``convert(index, size)``, recombined."""
+    out, scale = 0, 1
+    for size in reversed(grid):
+        out += convert(n % size, size) * scale
+        n //= size
+        scale *= size
+    return out
+
+
 def name_rank(n: int, grid: list[int]) -> int:
     """Where chunk ``n`` (row-major) comes when the array's chunk names are sorted as strings
     (``0.0, 0.1, 0.10, 0.11, ..., 0.2``): the order of a sorted listing, and the order in which
     dask schedules the chunks of a load it has no other reason to order (backwards). Names
     compare part by part, as the separator sorts before every digit."""
-    rank, scale = 0, 1
-    for size in reversed(grid):
-        rank += _name_rank_1d(n % size, size) * scale
-        n //= size
-        scale *= size
-    return rank
+    return _per_axis(n, grid, _name_rank_1d)
 
 
 def name_unrank(rank: int, grid: list[int]) -> int:
     """The chunk number (row-major) of the ``rank``-th chunk name in string order."""
-    n, scale = 0, 1
-    for size in reversed(grid):
-        n += _name_unrank_1d(rank % size, size) * scale
-        rank //= size
-        scale *= size
-    return n
+    return _per_axis(rank, grid, _name_unrank_1d)
 
 
 def grid_v2(zarray: dict) -> list[int] | None:
