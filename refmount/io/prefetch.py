@@ -3,11 +3,11 @@ ahead, in parallel -- forward in grid order, backwards, or every n-th chunk (a t
 3-D array), learnt per array from the last accesses -- with a window that doubles while the
 predictions hold. Walks in the order of the chunk names sorted as strings (``0, 1, 10, 100,
 ..., 2``: a sorted listing; backwards: the order in which dask loads an array's chunks) are
-followed too, in that order: those are recognised only from accesses the grid order does not
-explain, so that a walk in grid order never fetches by name. Several readers of one array (dask workers on different slices, two copies
-running) are told apart: each array keeps up to ``WALKS`` walks and the last ``PROBES`` accesses
-that belong to none, from which new walks are recognised; random access matches none and fetches
-nothing ahead.
+followed too, in that order: they are recognised only from accesses the grid order does not
+explain, so that a walk in grid order never fetches by name. Several readers of one array (dask
+workers on different slices, two copies running) are told apart: each array keeps up to
+``WALKS`` walks and the last ``PROBES`` accesses that belong to none, from which new walks are
+recognised; random access matches none and fetches nothing ahead.
 """
 
 from __future__ import annotations
