@@ -18,6 +18,7 @@ if [ "$what" = demo ] || [ "$what" = test ]; then
 fi
 if [ "$what" = test ]; then
     command -v gdal_translate >/dev/null 2>&1 || apt_packages+=(gdal-bin)
+    command -v rsync >/dev/null 2>&1 || apt_packages+=(rsync)  # a client that walks in text order
 fi
 if [ "$what" = bench ]; then  # the fsspec FUSE baseline runs on fusepy, which needs libfuse2
     extras=bench

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 
 import numpy as np
@@ -17,7 +18,7 @@ from refmount.index import Inline, Range, Whole
 from refmount.io.order import ChunkOrder
 from refmount.index import build_index
 from refmount.io.reader import Reader
-from tests.conftest import in_threads
+from tests.conftest import in_threads, run_cli
 
 CHUNK = 50_000
 N = 40
@@ -82,6 +83,28 @@ def test_two_readers_of_different_slices_through_the_mount_are_both_fetched_ahea
     # asking for its own chunk would be N requests)
     assert http_origin.counts["GET"] < N / 2, http_origin.counts
     assert http_origin.counts["bytes"] == len(data)
+
+
+@pytest.mark.skipif(not shutil.which("rsync"), reason="rsync is not installed")
+def test_rsync_of_an_array_is_fetched_ahead_in_its_order(tmp_path, http_origin, mount):
+    """rsync sorts its file list as text (0, 1, 10, 100, ..., 109, 11, 110, ...): a walk in
+    grid order only in short runs, interleaved. Every chunk past the first few is fetched ahead
+    of its read, none twice."""
+    n, size = 400, 2_000
+    data = os.urandom(n * size)
+    (http_origin.dir / "f.bin").write_bytes(data)
+    meta = {"shape": [n], "chunks": [1], "dtype": "|V2000", "compressor": None, "filters": None,
+            "fill_value": None, "order": "C", "zarr_format": 2}
+    refs = {".zgroup": '{"zarr_format":2}', "a/.zarray": json.dumps(meta)}
+    refs.update({f"a/{i}": [f"{http_origin.url}/f.bin", i * size, size] for i in range(n)})
+    copy = tmp_path / "copy"
+    with mount(_write(tmp_path, refs)) as root:
+        subprocess.run(["rsync", "-r", os.path.join(root, "a") + "/", str(copy)], check=True, timeout=120)
+        stats = json.loads(run_cli("stats", "--json", root).stdout)
+    for i in range(n):
+        assert (copy / str(i)).read_bytes() == data[i * size : (i + 1) * size]
+    assert http_origin.counts["bytes"] == len(data), http_origin.counts  # nothing fetched twice
+    assert stats["cache_misses"] <= 3, stats
 
 
 def test_gaps_above_the_threshold_are_not_merged(tmp_path, http_origin, mount):
