@@ -135,10 +135,11 @@ class Reader:
     def _on_disk(self, seg: Segment) -> bool:
         return self.disk is not None and self.disk.has(seg[0], seg[1], seg[2], self._version(seg))
 
-    def _into_cache(self, key, produce) -> None:
-        """Fulfil a claimed cache key with ``produce()`` (on the pool), or fail it."""
+    def _into_cache(self, key, produce, ahead: bool = True) -> None:
+        """Fulfil a claimed cache key with ``produce()`` (on the pool), or fail it; ``ahead``:
+        counted among the chunks fetched ahead (see ``MemoryCache.fulfil``)."""
         try:
-            self.cache.fulfil(key, produce())
+            self.cache.fulfil(key, produce(), ahead)
         except Exception as exc:
             self.cache.fail(key, exc)
 
@@ -239,7 +240,8 @@ class Reader:
         for ref in refs:
             key = (ref.codec, ref.source)
             if ref.codec.nbytes <= self.cache.max_bytes and key not in self._downstream and self.cache.claim(key):
-                self._pool.submit(self._into_cache, key, lambda ref=ref: self._decode(ref))
+                # (not counted apart: the raw chunk it decodes was fetched ahead, and is counted)
+                self._pool.submit(self._into_cache, key, lambda ref=ref: self._decode(ref), False)
 
     # -- fetching ahead ---------------------------------------------------------------
     def _plan(self, segments: list[Segment]) -> list[list[Segment]]:
@@ -272,6 +274,7 @@ class Reader:
             for seg in on_disk:
                 if self.cache.claim(seg):
                     started += 1
+                    self.stats.add("prefetch_chunks")  # (fetched ahead from the disk: no request)
                     self._pool.submit(self._into_cache, seg, lambda seg=seg: self._fetch(seg))
         for run in self._plan(wanted):
             nbytes = sum(n for _, _, n, _ in run)

@@ -339,6 +339,51 @@ def test_a_walk_in_the_order_of_sorted_names_is_fetched_ahead(tmp_path, http_ori
     assert set(order[40:44]) <= seen
 
 
+class _Reversed:
+    """A codec of the decoded view's shape: chunks of ``nbytes`` come out reversed."""
+
+    nbytes = 1000
+
+    def decode(self, raw: bytes) -> bytes:
+        return raw[::-1]
+
+
+def test_a_decoded_walk_counts_each_chunk_fetched_ahead_once(http_origin):
+    """The decoded view fetches the raw chunks ahead and decodes them ahead: a chunk decoded
+    ahead is the raw one fetched ahead, not one more (``stats`` said 200 % of them used)."""
+    from refmount.index import Decoded
+    from refmount.io.prefetch import Prefetcher
+
+    n, codec = 30, _Reversed()
+    data = os.urandom(n * 1000)
+    (http_origin.dir / "f.bin").write_bytes(data)
+    meta = json.dumps({"shape": [n], "chunks": [1], "dtype": "|V1000", "compressor": None, "filters": None,
+                       "fill_value": None, "order": "C", "zarr_format": 2}).encode()
+    raw = build_index([("a/.zarray", Inline(meta))] + [(f"a/{i}", Range(f"{http_origin.url}/f.bin", i * 1000, 1000))
+                                                        for i in range(n)])
+
+    class View:  # the decoded view's shape: chunk files decoded from the raw references
+        def node(self, path):
+            ref = raw.node(path)
+            return Decoded(ref, codec) if isinstance(ref, Range) else ref
+
+    tree = View()
+    reader = Reader(Origins(retries=1), MemoryCache(64 << 20), max_gap=0)
+    prefetcher = Prefetcher(reader, first_window=4, max_window=8)
+    try:
+        for i in range(n):  # as the mount reads a chunk file whole
+            ref = tree.node(f"a/{i}")
+            prefetcher.on_first_read(tree, f"a/{i}", ref)
+            assert reader.read(ref, 0, 1000) == data[i * 1000 : (i + 1) * 1000][::-1]
+            reader.served(ref, 1000)
+        reader._pool.shutdown(wait=True)
+    finally:
+        reader.close()
+    counted = reader.stats.snapshot()
+    assert counted["prefetch_chunks"] >= n - 4, counted
+    assert counted["prefetch_used"] <= counted["prefetch_chunks"], counted
+
+
 def test_prefetch_stays_quiet_on_random_access(tmp_path, http_origin):
     walk = [13, 2, 41, 7, 30, 55, 18, 1, 44, 26]
     assert _walk_and_see(tmp_path, http_origin, walk) == set(walk)
