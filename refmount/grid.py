@@ -65,6 +65,8 @@ def _name_rank_1d(i: int, size: int) -> int:
 
 def _name_unrank_1d(rank: int, size: int) -> int:
     """The number whose name is ``rank``-th among ``0 .. size-1`` sorted as strings."""
+    if not 0 <= rank < size:  # (past the last name the walk below would not end)
+        raise ValueError(f"no name {rank} among {size}")
     if rank == 0:
         return 0
     top, rank, current = size - 1, rank - 1, 1
@@ -105,6 +107,8 @@ def name_rank(n: int, grid: list[int]) -> int:
 
 def name_unrank(rank: int, grid: list[int]) -> int:
     """The chunk number (row-major) of the ``rank``-th chunk name in string order."""
+    if not 0 <= rank < math.prod(grid):
+        raise ValueError(f"no chunk name {rank} in a grid of {grid}")
     return _per_axis(rank, grid, _name_unrank_1d)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,3 +34,8 @@ def test_name_order_of_huge_grids_without_listing_them(grid, data):
     assert 0 <= n < total and name_rank(n, grid) == rank
     if rank + 1 < total:
         assert chunk_name(n, grid) < chunk_name(name_unrank(rank + 1, grid), grid)
+
+
+def test_a_place_past_the_names_is_refused():
+    with pytest.raises(ValueError):
+        name_unrank(12, [3, 4])
