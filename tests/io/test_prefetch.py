@@ -218,6 +218,20 @@ def test_chunk_order_follows_the_grid():
     assert order.position("v/.zattrs") is None and order.position("v/0.3") is None
 
 
+def test_chunk_order_by_name_goes_as_a_sorted_listing_in_both_zarr_versions():
+    v2 = {"shape": [12, 2], "chunks": [1, 1], "dtype": "<i4", "zarr_format": 2}
+    v3 = {"zarr_format": 3, "node_type": "array", "shape": [12, 2], "data_type": "int32",
+          "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, 1]}},
+          "chunk_key_encoding": {"name": "default"}, "codecs": [{"name": "bytes"}], "fill_value": 0}
+    tree = build_index([("v/.zarray", Inline(json.dumps(v2).encode())), ("v/0.0", Inline(b"")),
+                        ("w/zarr.json", Inline(json.dumps(v3).encode())), ("w/c/0/0", Inline(b""))])
+    order = ChunkOrder(tree)
+    assert order.after("v/1.1", 3, by_name=True) == ["v/10.0", "v/10.1", "v/11.0"]
+    assert order.after("v/2.0", 3, -1, by_name=True) == ["v/11.1", "v/11.0", "v/10.1"]
+    assert order.after("w/c/1/1", 2, by_name=True) == ["w/c/10/0", "w/c/10/1"]
+    assert order.after("v/9.1", 3, by_name=True) == []  # the last name
+
+
 def test_a_bad_range_in_a_merged_request_does_not_fail_its_neighbours(http_origin):
     data = os.urandom(3 * CHUNK)
     (http_origin.dir / "f.bin").write_bytes(data)
