@@ -79,10 +79,11 @@ class Prefetcher:
         self._lock = threading.Lock()
 
     def _follow(self, state: _Array, n: int, grid: list[int], limit: int | None = None,
-                may_start: bool = True) -> tuple[int, int, bool]:
+                may_start: bool = True, fetched: bool = True) -> tuple[int, int, bool]:
         """Account chunk ``n`` of an array; ``(stride, window, explained)``: what to fetch ahead
         from it (window 0: nothing; at most ``limit``, else ``max_window``), and whether the
-        access belongs to a walk (``may_start``: it may start a new one). Called under the lock."""
+        access belongs to a walk (``may_start``: it may start a new one; ``fetched``: the chunk
+        was fetched ahead, so a read just behind a walk is that walk's). Called under the lock."""
         limit = self.max_window if limit is None else limit
         previous, state.last = state.last, n
         state.tick += 1
@@ -92,14 +93,18 @@ class Prefetcher:
             step = n - last
             if step == 0:
                 return 0, 0, True
-            if step == stride or (stride == 1 and 0 < step <= window + 2):
-                # the walk goes on as predicted (forward readers may skip what others read)
+            if step == stride or (abs(stride) == 1 and 0 < step * stride <= window + 2):
+                # the walk goes on as predicted; a walk chunk by chunk perhaps past a few of its
+                # chunks: several threads of one reader (dask's) or several readers take turns
+                # along it (not a longer stride: it would take over a walk by one that it crosses)
                 walk[:] = [n, stride, min(max(window * 2, self.first_window), limit), state.tick]
                 state.walks.insert(0, state.walks.pop(i))
                 return stride, walk[2], True
-        for last, stride, window, _ in state.walks:
-            if stride > 0 and -window * stride <= n - last < 0:
-                return 0, 0, True  # behind, within the window: another reader of a walk fetched ahead already
+        for last, stride, window, _ in state.walks if fetched else ():
+            if 0 < (last - n) * (1 if stride > 0 else -1) <= window * abs(stride):
+                # behind, within the window: fetched ahead already (a chunk that was not may be
+                # the start of a walk the other way: several threads began it out of order)
+                return 0, 0, True
         axis = _axis_steps(grid)
         for i, (last, candidate) in enumerate(state.probes if may_start else ()):
             step = n - last
@@ -126,6 +131,13 @@ class Prefetcher:
             return self.max_window
         return min(self.max_window, max(self.first_window, self.window_bytes // source.length))
 
+    def _fetched(self, ref) -> bool:
+        """Whether the chunk of ``ref`` is in memory or on its way (True when not known)."""
+        source = ref.source if isinstance(ref, Decoded) else ref
+        if isinstance(source, Range) and source.length <= self.reader.whole_limit:
+            return self.reader.segment(source, source.length, 0) in self.reader.cache
+        return True
+
     def _order(self, tree: Index) -> ChunkOrder:
         with self._lock:
             order = self._orders.get(tree)
@@ -144,18 +156,18 @@ class Prefetcher:
         if pos is None:
             return
         directory, n, grid = pos
-        limit = self._limit(ref)
+        limit, fetched = self._limit(ref), self._fetched(ref)
         with self._lock:
             state = self._streams.get(directory)
             if state is None:
                 state = self._streams[directory] = _Array()
-            stride, window, explained = self._follow(state, n, grid, limit)
+            stride, window, explained = self._follow(state, n, grid, limit, fetched=fetched)
             named = False
             if names_differ(grid):
                 if state.by_name is None:
                     state.by_name = _Array()
                 name_stride, name_window, by_name = self._follow(
-                    state.by_name, name_rank(n, grid), [math.prod(grid)], limit, may_start=not explained)
+                    state.by_name, name_rank(n, grid), [math.prod(grid)], limit, not explained, fetched)
                 if by_name != explained:
                     state.named = by_name
                 # the walk the last access only one order explained is followed (a dask load

@@ -343,6 +343,20 @@ def test_a_dask_load_is_fetched_ahead_in_the_order_dask_reads(tmp_path, http_ori
     assert len(seen - set(walk)) <= 16, sorted(seen - set(walk))  # a window or two, not the rest of the array
 
 
+@pytest.mark.parametrize("grid, seed", [([192], 0), ([192], 1), ([24, 2, 4], 1)])
+def test_a_dask_load_by_many_threads_is_fetched_ahead(tmp_path, http_origin, grid, seed):
+    """Sixteen threads take dask's tasks in turn, so the reads come a few places out of order
+    (``96 97 99 98 95 94 92 91 93 ...``): a walk chunk by chunk goes on past a few of its chunks,
+    and a read behind a walk that it did not fetch may start the walk the other way (the code
+    before: 62-104 of these 192 reads were not fetched ahead -- a backward walk went on only by
+    exact steps, and reads behind a forward walk begun by two early reads counted as its own)."""
+    rng = random.Random(seed)
+    walk = [c for _, c in sorted((i + rng.uniform(0, 16), c) for i, c in enumerate(_dask_order(grid)))]
+    missed: list[int] = []
+    _walk_and_see(tmp_path, http_origin, walk, grid=grid, missed=missed)
+    assert len(missed) <= len(walk) // 8, missed
+
+
 def test_a_walk_in_the_order_of_sorted_names_is_fetched_ahead(tmp_path, http_origin):
     """rsync, ``ls | xargs``, ``sorted(os.listdir(...))``: chunk names sorted as strings
     (``0, 1, 10, 11, ..., 19, 2, 20, ...``)."""
