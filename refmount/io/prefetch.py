@@ -132,10 +132,15 @@ class Prefetcher:
         return min(self.max_window, max(self.first_window, self.window_bytes // source.length))
 
     def _fetched(self, ref) -> bool:
-        """Whether the chunk of ``ref`` is in memory or on its way (True when not known)."""
-        source = ref.source if isinstance(ref, Decoded) else ref
-        if isinstance(source, Range) and source.length <= self.reader.whole_limit:
-            return self.reader.segment(source, source.length, 0) in self.reader.cache
+        """Whether the chunk of ``ref`` is in memory or on its way, decoded or not (True when
+        not known)."""
+        cache = self.reader.cache
+        if isinstance(ref, Decoded):
+            if (ref.codec, ref.source) in cache:
+                return True
+            ref = ref.source
+        if isinstance(ref, Range) and ref.length <= self.reader.whole_limit:
+            return self.reader.segment(ref, ref.length, 0) in cache
         return True
 
     def _order(self, tree: Index) -> ChunkOrder:
