@@ -35,13 +35,17 @@ def _axis_steps(grid: list[int]) -> set[int]:
     return steps
 
 
-WALKS = 4  # walks told apart per array
+WALKS = 16  # walks told apart per array (readers of one array at once: a node's dask workers)
 # a walk's window holds at least ``first_window`` chunks and grows past it only while it holds
 # less than this many bytes: 16 chunks of 2 MB keep the fetchers busy, and more only adds what a
 # reader that stops never reads (a walk of small chunks grows on, its chunks merged into requests)
 WINDOW_BYTES = 32 << 20
-PROBES = 4  # recent accesses that belong to no walk, kept to recognise new ones
-STALE = 8  # a walk not continued by any of this many accesses of its array is forgotten
+PROBES = 16  # recent accesses that belong to no walk, kept to recognise new ones
+NEAR = 4  # of those, the most recent: a step from an older one starts a walk that fetches nothing yet
+# a walk backwards goes on past at most this many of its chunks (one reader's threads out of
+# order: dask's); forwards past its whole window (readers that skip what others read)
+BACK_REACH = 8
+STALE = 8  # a walk not continued by any of this many accesses of its array (or twice as many as it has walks) is forgotten
 
 
 class _Array:
@@ -87,17 +91,22 @@ class Prefetcher:
         limit = self.max_window if limit is None else limit
         previous, state.last = state.last, n
         state.tick += 1
-        state.walks = [w for w in state.walks if state.tick - w[3] <= STALE]  # readers that stopped
+        # readers that stopped (with more walks each goes on less often: many readers take turns)
+        stale = max(STALE, 2 * len(state.walks))
+        state.walks = [w for w in state.walks if state.tick - w[3] <= stale]
         for i, walk in enumerate(state.walks):
             last, stride, window, _ = walk
             step = n - last
             if step == 0:
                 return 0, 0, True
-            if step == stride or (abs(stride) == 1 and 0 < step * stride <= window + 2):
+            reach = window if stride > 0 else min(window, BACK_REACH)
+            if step == stride or (abs(stride) == 1 and window and 0 < step * stride <= reach + 2):
                 # the walk goes on as predicted; a walk chunk by chunk perhaps past a few of its
                 # chunks: several threads of one reader (dask's) or several readers take turns
-                # along it (not a longer stride: it would take over a walk by one that it crosses)
-                walk[:] = [n, stride, min(max(window * 2, self.first_window), limit), state.tick]
+                # along it (not a longer stride: it would take over a walk by one that it crosses).
+                # A walk that fetched nothing yet starts small: random reads continue some.
+                window = min(max(window * 2, self.first_window), limit) if window else min(2, self.first_window)
+                walk[:] = [n, stride, window, state.tick]
                 state.walks.insert(0, state.walks.pop(i))
                 return stride, walk[2], True
         for last, stride, window, _ in state.walks if fetched else ():
@@ -111,12 +120,14 @@ class Prefetcher:
             # one chunk along a grid axis, forward or back (the next field, a time series at one
             # place), is a walk at once; another stride once it is seen twice in a row. Only the
             # commonest -- the next or previous chunk, or a stride seen twice, in a row -- start
-            # with the full window; a step along another axis or across other reads (another
-            # reader's) starts with 2 and doubles: random reads meet such steps by chance.
+            # with the full window; a step along another axis or across a few other reads
+            # (another reader's) starts with 2 and doubles; a step from an older read (one of
+            # many readers taking turns) starts with nothing, and the full window once the walk
+            # goes on: random reads meet such steps by chance, the more of them the more reads.
             if step and ((i == 0 and step == candidate) or abs(step) in axis):
                 del state.probes[i]
                 full = i == 0 and (step == candidate or abs(step) == 1)
-                window = self.first_window if full else min(2, self.first_window)
+                window = self.first_window if full else min(2, self.first_window) if i < NEAR else 0
                 state.walks.insert(0, [n, step, window, state.tick])
                 del state.walks[WALKS:]
                 return step, window, True

@@ -452,6 +452,23 @@ def test_readers_of_different_slices_at_once_each_get_their_walk_fetched_ahead(t
     assert seen <= set(range(10, 18)) | set(range(40, 48)), sorted(seen)  # nothing off either walk
 
 
+def test_twelve_readers_of_different_slices_taking_turns_are_each_fetched_ahead(tmp_path, http_origin):
+    """A node's dask workers, each on its own slice of one array, their reads taking turns: each
+    reader's previous read is a dozen reads back (the code before: walks forgotten after eight
+    reads of the array, recognised only among the last four -- 158 of these 192 reads waited)."""
+    rng = random.Random(0)
+    slices = [list(range(r * 16, (r + 1) * 16)) for r in range(12)]
+    walk = []
+    while any(slices):
+        for r in rng.sample(range(12), 12):
+            if slices[r]:
+                walk.append(slices[r].pop(0))
+    missed: list[int] = []
+    seen = _walk_and_see(tmp_path, http_origin, walk, n=192, missed=missed)
+    assert len(missed) <= 3 * 12, sorted(missed)  # each reader's first reads
+    assert seen == set(range(192)), sorted(set(range(192)) - seen)  # (every slice ends at the next one's start)
+
+
 def test_three_readers_one_forward_one_backward_one_strided(tmp_path, http_origin):
     forward, backward, strided = range(0, 8), range(59, 51, -1), range(20, 44, 3)
     walk = [i for triple in zip(forward, backward, strided) for i in triple]
