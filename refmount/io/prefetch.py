@@ -41,11 +41,13 @@ WALKS = 16  # walks told apart per array (readers of one array at once: a node's
 # reader that stops never reads (a walk of small chunks grows on, its chunks merged into requests)
 WINDOW_BYTES = 32 << 20
 PROBES = 16  # recent accesses that belong to no walk, kept to recognise new ones
-NEAR = 4  # of those, the most recent: a step from an older one starts a walk that fetches nothing yet
+NEAR = 4  # the most recent of those: a step from an older one starts a walk that fetches nothing yet
 # a walk backwards goes on past at most this many of its chunks (one reader's threads out of
 # order: dask's); forwards past its whole window (readers that skip what others read)
 BACK_REACH = 8
-STALE = 8  # a walk not continued by any of this many accesses of its array (or twice as many as it has walks) is forgotten
+# a walk not continued by any of this many accesses of its array (or twice as many as it has
+# walks) is forgotten
+STALE = 8
 
 
 class _Array:
@@ -122,8 +124,8 @@ class Prefetcher:
             # commonest -- the next or previous chunk, or a stride seen twice, in a row -- start
             # with the full window; a step along another axis or across a few other reads
             # (another reader's) starts with 2 and doubles; a step from an older read (one of
-            # many readers taking turns) starts with nothing, and the full window once the walk
-            # goes on: random reads meet such steps by chance, the more of them the more reads.
+            # many readers taking turns) starts with nothing, then 2 once the walk goes on: random
+            # reads meet such steps by chance, the more of them the more reads they look back on.
             if step and ((i == 0 and step == candidate) or abs(step) in axis):
                 del state.probes[i]
                 full = i == 0 and (step == candidate or abs(step) == 1)
