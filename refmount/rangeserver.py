@@ -201,6 +201,13 @@ class RangeServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (a daemon stopped, a connection reset between requests) is
+        not an error of the server's: nothing printed. Anything else as ``socketserver`` does."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host = self.server_address[0]
