@@ -104,7 +104,7 @@ def test_rsync_of_an_array_is_fetched_ahead_in_its_order(tmp_path, http_origin, 
     for i in range(n):
         assert (copy / str(i)).read_bytes() == data[i * size : (i + 1) * size]
     assert http_origin.counts["bytes"] == len(data), http_origin.counts  # nothing fetched twice
-    assert stats["cache_misses"] <= 3, stats
+    assert stats.get("cache_misses", 0) <= 3, stats
 
 
 def test_gaps_above_the_threshold_are_not_merged(tmp_path, http_origin, mount):
@@ -409,8 +409,8 @@ def test_a_decoded_walk_counts_each_chunk_fetched_ahead_once(http_origin):
     finally:
         reader.close()
     counted = reader.stats.snapshot()
-    assert counted["prefetch_chunks"] >= n - 4, counted
-    assert counted["prefetch_used"] <= counted["prefetch_chunks"], counted
+    assert counted.get("prefetch_chunks", 0) >= n - 4, counted
+    assert 0 < counted.get("prefetch_used", 0) <= counted["prefetch_chunks"], counted
 
 
 def test_prefetch_stays_quiet_on_random_access(tmp_path, http_origin):
