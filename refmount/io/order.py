@@ -77,12 +77,23 @@ class ChunkOrder:
         pos = self._position(path)
         if pos is None or not stride:
             return []
-        directory, n, grid, v3 = pos
+        _, n, grid, _ = pos
         total = math.prod(grid)
-        prefix = f"{directory}/" if directory else ""
         start = name_rank(n, grid) if by_name else n
         numbers = itertools.takewhile(lambda m: 0 <= m < total, (start + stride * k for k in range(1, count + 1)))
         if by_name:
             numbers = (name_unrank(m, grid) for m in numbers)
-        names = (chunk_name(m, grid) for m in numbers)
+        return self._paths(pos, numbers)
+
+    def numbered(self, path: str, numbers: list[int]) -> list[str]:
+        """The paths of the chunk files numbered ``numbers`` (row-major) in the array of ``path``."""
+        pos = self._position(path)
+        return [] if pos is None else self._paths(pos, numbers)
+
+    @staticmethod
+    def _paths(pos: tuple[str, int, list[int], bool], numbers) -> list[str]:
+        directory, _, grid, v3 = pos
+        total = math.prod(grid)
+        prefix = f"{directory}/" if directory else ""
+        names = (chunk_name(m, grid) for m in numbers if 0 <= m < total)
         return [prefix + (name.replace(".", "/") if v3 else name) for name in names]

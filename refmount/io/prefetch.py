@@ -7,7 +7,9 @@ followed too, in that order: they are recognised only from accesses the grid ord
 explain, so that a walk in grid order never fetches by name. Several readers of one array (dask
 workers on different slices, two copies running) are told apart: each array keeps up to
 ``WALKS`` walks and the last ``PROBES`` accesses that belong to none, from which new walks are
-recognised; random access matches none and fetches nothing ahead.
+recognised; random access matches none and fetches nothing ahead. Dask tasks that each read a
+block of several chunks (runs of ``B`` chunks in grid order, starting at multiples of ``B``) are
+followed as a walk of blocks, in either order, once two such runs were read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import weakref
 
 from cachetools import LRUCache
 
-from refmount.grid import name_rank, names_differ
+from refmount.grid import name_rank, name_unrank, names_differ
 from refmount.index import Decoded, Index, Range, Whole
 from refmount.io.order import ChunkOrder
 from refmount.io.reader import Reader
@@ -48,16 +50,18 @@ BACK_REACH = 8
 # a walk not continued by any of this many accesses of its array (or twice as many as it has
 # walks) is forgotten
 STALE = 8
+RUNS = 8  # recent spans of chunks read in grid order, kept to recognise blocks of them (dask tasks)
 
 
 class _Array:
     """What is known of the reads of one array: its walks (``[last, stride, window, tick]``,
     most recent first; ``tick`` counts the array's accesses) and its recent accesses that belong
-    to none (``(n, step from the access before it)``, most recent first). ``by_name``: the same
-    in the order of the chunk names (numbers are places in it), for arrays where it differs;
-    ``named``: the last access that one order explained and the other did not was by name."""
+    to none (``(n, step from the access before it)``, most recent first). ``runs``: the spans of
+    chunks read recently, each ``[first, last, tick]`` (most recently read first). ``by_name``: the same in the order of the chunk names (numbers are places in it), for arrays
+    where it differs; ``named``: the last access that one order explained and the other did not
+    was by name. ``blocks``: the same for the blocks of ``size`` chunks the array is read in."""
 
-    __slots__ = ("walks", "probes", "last", "tick", "by_name", "named")
+    __slots__ = ("walks", "probes", "last", "tick", "by_name", "named", "runs", "blocks", "size", "strays")
 
     def __init__(self):
         self.walks: list[list[int]] = []
@@ -66,6 +70,10 @@ class _Array:
         self.tick = 0
         self.by_name: _Array | None = None
         self.named = False
+        self.runs: list[list[int]] = []
+        self.blocks: _Array | None = None
+        self.size = 0
+        self.strays = 0  # reads in a row that started a block no walk of blocks explains
 
 
 class Prefetcher:
@@ -137,6 +145,82 @@ class Prefetcher:
         del state.probes[PROBES:]
         return 0, 0, False
 
+    def _predict(self, state: _Array, n: int, grid: list[int], limit: int,
+                 fetched: bool) -> tuple[int, int, bool, bool]:
+        """``_follow`` in grid order and, where the names sort otherwise, in the order of the
+        names: ``(stride, window, by name, explained in grid order)``. Called under the lock."""
+        stride, window, explained = self._follow(state, n, grid, limit, fetched=fetched)
+        named = False
+        if names_differ(grid):
+            if state.by_name is None:
+                state.by_name = _Array()
+            name_stride, name_window, by_name = self._follow(
+                state.by_name, name_rank(n, grid), [math.prod(grid)], limit, not explained, fetched)
+            if by_name != explained:
+                state.named = by_name
+            # the walk the last access only one order explained is followed (a dask load goes
+            # backwards in both orders but at each shorter name: by name); the other only when
+            # the first predicts nothing here
+            if name_window and (state.named or not window):
+                stride, window, named = name_stride, name_window, True
+        return stride, window, named, explained or state.named
+
+    def _blocks(self, state: _Array, n: int, grid: list[int], limit: int, fetched: bool) -> list[int]:
+        """Chunks to fetch when ``n`` starts reading a block: dask tasks that each read several
+        chunks (``chunks={'time': 8}``, ``'auto'``) read blocks of ``B`` chunks in grid order,
+        each from a multiple of ``B``, the tasks in the order of their names -- neither chunk
+        order predicts a block's first chunks. ``runs`` keeps the spans of chunks read lately;
+        once the two spans before the latest were ``B`` long and the three aligned, a read that
+        extends no span starts a block: the rest of the block is fetched, and the blocks a walk
+        of blocks (``_predict`` on block numbers) predicts -- ``limit`` chunks at most. Random
+        reads seldom make such spans, and three reads in a row that start a block no walk of
+        blocks explains end it. Called under the lock."""
+        runs = state.runs
+        for i, run in enumerate(runs):  # the span ``n`` extends (a few places out of order: threads)
+            if run[0] - 1 <= n <= run[1] + 4:
+                run[:] = [min(run[0], n), max(run[1], n), state.tick]
+                runs.insert(0, runs.pop(i))
+                return []
+        runs.insert(0, [n, n, state.tick])
+        del runs[RUNS:]
+        spans = [run for run in runs[1:] if run[1] > run[0]]
+        if len(spans) >= 3:
+            (first, last, tick), (older, older_last, _), (oldest, oldest_last, _) = spans[:3]
+            size = older_last - older + 1
+            if (not first % size and not older % size and last - first < size
+                    and not oldest % size and oldest_last - oldest + 1 == size
+                    and state.tick - tick <= 2 * size + STALE):  # (a run long over: not this reader's)
+                if state.size != size:
+                    state.blocks, state.size = _Array(), size
+                    for start in (oldest, older, first):  # blocks read already: a walk of them may be under way
+                        self._predict(state.blocks, start // size, [-(-math.prod(grid) // size)], limit, True)
+                state.strays = 0
+        size = state.size  # (kept while reads start blocks a walk of blocks explains: the spans of
+        if not size:       # a block whose chunks are read at once, in any order, look like no block)
+            return []
+        total = math.prod(grid)
+        blocks = [-(-total // size)]
+        block = n // size
+        stride, window, named, explained = self._predict(state.blocks, block, blocks, max(1, limit // size), fetched)
+        if not explained:  # a read that starts no block of a walk: the blocks may be over
+            state.strays += 1
+            if state.strays > 2:
+                state.blocks, state.size = None, 0
+                return []
+        start = name_rank(block, blocks) if named else block
+        ahead: list[int] = []
+        for k in range(1, window + 1):
+            b = start + k * stride
+            if not 0 <= b < blocks[0] or len(ahead) >= limit:
+                break
+            b = name_unrank(b, blocks) if named else b
+            ahead.extend(range(b * size, min(b * size + size, total)))
+        # the rest of this block (a walk along it fetches its far end once it goes on; its
+        # chunks may be read at once, in any order: zarr's), and the first chunks of the next blocks
+        here = block * size
+        rest = [*range(n + 1, min(here + size, total)), *range(here, n)][: max(limit - len(ahead), limit // 2)]
+        return [*rest, *ahead][:limit]
+
     def _limit(self, ref) -> int:
         """The largest window for a walk of chunks like ``ref`` (see ``window_bytes``)."""
         source = ref.source if isinstance(ref, Decoded) else ref
@@ -179,23 +263,11 @@ class Prefetcher:
             state = self._streams.get(directory)
             if state is None:
                 state = self._streams[directory] = _Array()
-            stride, window, explained = self._follow(state, n, grid, limit, fetched=fetched)
-            named = False
-            if names_differ(grid):
-                if state.by_name is None:
-                    state.by_name = _Array()
-                name_stride, name_window, by_name = self._follow(
-                    state.by_name, name_rank(n, grid), [math.prod(grid)], limit, not explained, fetched)
-                if by_name != explained:
-                    state.named = by_name
-                # the walk the last access only one order explained is followed (a dask load
-                # goes backwards in both orders but at each shorter name: by name); the other
-                # only when the first predicts nothing here
-                if name_window and (state.named or not window):
-                    stride, window, named = name_stride, name_window, True
-        if not window:
-            return
-        paths = order.after(path, window, stride, by_name=named)
+            stride, window, named, _ = self._predict(state, n, grid, limit, fetched)
+            numbers = self._blocks(state, n, grid, limit, fetched)
+        paths = order.after(path, window, stride, by_name=named) if window else []
+        if numbers:
+            paths += order.numbered(path, numbers)
         segments, decoded = [], []
         for next_path in paths:
             ref = tree.node(next_path)

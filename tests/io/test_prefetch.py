@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -355,6 +356,38 @@ def test_a_dask_load_by_many_threads_is_fetched_ahead(tmp_path, http_origin, gri
     missed: list[int] = []
     _walk_and_see(tmp_path, http_origin, walk, grid=grid, missed=missed)
     assert len(missed) <= len(walk) // 8, missed
+
+
+def _dask_blocks_order(grid: list[int], block: list[int]) -> list[int]:
+    """The chunk numbers in the order a dask load of an array of chunk ``grid`` whose dask
+    chunks are ``block`` Zarr chunks each reads them: the tasks in dask's order, each reading
+    its chunks in grid order."""
+    blocks = [-(-g // b) for g, b in zip(grid, block)]
+    walk = []
+    for number in _dask_order(blocks):
+        index = np.unravel_index(number, blocks)
+        spans = [range(i * b, min(i * b + b, g)) for i, b, g in zip(index, block, grid)]
+        walk += [int(np.ravel_multi_index(chunk, grid)) for chunk in itertools.product(*spans)]
+    return walk
+
+
+@pytest.mark.parametrize("grid, block", [([192], [8]), ([96], [2]), ([192], [32]), ([48, 2, 2], [4, 2, 2]),
+                                         ([100, 3], [7, 3])])
+def test_dask_tasks_that_each_read_a_block_of_chunks_are_fetched_ahead(tmp_path, http_origin, grid, block):
+    """``open_zarr(..., chunks={'time': 8})`` (or ``'auto'``): each dask task reads a block of
+    several chunks in grid order, the tasks in the order of their names (``9 8 ... 3 23 22 ...``)
+    -- a block's first chunks follow from neither chunk order (the code before: 12-44 of these
+    reads not fetched ahead, two at the start of each block). Once three blocks were read, each
+    next block is fetched ahead. A load that stops leaves a few windows fetched, not the rest of
+    the array: the first blocks' walks (before blocks are recognised) and the next block or two."""
+    walk = _dask_blocks_order(grid, block)
+    assert sorted(walk) == list(range(math.prod(grid)))
+    missed: list[int] = []
+    _walk_and_see(tmp_path, http_origin, walk, grid=grid, missed=missed, first_window=16, max_window=16)
+    assert len(missed) <= 8, missed
+    part = walk[: len(walk) // 2]
+    seen = _walk_and_see(tmp_path, http_origin, part, grid=grid, first_window=16, max_window=16)
+    assert len(seen - set(part)) <= 3 * 16, sorted(seen - set(part))
 
 
 def test_a_walk_in_the_order_of_sorted_names_is_fetched_ahead(tmp_path, http_origin):
