@@ -8,8 +8,8 @@ explain, so that a walk in grid order never fetches by name. Several readers of 
 workers on different slices, two copies running) are told apart: each array keeps up to
 ``WALKS`` walks and the last ``PROBES`` accesses that belong to none, from which new walks are
 recognised; random access matches none and fetches nothing ahead. Dask tasks that each read a
-block of several chunks (runs of ``B`` chunks in grid order, starting at multiples of ``B``) are
-followed as a walk of blocks, in either order, once two such runs were read.
+block of several chunks (``B`` chunks in grid order from a multiple of ``B``) are followed as a
+walk of blocks, in either order, once three such blocks were read.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ RUNS = 8  # recent spans of chunks read in grid order, kept to recognise blocks 
 class _Array:
     """What is known of the reads of one array: its walks (``[last, stride, window, tick]``,
     most recent first; ``tick`` counts the array's accesses) and its recent accesses that belong
-    to none (``(n, step from the access before it)``, most recent first). ``runs``: the spans of
-    chunks read recently, each ``[first, last, tick]`` (most recently read first). ``by_name``: the same in the order of the chunk names (numbers are places in it), for arrays
-    where it differs; ``named``: the last access that one order explained and the other did not
-    was by name. ``blocks``: the same for the blocks of ``size`` chunks the array is read in."""
+    to none (``(n, step from the access before it)``, most recent first). ``by_name``: the same
+    in the order of the chunk names (numbers are places in it), for arrays where it differs;
+    ``named``: the last access that one order explained and the other did not was by name.
+    ``runs``: the spans of chunks read lately, each ``[first, last, tick]`` (most recently read
+    first); ``blocks``: the same as this for the blocks of ``size`` chunks the array is read in."""
 
     __slots__ = ("walks", "probes", "last", "tick", "by_name", "named", "runs", "blocks", "size", "strays")
 
@@ -148,9 +149,9 @@ class Prefetcher:
     def _predict(self, state: _Array, n: int, grid: list[int], limit: int,
                  fetched: bool) -> tuple[int, int, bool, bool]:
         """``_follow`` in grid order and, where the names sort otherwise, in the order of the
-        names: ``(stride, window, by name, explained in grid order)``. Called under the lock."""
+        names: ``(stride, window, by name, explained by either order)``. Called under the lock."""
         stride, window, explained = self._follow(state, n, grid, limit, fetched=fetched)
-        named = False
+        named = by_name = False
         if names_differ(grid):
             if state.by_name is None:
                 state.by_name = _Array()
@@ -163,7 +164,7 @@ class Prefetcher:
             # the first predicts nothing here
             if name_window and (state.named or not window):
                 stride, window, named = name_stride, name_window, True
-        return stride, window, named, explained or state.named
+        return stride, window, named, explained or by_name
 
     def _blocks(self, state: _Array, n: int, grid: list[int], limit: int, fetched: bool) -> list[int]:
         """Chunks to fetch when ``n`` starts reading a block: dask tasks that each read several
@@ -191,10 +192,9 @@ class Prefetcher:
                     and not oldest % size and oldest_last - oldest + 1 == size
                     and state.tick - tick <= 2 * size + STALE):  # (a run long over: not this reader's)
                 if state.size != size:
-                    state.blocks, state.size = _Array(), size
+                    state.blocks, state.size, state.strays = _Array(), size, 0
                     for start in (oldest, older, first):  # blocks read already: a walk of them may be under way
                         self._predict(state.blocks, start // size, [-(-math.prod(grid) // size)], limit, True)
-                state.strays = 0
         size = state.size  # (kept while reads start blocks a walk of blocks explains: the spans of
         if not size:       # a block whose chunks are read at once, in any order, look like no block)
             return []
@@ -202,11 +202,11 @@ class Prefetcher:
         blocks = [-(-total // size)]
         block = n // size
         stride, window, named, explained = self._predict(state.blocks, block, blocks, max(1, limit // size), fetched)
-        if not explained:  # a read that starts no block of a walk: the blocks may be over
-            state.strays += 1
-            if state.strays > 2:
-                state.blocks, state.size = None, 0
-                return []
+        state.strays = 0 if explained else state.strays + 1
+        if state.strays > 2:  # reads that start no block of a walk: the blocks are over
+            state.blocks, state.size = None, 0
+            del runs[1:]  # (recognised again from new spans only)
+            return []
         start = name_rank(block, blocks) if named else block
         ahead: list[int] = []
         for k in range(1, window + 1):
@@ -214,11 +214,11 @@ class Prefetcher:
             if not 0 <= b < blocks[0] or len(ahead) >= limit:
                 break
             b = name_unrank(b, blocks) if named else b
-            ahead.extend(range(b * size, min(b * size + size, total)))
+            ahead.extend(range(b * size, min(b * size + size, total, b * size + limit)))
         # the rest of this block (a walk along it fetches its far end once it goes on; its
         # chunks may be read at once, in any order: zarr's), and the first chunks of the next blocks
-        here = block * size
-        rest = [*range(n + 1, min(here + size, total)), *range(here, n)][: max(limit - len(ahead), limit // 2)]
+        here, room = block * size, max(limit - len(ahead), limit // 2)
+        rest = [*range(n + 1, min(here + size, total, n + 1 + room)), *range(here, min(n, here + room))][:room]
         return [*rest, *ahead][:limit]
 
     def _limit(self, ref) -> int:

@@ -390,6 +390,18 @@ def test_dask_tasks_that_each_read_a_block_of_chunks_are_fetched_ahead(tmp_path,
     assert len(seen - set(part)) <= 3 * 16, sorted(seen - set(part))
 
 
+def test_random_reads_after_a_walk_of_blocks_soon_fetch_nothing_ahead(tmp_path, http_origin):
+    """Blocks recognised are kept while reads start blocks a walk of them explains: random reads
+    after a dask load of blocks of 8 fetch a block for the first two of them, then nothing."""
+    blocks = _dask_blocks_order([2000], [8])[:96]
+    near = {c + d for c in blocks for d in range(-24, 25)}  # (what the blocks' walks may fetch)
+    scattered = random.Random(0).sample(sorted(set(range(2000)) - near), 40)
+    alone = _walk_and_see(tmp_path, http_origin, blocks, grid=[2000], first_window=16, max_window=16)
+    walk = blocks + scattered
+    seen = _walk_and_see(tmp_path, http_origin, walk, grid=[2000], first_window=16, max_window=16)
+    assert len((seen - set(walk)) - alone) <= 2 * 16, sorted((seen - set(walk)) - alone)
+
+
 def test_a_walk_in_the_order_of_sorted_names_is_fetched_ahead(tmp_path, http_origin):
     """rsync, ``ls | xargs``, ``sorted(os.listdir(...))``: chunk names sorted as strings
     (``0, 1, 10, 11, ..., 19, 2, 20, ...``)."""
