@@ -363,7 +363,7 @@ def bench_dataset(work: Path, args) -> None:
                       "copy8": lambda: xarray_rate(str(zcopy), "{'chunks': {'time': 8}}")}
         rates: dict[str, list] = {name: [] for name in contenders}
         failed = None
-        for _ in range(runs):  # in turn, so that a machine busier at one moment weighs on all three alike
+        for _ in range(runs):  # in turn, so that a machine busier at one moment weighs on all alike
             for name, measure in contenders.items():
                 if name == "kerchunk" and failed:
                     continue

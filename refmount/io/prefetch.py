@@ -195,8 +195,10 @@ class Prefetcher:
                     state.blocks, state.size, state.strays = _Array(), size, 0
                     for start in (oldest, older, first):  # blocks read already: a walk of them may be under way
                         self._predict(state.blocks, start // size, [-(-math.prod(grid) // size)], limit, True)
-        size = state.size  # (kept while reads start blocks a walk of blocks explains: the spans of
-        if not size:       # a block whose chunks are read at once, in any order, look like no block)
+        # the size is kept while reads start blocks that a walk of blocks explains: the spans of
+        # a block whose chunks are read at once, in any order (zarr's), may look like no block
+        size = state.size
+        if not size:
             return []
         total = math.prod(grid)
         blocks = [-(-total // size)]
