@@ -184,6 +184,7 @@ class Prefetcher:
                 return []
         runs.insert(0, [n, n, state.tick])
         del runs[RUNS:]
+        total = math.prod(grid)
         spans = [run for run in runs[1:] if run[1] > run[0]]
         if len(spans) >= 3:
             (first, last, tick), (older, older_last, _), (oldest, oldest_last, _) = spans[:3]
@@ -194,13 +195,12 @@ class Prefetcher:
                 if state.size != size:
                     state.blocks, state.size, state.strays = _Array(), size, 0
                     for start in (oldest, older, first):  # blocks read already: a walk of them may be under way
-                        self._predict(state.blocks, start // size, [-(-math.prod(grid) // size)], limit, True)
+                        self._predict(state.blocks, start // size, [-(-total // size)], limit, True)
         # the size is kept while reads start blocks that a walk of blocks explains: the spans of
         # a block whose chunks are read at once, in any order (zarr's), may look like no block
         size = state.size
         if not size:
             return []
-        total = math.prod(grid)
         blocks = [-(-total // size)]
         block = n // size
         stride, window, named, explained = self._predict(state.blocks, block, blocks, max(1, limit // size), fetched)
