@@ -29,7 +29,7 @@ from refmount.io.prefetch import Prefetcher
 from refmount.io.reader import Reader, size_text
 from refmount.io.stats import Stats
 from refmount.options import MountOptions, split_sources
-from refmount.scan import expand, identities, is_archive, scan
+from refmount.scan import SCANNER, expand, identities, is_archive, scan
 from refmount.sources import kerchunk_json, open_source
 from refmount.urls import location_of, split_protocol
 from refmount.views import apply_view
@@ -164,7 +164,7 @@ class Engine:
             memory = max(opts.cache_size // (4 * len(opts.sources)), 1 << 20)
             return open_source(src, self.origins, **settings, kept=kept, memory=memory)
         files = expand([src], opts.storage_options)
-        identity = {"archive": identities(files, opts.storage_options)}
+        identity = {"archive": identities(files, opts.storage_options), "scanner": SCANNER}
         if opts.concat_dim:  # another dimension, another combination of the same files
             identity["concat_dim"] = opts.concat_dim
         index = kept.get(identity)

@@ -33,6 +33,9 @@ from refmount.scan.model import FileScan, Skip, drop_unrepresentable
 from refmount.urls import location_of, split_protocol
 
 log = logging.getLogger("refmount.scan")
+# what the scanner makes, as a number: raised whenever a scan of the same files would make other
+# references (a fix), so that scans kept by a direct mount of an older refmount are made again
+SCANNER = 2
 FILE_TIMEOUT = 300.0  # seconds a file's scan may go without reading anything (--file-timeout)
 _deadline: float | None = None  # in a guarded worker process: its file timeout
 _null = None

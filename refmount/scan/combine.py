@@ -238,7 +238,8 @@ class Combiner:
     def _coordinate(self, path: str, scan: FileScan, part: Variable) -> None:
         ref = self.layout[path]
         if part.values is None:
-            raise RefmountError(f"{scan.url}: coordinate {path} is too large to combine")
+            why = "has unwritten values (it is shorter than its dimension)" if part.short else "is too large"
+            raise RefmountError(f"{scan.url}: coordinate {path} {why}: it cannot be combined")
         calendar = ref.zattrs.get("calendar")
         if part.zattrs.get("calendar") != calendar:
             raise RefmountError(f"coordinate {path}: calendar differs between {self.first.url} and {scan.url}")

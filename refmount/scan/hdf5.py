@@ -72,16 +72,17 @@ def _filters(dset) -> list[dict]:
     return out
 
 
-def _dims(dset, sizes: dict) -> tuple[list[str], list[int]]:
+def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
     """The dimension names of each axis (netCDF's dimension scales, else phony names by size),
-    and each axis's length: a netCDF dimension's own length where it has one (a variable along
-    the unlimited dimension is as long as the dimension, its unwritten end the fill value).
-    ``sizes`` is per file: phony names by size, and each scale's length by its path."""
+    each axis's length (at least its scale's: see ``_extend``) and the path of the scale each
+    axis is attached to. ``sizes`` is per file: phony names by size, each scale's length by its
+    path, and (``("extent", path)``) the longest extent of any variable along each scale."""
     import h5py
 
     if dset.is_scale and dset.ndim == 1:  # a netCDF coordinate: its own dimension
-        return [dset.name.rpartition("/")[2]], list(dset.shape)
-    names, lengths = [], list(dset.shape)
+        _extent(sizes, dset.name, dset.shape[0])
+        return [dset.name.rpartition("/")[2]], list(dset.shape), [dset.name]
+    names, lengths, scales = [], list(dset.shape), []
     attached = dset.attrs["DIMENSION_LIST"] if "DIMENSION_LIST" in dset.attrs else None
     for axis in range(dset.ndim):
         entry = attached[axis] if attached is not None and axis < len(attached) else None
@@ -94,9 +95,35 @@ def _dims(dset, sizes: dict) -> tuple[list[str], list[int]]:
                 scale = dset.file[path]
                 length = sizes[("scale", path)] = scale.shape[0] if scale.ndim == 1 else 0
             lengths[axis] = max(lengths[axis], length)
+            _extent(sizes, path, dset.shape[axis])
+            scales.append(path)
         else:
             names.append(sizes.setdefault(dset.shape[axis], f"phony_dim_{sum(type(k) is int for k in sizes)}"))
-    return names, lengths
+            scales.append(None)
+    return names, lengths, scales
+
+
+def _extent(sizes: dict, scale: str, length: int) -> None:
+    key = ("extent", scale)
+    sizes[key] = max(sizes.get(key, 0), length)
+
+
+def _extend(scan: FileScan, sizes: dict) -> None:
+    """netCDF-4 makes each variable along an unlimited dimension as long as the dimension, which
+    is as long as the longest such variable (HDF5 extends a dataset only as far as it was
+    written, and a dimension without a coordinate variable not at all): a variable written
+    less far, or not at all, is that long too, its unwritten end the fill value -- else xarray
+    sees one dimension with two lengths and refuses the file. A coordinate made longer has
+    unwritten values: it is not combined."""
+    for variable, scales in sizes.get("chunked", ()):
+        shape = variable.zarray["shape"]
+        for axis, scale in enumerate(scales):
+            length = sizes.get(("extent", scale), 0) if scale else 0
+            if length > shape[axis]:
+                shape[axis] = length
+                if variable.values is not None:
+                    variable.values = variable.digest = None
+                    variable.short = True
 
 
 def scan_file(url: str, opened, combining: bool = True) -> FileScan:
@@ -125,6 +152,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
 
     scan.groups[""] = _attributes(opened)
     opened.visititems(visit)
+    _extend(scan, sizes)
     return scan
 
 
@@ -178,7 +206,7 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     zattrs = _attributes(dset)
     if fill is not None and "_FillValue" in names:
         zattrs["_FillValue"] = json_value(fill)
-    dims, lengths = _dims(dset, sizes)
+    dims, lengths, scales = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
     if layout == h5py.h5d.CHUNKED:
@@ -219,10 +247,11 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
         refs = Chunks.one(len(shape), data=np.ascontiguousarray(dset[()]).tobytes())
     if layout == h5py.h5d.CHUNKED:  # netCDF: as long as its dimensions; what was never written is fill
         shape = lengths
-    zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype.str if not dtype.fields
-              else [[n, f[0].str] for n, f in dtype.fields.items()], "compressor": None,
+    zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": _dtype(dtype), "compressor": None,
               "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}
     variable = Variable(path, zarray, zattrs, dims, refs)
+    if layout == h5py.h5d.CHUNKED:
+        sizes.setdefault("chunked", []).append((variable, scales))
     # values are read only where combining needs them: coordinates, and the digest of variables
     # without a record dimension (those must be identical in every file)
     if combining and nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):
@@ -232,6 +261,27 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
             variable.values = values.tolist()
     variable.unlimited = dset.ndim == 1 and dset.maxshape[0] is None and dims == [path.rpartition("/")[2]]
     return variable
+
+
+def _dtype(dtype) -> str | list:
+    """A Zarr v2 dtype: a compound type's fields in the order of their offsets, with the
+    padding between and after them as unnamed void fields (numpy's ``descr``: netCDF-4 aligns
+    compound members, so a ``float32, int16`` pair takes 8 bytes, not 6); a field that is
+    itself compound or an array is one opaque void field (zarr-python reads no nested types)."""
+    if not dtype.fields:
+        return dtype.str
+    fields = sorted(((f[1], name, f[0]) for name, f in dtype.fields.items()), key=lambda f: f[0])
+    out, at = [], 0
+    for offset, name, field in fields:
+        if offset < at:
+            raise Skip(f"compound type {dtype} has overlapping members")
+        if offset > at:
+            out.append(["", f"|V{offset - at}"])
+        out.append([name, field.str])
+        at = offset + field.itemsize
+    if dtype.itemsize > at:
+        out.append(["", f"|V{dtype.itemsize - at}"])
+    return out
 
 
 VLEN_INLINE_BYTES = 1 << 20  # variable-length strings up to this much (encoded) are inline
@@ -250,7 +300,7 @@ def _vlen_strings(path: str, dset, sizes: dict, combining: bool) -> Variable:
         raise Skip(f"variable-length strings of {len(data)} bytes are too large to keep inline")
     shape = list(dset.shape)
     zattrs = _attributes(dset)
-    dims, _ = _dims(dset, sizes)
+    dims, _, _ = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
     zarray = {"zarr_format": 2, "shape": shape, "chunks": shape or [], "dtype": "|O", "compressor": None,
               "filters": [{"id": "vlen-utf8"}], "fill_value": None, "order": "C"}

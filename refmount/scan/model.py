@@ -61,6 +61,7 @@ class Variable:
     digest: str | None = None  # of the values, for small variables
     values: list | None = None  # 1-D coordinate values (for combining along a dimension)
     unlimited: bool = False  # a netCDF record (unlimited) dimension's coordinate
+    short: bool = False  # a coordinate with unwritten values (shorter than its dimension)
 
 
 @dataclass

@@ -225,3 +225,62 @@ def test_checksummed_chunks_of_8_byte_values_decode_as_hdf5_does(tmp_path, mount
             open(os.path.join(root, "plain", "1"), "rb").read()
         assert exc.value.errno == 5
     assert "EIO /plain/1: cannot decode a chunk of plain: RuntimeError: The fletcher32 checksum of the data" in (tmp_path / "refmount.log").read_text()
+
+
+def test_variables_written_less_far_along_an_unlimited_dimension_are_as_long_as_it(tmp_path, mount):
+    """HDF5 extends a dataset only as far as it was written (and the scale of a dimension without
+    a coordinate variable not at all); netCDF makes every variable along an unlimited dimension
+    as long as the longest, the rest the fill value. Read as HDF5 has it, xarray refuses the
+    file (one dimension, two lengths)."""
+    import xarray
+
+    path = tmp_path / "records.nc"
+    with netCDF4.Dataset(path, "w") as d:
+        d.createDimension("rec", None)  # no coordinate variable
+        d.createDimension("time", None)
+        d.createDimension("x", 3)
+        d.createVariable("full", "f4", ("rec", "x"))[:4] = np.arange(12, dtype="f4").reshape(4, 3)
+        d.createVariable("half", "i2", ("rec", "x"), fill_value=-5)[:2] = np.ones((2, 3), "i2")
+        d.createVariable("never", "f8", ("rec",))
+        d.createVariable("time", "f8", ("time",))[:2] = [0.0, 1.0]  # a coordinate written less far
+        d.createVariable("data", "f4", ("time",))[:5] = np.arange(5, dtype="f4")
+    expected = _netcdf_values(path)
+    assert expected["never"].shape == (4,) and expected["time"].shape == (5,)  # netCDF's lengths
+    refs = tmp_path / "refs.json"
+    assert run_cli("scan", path, "-o", refs).returncode == 0
+    with mount(str(refs)) as root:
+        ds = xarray.open_zarr(root, mask_and_scale=False, decode_times=False)
+        assert dict(ds.sizes) == {"rec": 4, "time": 5, "x": 3}
+        for name, values in expected.items():
+            np.testing.assert_array_equal(ds[name].values, np.ma.getdata(values), err_msg=name)
+    # combining files along a coordinate with unwritten values would put values nowhere: said
+    other = tmp_path / "records2.nc"
+    other.write_bytes(path.read_bytes())
+    result = run_cli("scan", str(tmp_path / "records*.nc"), "-o", tmp_path / "both.json", "--concat-dim", "time")
+    assert result.returncode != 0 and "coordinate time has unwritten values" in result.stderr, result.stderr
+
+
+def test_a_compound_type_with_padding_reads_field_by_field_as_netcdf_does(tmp_path, mount):
+    """netCDF-4 aligns compound members (a float32 and an int16 take 8 bytes): the Zarr dtype
+    names the padding (an unnamed void field, as numpy's ``descr``), so every record is read
+    from its own 8 bytes."""
+    import zarr
+
+    path = tmp_path / "compound.nc"
+    values = np.array([(1.5, 2), (2.5, -3), (3.5, 4)], dtype=[("p", "f4"), ("q", "i2")])
+    with netCDF4.Dataset(path, "w") as d:
+        d.createDimension("n", 3)
+        kind = d.createCompoundType(values.dtype, "pair")
+        d.createVariable("pairs", kind, ("n",))[:] = values
+        d.createVariable("chunked", kind, ("n",), chunksizes=(2,), zlib=True)[:] = values
+    assert h5py.File(path)["pairs"].dtype.itemsize == 8
+    refs = tmp_path / "refs.json"
+    assert run_cli("scan", path, "-o", refs).returncode == 0
+    meta = json.loads(json.loads(refs.read_text())["refs"]["pairs/.zarray"])
+    assert meta["dtype"] == [["p", "<f4"], ["q", "<i2"], ["", "|V2"]]
+    with mount(str(refs)) as root:
+        group = zarr.open_group(root, mode="r", zarr_format=2)
+        for name in ("pairs", "chunked"):
+            got = group[name][...]
+            for field in ("p", "q"):
+                np.testing.assert_array_equal(got[field], values[field], err_msg=f"{name}.{field}")

@@ -451,3 +451,18 @@ def test_files_without_an_unlimited_dimension_mount_directly_along_the_one_named
         assert np.array_equal(ds["t2m"].values, expected)
         hours = np.datetime64("2024-01-01T00:00") + np.arange(6) * np.timedelta64(6, "h")
         assert np.array_equal(ds["time"].values, hours.astype(ds["time"].dtype))
+
+
+def test_a_scan_kept_by_another_version_of_the_scanner_is_made_again(archive, tmp_path, monkeypatch):
+    """A fix to the scanner reaches archives mounted before it: kept scans are named by the
+    scanner's number too, so an upgraded refmount scans unchanged files again."""
+    import refmount
+    import refmount.engine
+
+    directory, files = archive
+    cache = tmp_path / "cache"
+    for number, count in ((refmount.engine.SCANNER, 1), (refmount.engine.SCANNER, 1), (refmount.engine.SCANNER + 1, 2)):
+        monkeypatch.setattr(refmount.engine, "SCANNER", number)
+        with refmount.open(str(directory / "a_*.nc"), cache_dir=str(cache)) as engine:
+            assert engine.read("t2m/.zarray")
+        assert len(list((cache / "indexes").iterdir())) == count
