@@ -3,6 +3,7 @@
 The repositories under ``tests/data/icechunk`` were written by icechunk 2.3.0 (spec v2, spec v1,
 and v1 migrated to v2) with ``generate.py``, which also recorded, for every snapshot, each key's
 size and SHA-256, each directory's listing and each array's values as the package returns them.
+``written_by_1x/`` is a spec v1 repository written by icechunk 1.1.21 (``generate_1x.py``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,29 @@ def test_zarr_reads_the_arrays_that_were_written(name, originals, mount):
         for path, want in arrays.items():
             np.testing.assert_array_equal(group[path][...], _expected_array(want), err_msg=path)
         assert group.attrs["n"] == 2
+
+
+def test_a_repository_written_by_icechunk_1x(tmp_path, mount):
+    """Spec v1 as the 1.x package writes it (``generate_1x.py``): split manifests, a resized
+    array, a deleted group on a branch, expired snapshots; every key at every ref the package
+    could still read, and main's arrays through zarr."""
+    import zarr
+
+    data = DATA / "written_by_1x"
+    exp = json.loads((data / "expected.json").read_text())
+    shutil.copytree(data / "ext", tmp_path / "ext")
+    relocate = [f"{exp['ext_prefix']}=file://{tmp_path / 'ext'}/"]
+    for ref, keys in exp["answers"].items():
+        with mount(f"{data / 'repo'}|icechunk:{ref}", relocate=relocate) as root:
+            shown = {os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files}
+            assert shown == set(keys), ref
+            for key, want in keys.items():
+                assert _sha(f"{root}/{key}") == want, f"{ref} {key}"
+            if ref == "@branch.main":
+                group = zarr.open_group(root, mode="r")
+                for path, values in exp["values"].items():
+                    assert group[path][...].tolist() == values, path
+    assert len(exp["answers"]) == 4 and sum(map(len, exp["answers"].values())) > 100
 
 
 def test_a_ref_and_a_node_named_in_the_url(originals, mount):
