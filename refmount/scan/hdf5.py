@@ -74,8 +74,8 @@ def _filters(dset) -> list[dict]:
 
 def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
     """The dimension names of each axis (netCDF's dimension scales, else phony names by size),
-    each axis's length (at least its scale's: see ``_extend``) and the path of the scale each
-    axis is attached to. ``sizes`` is per file: phony names by size, each scale's length by its
+    each axis's length (an unlimited axis at least its scale's: see ``_extend``) and the path of
+    the scale each axis is attached to. ``sizes`` is per file: phony names by size, each scale's length by its
     path, and (``("extent", path)``) the longest extent of any variable along each scale."""
     import h5py
 
@@ -94,7 +94,8 @@ def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
             if length is None:
                 scale = dset.file[path]
                 length = sizes[("scale", path)] = scale.shape[0] if scale.ndim == 1 else 0
-            lengths[axis] = max(lengths[axis], length)
+            if dset.maxshape[axis] is None:  # (a fixed axis is as long as it is, whatever its scale)
+                lengths[axis] = max(lengths[axis], length)
             _extent(sizes, path, dset.shape[axis])
             scales.append(path)
         else:
@@ -250,8 +251,9 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": _dtype(dtype), "compressor": None,
               "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}
     variable = Variable(path, zarray, zattrs, dims, refs)
-    if layout == h5py.h5d.CHUNKED:
-        sizes.setdefault("chunked", []).append((variable, scales))
+    if layout == h5py.h5d.CHUNKED:  # its unlimited axes: as long as their dimensions (``_extend``)
+        sizes.setdefault("chunked", []).append(
+            (variable, [scale if dset.maxshape[i] is None else None for i, scale in enumerate(scales)]))
     # values are read only where combining needs them: coordinates, and the digest of variables
     # without a record dimension (those must be identical in every file)
     if combining and nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):

@@ -284,3 +284,19 @@ def test_a_compound_type_with_padding_reads_field_by_field_as_netcdf_does(tmp_pa
             got = group[name][...]
             for field in ("p", "q"):
                 np.testing.assert_array_equal(got[field], values[field], err_msg=f"{name}.{field}")
+
+
+def test_a_fixed_axis_is_as_long_as_its_dataset_whatever_its_scale(tmp_path):
+    """HDF5 lets a dimension scale be longer than a dataset it is attached to (h5py files that
+    are not netCDF): only an unlimited axis takes its dimension's length; a fixed one shows the
+    values there are, not fill values after them."""
+    path = tmp_path / "scales.h5"
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("x", data=np.arange(10.0))
+        x.make_scale("x")
+        for name, maxshape in (("fixed", (5,)), ("growing", (None,))):
+            d = f.create_dataset(name, data=np.arange(5.0), chunks=(2,), maxshape=maxshape)
+            d.dims[0].attach_scale(x)
+    refs = json.loads(json.dumps(scan([str(path)])[0]))["refs"]
+    assert json.loads(refs["fixed/.zarray"])["shape"] == [5]
+    assert json.loads(refs["growing/.zarray"])["shape"] == [10]  # netCDF's reading: the rest is fill
