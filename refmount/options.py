@@ -236,6 +236,8 @@ class MountOptions:
     allow_missing: bool = option(False, convert=_bool, kind="flag", reloadable=True,
                                  help="mount even when local originals are missing or unreadable (their chunks fail with EIO)")
     allow_other: bool = option(False, convert=_bool, kind="flag", help="let other users read the mount (needs user_allow_other)")
+    allow_non_empty: bool = option(False, convert=_bool, kind="flag",
+                                   help="mount on a directory that is not empty (its files are hidden while mounted)")
     timeout: float = option(30.0, convert=_number(0.001), help="seconds before an origin request fails (default 30)")
     retries: int = option(3, convert=_number(1, integer=True), help="attempts per origin request on transient errors (default 3)")
     failed_ttl: float = option(30.0, convert=_number(0), metavar="SECONDS",

@@ -375,12 +375,15 @@ def cmd_check(argv: list[str]) -> int:
 def _check_mount(opts: MountOptions, probe: bool = False) -> list[str]:
     from refmount.io.origins import Origins, unreadable_local
     from refmount.io.policy import OriginPolicy, is_shared
+    from refmount.mount.mountpoint import is_empty, is_mounted
     from refmount.scan import expand, is_archive
     from refmount.sources import open_source
 
     problems = []
     if not os.path.isdir(opts.mountpoint):
         problems.append(f"mountpoint {opts.mountpoint}: not a directory")
+    elif not opts.allow_non_empty and not is_mounted(opts.mountpoint) and not is_empty(opts.mountpoint):
+        problems.append(f"mountpoint {opts.mountpoint}: not empty (--allow-non-empty to mount anyway)")
     policy = OriginPolicy(opts.allow_origin, shared=is_shared(bool(opts.allow_other)))
     origins = Origins(opts.storage_options, timeout=opts.timeout, retries=opts.retries, policy=policy)
     for name, source in opts.sources:

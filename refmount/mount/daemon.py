@@ -165,7 +165,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None, read_options: Callabl
         if ready_fd is not None:  # (in the foreground, the log is the terminal already)
             logging.getLogger().addHandler(start_warnings)
         held = _claim_mountpoint(mountpoint)  # until mounted: then "already mounted" says it
-        device = check_mountpoint(mountpoint)
+        device = check_mountpoint(mountpoint, opts.allow_non_empty)
         sd_notify(f"STATUS=loading {', '.join(src for _, src in opts.sources)}")
         mfusepy = load_libfuse()
         engine = Engine(opts, cache_tag=mountpoint)

@@ -73,8 +73,10 @@ def foreign_mount(path: str) -> str | None:
     return None if kind == REFMOUNT_TYPE else kind or "a filesystem of unknown type"
 
 
-def check_mountpoint(path: str) -> int:
-    """Make sure ``path`` can be mounted on; clear a dead refmount mount. Returns its ``st_dev``."""
+def check_mountpoint(path: str, allow_non_empty: bool = False) -> int:
+    """Make sure ``path`` can be mounted on; clear a dead refmount mount. Returns its ``st_dev``.
+    A directory with files in it is refused unless ``allow_non_empty``: the mount would hide
+    them (a mistyped mountpoint such as a home directory)."""
     other = foreign_mount(path)
     if other is not None:  # never cleared, even dead: it is not ours
         raise RefmountError(f"mountpoint {path}: already mounted ({other}; not refmount's: unmount it first)")
@@ -93,12 +95,24 @@ def check_mountpoint(path: str) -> int:
         result = lazy_unmount(path)
         if result.returncode != 0:
             raise RefmountError(f"mountpoint {path}: dead mount could not be cleared: {result.stderr.strip()}") from None
-        return check_mountpoint(path)
+        return check_mountpoint(path, allow_non_empty)
     if not os.path.isdir(path):
         raise RefmountError(f"mountpoint {path}: not a directory")
     if is_mounted(path):
         raise RefmountError(f"mountpoint {path}: already mounted (first run: refmount umount {shlex.quote(path)})")
+    if not allow_non_empty and not is_empty(path):
+        raise RefmountError(f"mountpoint {path}: not empty (the mount would hide what is in it; "
+                            "--allow-non-empty to mount anyway)")
     return st.st_dev
+
+
+def is_empty(path: str) -> bool:
+    """Whether directory ``path`` holds nothing (True when it cannot be listed: the mount says why)."""
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return True
 
 
 def load_libfuse():

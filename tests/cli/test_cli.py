@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -135,6 +136,23 @@ def test_missing_reference_file(tmp_path, mountpoint):
 def test_missing_and_non_directory_mountpoints(refs, tmp_path):
     _one_line_error(run_cli(refs, tmp_path / "absent"), "absent: does not exist")
     _one_line_error(run_cli(refs, refs), "not a directory")
+
+
+def test_a_mountpoint_with_files_in_it_is_refused_unless_allowed(refs, mountpoint, tmp_path):
+    """A mount hides what the directory holds: a mistyped mountpoint (a home directory, a data
+    directory) is refused in one line; ``--allow-non-empty`` mounts anyway, and the files are
+    there again after the unmount."""
+    (Path(mountpoint) / "mine.txt").write_text("keep me")
+    _one_line_error(run_cli(refs, mountpoint), "not empty", "--allow-non-empty")
+    assert not is_mounted(mountpoint)
+    check = run_cli("check", refs, mountpoint)
+    assert check.returncode != 0 and "not empty" in check.stdout + check.stderr
+    _mounted([refs, "--allow-non-empty", "--log-file", tmp_path / "log"], mountpoint)
+    try:
+        assert "mine.txt" not in os.listdir(mountpoint) and open(os.path.join(mountpoint, "a", "b"), "rb").read() == b"34567"
+    finally:
+        run_cli("umount", mountpoint)
+    assert (Path(mountpoint) / "mine.txt").read_text() == "keep me"
 
 
 def test_mountpoint_already_mounted(refs, mountpoint, tmp_path):
