@@ -68,6 +68,7 @@ class ArrayCodec:
             raise LeftOut(f"dtype {zarray['dtype']!r} (variable-length) has no fixed width to serve")
         self.out_dtype = self.dtype.newbyteorder("<")
         self.chunks = tuple(int(c) for c in zarray["chunks"])
+        self.separator = zarray.get("dimension_separator") or "."  # "/": chunk keys are nested directories
         self.order = zarray.get("order", "C")
         if self.order not in ("C", "F"):
             raise LeftOut(f"order {self.order!r}")
@@ -230,11 +231,26 @@ class DecodedView(View):
         if name == ".zmetadata":
             return None  # consolidated metadata of the raw form would describe encoded chunks
         codec = self.arrays.get(parent)
-        if codec is None or name in (".zattrs", ".zgroup"):
+        if codec is None:
+            codec = self._nested_owner(parent)
+            if codec is None:
+                return node
+        elif name in (".zattrs", ".zgroup"):
             return node
         if name == ".zarray":
             return Inline(codec.zarray)
         return Decoded(node, codec)
+
+    def _nested_owner(self, directory: str) -> ArrayCodec | None:
+        """The array whose chunk keys are nested directories (``dimension_separator: "/"``,
+        ``a/0/1``) that ``directory`` is inside of, if any: its chunks are decoded like the others
+        (served as they are, they would be encoded bytes under a ``.zarray`` that says none)."""
+        while directory:
+            directory = directory.rpartition("/")[0]
+            codec = self.arrays.get(directory)
+            if codec is not None:
+                return codec if codec.separator == "/" else None
+        return None
 
     def listdir(self, path: str) -> Iterator[tuple[str, bool]]:
         prefix = f"{path}/" if path else ""

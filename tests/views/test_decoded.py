@@ -341,3 +341,41 @@ def test_a_chunk_larger_than_the_memory_cache_fails_at_once_and_the_mount_says_s
     finally:
         run_cli("umount", mountpoint)
     assert "more than the memory cache holds" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.parametrize("root_array", [False, True])
+def test_nested_chunk_keys_are_decoded_too(tmp_path, mount, root_array):
+    """A Zarr v2 array with ``dimension_separator: "/"`` keeps its chunks in nested directories
+    (``a/0/1``); kerchunk's ``single_zarr`` references them so. The decoded view decodes them
+    like any chunk -- served as they were, they would be compressed bytes under a ``.zarray``
+    that says none."""
+    import numcodecs
+    import zarr
+
+    values = np.arange(120, dtype=">i4").reshape(10, 12)
+    codec = numcodecs.Zlib(level=1)
+    meta = {"zarr_format": 2, "shape": [10, 12], "chunks": [3, 5], "dtype": ">i4", "compressor": codec.get_config(),
+            "filters": None, "fill_value": 0, "order": "C", "dimension_separator": "/"}
+    prefix = "" if root_array else "a/"
+    blob, refs = bytearray(), {".zgroup": json.dumps({"zarr_format": 2})} if not root_array else {}
+    refs[prefix + ".zarray"] = json.dumps(meta)
+    for i in range(4):
+        for j in range(3):
+            chunk = np.zeros((3, 5), ">i4")
+            part = values[3 * i:3 * i + 3, 5 * j:5 * j + 5]
+            chunk[:part.shape[0], :part.shape[1]] = part
+            data = codec.encode(chunk.tobytes())
+            refs[f"{prefix}{i}/{j}"] = [str(tmp_path / "blob"), len(blob), len(data)]
+            blob += data
+    (tmp_path / "blob").write_bytes(bytes(blob))
+    (tmp_path / "refs.json").write_text(json.dumps({"version": 1, "refs": refs}))
+    with mount(str(tmp_path / "refs.json"), view="decoded") as root:
+        array = os.path.join(root, prefix.rstrip("/"))
+        meta = json.loads(open(os.path.join(array, ".zarray")).read())
+        assert (meta["compressor"], meta["dtype"], meta["dimension_separator"]) == (None, "<i4", "/")
+        got = open(os.path.join(array, "1", "2"), "rb").read()
+        want = np.zeros((3, 5), "<i4")
+        want[:, :2] = values[3:6, 10:12]
+        assert got == want.tobytes()
+        opened = zarr.open_array(array, mode="r", zarr_format=2)
+        np.testing.assert_array_equal(opened[...], values)
