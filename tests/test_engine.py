@@ -70,7 +70,7 @@ def test_options_round_trip_every_field():
         "sources": [("a", "/x/a.json"), ("b", "s3://bucket/b.json")], "mountpoint": "/mnt/x", "cache_size": 123 << 20,
         "cache_dir": "/var/cache/x", "disk_cache_size": 7 << 30, "storage_options": {"s3": {"anon": True, "n": 2}},
         "allow_origin": ["/data", "s3://bucket/"], "authorize_virtual": ["s3://v/"], "relocate": ["s3://old/=/new/"],
-        "all_refs": True, "refresh": 2.5, "allow_missing": True, "allow_other": True, "timeout": 4.5, "retries": 7, "file_timeout": 12.0, "concat_dim": "time",
+        "all_refs": True, "refresh": 2.5, "allow_missing": True, "allow_other": True, "allow_non_empty": True, "timeout": 4.5, "retries": 7, "file_timeout": 12.0, "concat_dim": "time",
         "parallel": 3, "prefetch": False, "xattrs": False, "view": "v2", "views": {"b": "decoded"},
         "failed_ttl": 5.0, "shared_cache": True, "metrics_addr": "127.0.0.1:9750", "max_gap": 1 << 10, "max_request": 1 << 21, "read_ahead": 256 << 10, "attr_timeout": 9.0, "log_file": "/tmp/x.log", "log_level": "DEBUG",
     }
@@ -88,7 +88,7 @@ def test_command_line_round_trip_through_the_daemon_arguments(tmp_path):
 
     argv = ["--cache-size", "100MiB", "--cache-dir", str(tmp_path / "c"), "--disk-cache-size", "1GiB",
             "-o", "s3.anon=true", "--allow-origin", "/data", "--authorize-virtual", "s3://v/",
-            "--relocate", "s3://old/=new", "--all-refs", "--refresh", "3", "--allow-missing", "--allow-other",
+            "--relocate", "s3://old/=new", "--all-refs", "--refresh", "3", "--allow-missing", "--allow-other", "--allow-non-empty",
             "--timeout", "5", "--retries", "2", "--file-timeout", "9", "--concat-dim", "t", "--failed-ttl", "0", "--shared-cache", "--metrics-addr", "9750", "--parallel", "4", "--no-prefetch", "--no-xattrs", "--view", "v2",
             "--max-gap", "1KiB", "--max-request", "2MiB", "--read-ahead", "256KiB", "--attr-timeout", "60", "--log-file", "x.log",
             "--log-level", "warning", "a.json", str(tmp_path / "mnt")]

@@ -108,7 +108,9 @@ def test_a_mount_never_reads_through_itself(tmp_path):
     refs = _refs(tmp_path, {"a": [str(data / "orig.bin"), 0, 5], "b": [str(tmp_path / "link.bin"), 0, 5]})
     os.symlink(data / "orig.bin", tmp_path / "link.bin")
     for where, what in ((str(data), "an original is inside it"), (str(tmp_path), "the reference set is inside it")):
-        result = run_cli(refs, where)
+        result = run_cli(refs, where)  # (not empty, to begin with)
+        assert result.returncode == 1 and not is_mounted(where) and "not empty" in result.stderr
+        result = run_cli(refs, where, "--allow-non-empty")
         assert result.returncode == 1 and not is_mounted(where)
         assert result.stderr.strip() == (f"refmount: mountpoint {where}: {what} ("
                                           f"{data / 'orig.bin' if 'original' in what else refs}); the mount would hide it -- mount elsewhere")
