@@ -115,16 +115,25 @@ def _extend(scan: FileScan, sizes: dict) -> None:
     written, and a dimension without a coordinate variable not at all): a variable written
     less far, or not at all, is that long too, its unwritten end the fill value -- else xarray
     sees one dimension with two lengths and refuses the file. A coordinate made longer has
-    unwritten values: it is not combined."""
-    for variable, scales in sizes.get("chunked", ()):
+    unwritten values: it is not combined. Written with no fill value (netCDF's no-fill mode),
+    the unwritten end of its last chunk holds whatever was in memory, where netCDF reads the
+    fill value: such a variable is left out, said."""
+    for variable, scales, extent, never_filled in sizes.get("chunked", ()):
         shape = variable.zarray["shape"]
         for axis, scale in enumerate(scales):
             length = sizes.get(("extent", scale), 0) if scale else 0
             if length > shape[axis]:
                 shape[axis] = length
-                if variable.values is not None:
-                    variable.values = variable.digest = None
-                    variable.short = True
+        if shape == extent:
+            continue
+        if never_filled:
+            del scan.variables[variable.path]
+            scan.warnings.append(f"{scan.url}: variable {variable.path}: written less far than its unlimited "
+                                 "dimension with no fill value (netCDF's no-fill mode): its unwritten values are "
+                                 "undefined; left out")
+        elif variable.values is not None:
+            variable.values = variable.digest = None
+            variable.short = True
 
 
 def scan_file(url: str, opened, combining: bool = True) -> FileScan:
@@ -253,7 +262,8 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     variable = Variable(path, zarray, zattrs, dims, refs)
     if layout == h5py.h5d.CHUNKED:  # its unlimited axes: as long as their dimensions (``_extend``)
         sizes.setdefault("chunked", []).append(
-            (variable, [scale if dset.maxshape[i] is None else None for i, scale in enumerate(scales)]))
+            (variable, [scale if dset.maxshape[i] is None else None for i, scale in enumerate(scales)],
+             list(dset.shape), plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER))
     # values are read only where combining needs them: coordinates, and the digest of variables
     # without a record dimension (those must be identical in every file)
     if combining and nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):

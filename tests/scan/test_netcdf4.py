@@ -260,6 +260,25 @@ def test_variables_written_less_far_along_an_unlimited_dimension_are_as_long_as_
     assert result.returncode != 0 and "coordinate time has unwritten values" in result.stderr, result.stderr
 
 
+def test_a_variable_written_less_far_without_fill_values_is_left_out(tmp_path):
+    """In netCDF's no-fill mode the unwritten end of a chunk holds whatever HDF5 had in memory,
+    where netCDF reads the fill value: such a variable would read other values, so it is left
+    out, said; the ones written as far as the dimension stay."""
+    path = tmp_path / "nofill.nc"
+    with netCDF4.Dataset(path, "w") as d:
+        d.set_fill_off()
+        d.createDimension("t", None)
+        d.createDimension("x", 10)
+        d.createVariable("full", "f8", ("t", "x"), chunksizes=(4, 10))[:3] = np.ones((3, 10))
+        d.createVariable("short", "f8", ("t", "x"), chunksizes=(4, 10))[:1] = np.ones((1, 10))
+    refs_path = tmp_path / "refs.json"
+    result = run_cli("scan", path, "-o", refs_path)
+    assert result.returncode == 0, result.stderr
+    assert "variable short: written less far than its unlimited dimension with no fill value" in result.stderr
+    refs = json.loads(refs_path.read_text())["refs"]
+    assert "short/.zarray" not in refs and json.loads(refs["full/.zarray"])["shape"] == [3, 10]
+
+
 def test_a_compound_type_with_padding_reads_field_by_field_as_netcdf_does(tmp_path, mount):
     """netCDF-4 aligns compound members (a float32 and an int16 take 8 bytes): the Zarr dtype
     names the padding (an unnamed void field, as numpy's ``descr``), so every record is read
