@@ -112,10 +112,16 @@ def name_unrank(rank: int, grid: list[int]) -> int:
     return _per_axis(rank, grid, _name_unrank_1d)
 
 
-def grid_v2(zarray: dict) -> list[int] | None:
-    if zarray.get("dimension_separator", ".") != ".":
+def grid_v2(zarray: dict, separator: str = ".") -> list[int] | None:
+    """Chunks per dimension of a Zarr v2 array whose chunk names use ``separator`` (``"/"``:
+    nested directories, ``a/0/1``); None for one that uses the other."""
+    if (zarray.get("dimension_separator") or ".") != separator:
         return None
     return grid_of(list(zarray["shape"]), list(zarray["chunks"]))
+
+
+def grid_v2_nested(zarray: dict) -> list[int] | None:
+    return grid_v2(zarray, "/")
 
 
 def runs_v3(meta: dict) -> list[list[tuple[int, int]]] | None:

@@ -7,7 +7,7 @@ import math
 import threading
 import weakref
 
-from refmount.grid import chunk_name, chunk_number, grid_v2, grid_v3, name_rank, name_unrank
+from refmount.grid import chunk_name, chunk_number, grid_v2, grid_v2_nested, grid_v3, name_rank, name_unrank
 from refmount.index import Index, Inline, load_json
 
 
@@ -20,21 +20,27 @@ class ChunkOrder:
         self._lock = threading.Lock()
 
     def _grid(self, directory: str) -> list[int] | None:
-        """The chunk grid of the Zarr v2 array in ``directory`` (``.`` separator only)."""
+        """The chunk grid of the Zarr v2 array in ``directory`` (``.`` separator)."""
         return self._cached(directory, ".zarray", grid_v2)
+
+    def _grid_nested(self, directory: str) -> list[int] | None:
+        """The chunk grid of the Zarr v2 array in ``directory`` whose chunk files are nested
+        (``dimension_separator: "/"``, ``i/j``: OME-Zarr's)."""
+        return self._cached(directory, ".zarray", grid_v2_nested, "/")
 
     def _grid_v3(self, directory: str) -> list[int] | None:
         """The chunk grid of the Zarr v3 array whose ``c/i/j`` files are under ``directory/c``."""
         return self._cached(directory, "zarr.json", grid_v3)
 
-    def _cached(self, directory: str, name: str, parse) -> list[int] | None:
-        key = f"{directory}/{name}" if directory else name
+    def _cached(self, directory: str, name: str, parse, tag: str = "") -> list[int] | None:
+        meta_key = f"{directory}/{name}" if directory else name
+        key = meta_key + tag
         with self._lock:
             if key in self._grids:
                 return self._grids[key]
         grid = None
         tree = self._tree()
-        meta = None if tree is None else tree.node(key)
+        meta = None if tree is None else tree.node(meta_key)
         if isinstance(meta, Inline):
             try:
                 grid = parse(load_json(meta.data))
@@ -55,7 +61,8 @@ class ChunkOrder:
         return None if found is None else found[:3]
 
     def _position(self, path: str) -> tuple[str, int, list[int], bool] | None:
-        """``position`` and whether the array is Zarr v3 (decided by its metadata, not by a name)."""
+        """``position`` and whether the array's chunk names are nested directories (Zarr v3's
+        ``c/i/j``, or a Zarr v2 array's ``i/j``: decided by its metadata, not by a name)."""
         directory, _, name = path.rpartition("/")
         grid = self._grid(directory)
         if grid and not name.startswith("."):
@@ -68,6 +75,17 @@ class ChunkOrder:
                 if grid and len(parts) - i - 1 == len(grid):
                     n = chunk_number(".".join(parts[i + 1 :]), grid)
                     return None if n is None else ("/".join(parts[: i + 1]), n, grid, True)
+        if not parts[-1].isdigit():
+            return None
+        for i in range(len(parts) - 2, -2, -1):  # a Zarr v2 array with nested chunk names (i/j), or the root
+            if not parts[i + 1].isdigit():
+                break
+            grid = self._grid_nested("/".join(parts[: i + 1]))
+            if grid:
+                if len(parts) - i - 1 != len(grid):
+                    return None
+                n = chunk_number(".".join(parts[i + 1 :]), grid)
+                return None if n is None else ("/".join(parts[: i + 1]), n, grid, True)
         return None
 
     def after(self, path: str, count: int, stride: int = 1, by_name: bool = False) -> list[str]:
@@ -92,8 +110,8 @@ class ChunkOrder:
 
     @staticmethod
     def _paths(pos: tuple[str, int, list[int], bool], numbers) -> list[str]:
-        directory, _, grid, v3 = pos
+        directory, _, grid, nested = pos
         total = math.prod(grid)
         prefix = f"{directory}/" if directory else ""
         names = (chunk_name(m, grid) for m in numbers if 0 <= m < total)
-        return [prefix + (name.replace(".", "/") if v3 else name) for name in names]
+        return [prefix + (name.replace(".", "/") if nested else name) for name in names]

@@ -86,6 +86,25 @@ def test_two_readers_of_different_slices_through_the_mount_are_both_fetched_ahea
     assert http_origin.counts["bytes"] == len(data)
 
 
+def test_a_walk_of_nested_chunk_names_is_fetched_ahead(tmp_path, http_origin, mount):
+    """Zarr v2 arrays with ``dimension_separator: "/"`` (OME-Zarr's) keep chunk ``i.j`` at
+    ``i/j``: a walk of them in grid order is followed like any other, merged into few requests."""
+    rows, cols = 8, 5
+    data = os.urandom(rows * cols * CHUNK)
+    (http_origin.dir / "f.bin").write_bytes(data)
+    meta = {"shape": [rows * 10, cols * 10], "chunks": [10, 10], "dtype": "|V500", "compressor": None,
+            "filters": None, "fill_value": None, "order": "C", "zarr_format": 2, "dimension_separator": "/"}
+    refs = {".zgroup": '{"zarr_format":2}', "a/.zarray": json.dumps(meta)}
+    for n in range(rows * cols):
+        refs[f"a/{n // cols}/{n % cols}"] = [f"{http_origin.url}/f.bin", n * CHUNK, CHUNK]
+    with mount(_write(tmp_path, refs)) as root:
+        for n in range(rows * cols):
+            with open(os.path.join(root, "a", str(n // cols), str(n % cols)), "rb") as f:
+                assert f.read() == data[n * CHUNK : (n + 1) * CHUNK]
+    assert http_origin.counts["bytes"] == len(data)  # nothing fetched twice
+    assert http_origin.counts["GET"] < rows * cols / 2, http_origin.counts  # one each without fetching ahead
+
+
 @pytest.mark.skipif(not shutil.which("rsync"), reason="rsync is not installed")
 def test_rsync_of_an_array_is_fetched_ahead_in_its_order(tmp_path, http_origin, mount):
     """rsync sorts its file list as text (0, 1, 10, 100, ..., 109, 11, 110, ...): a walk in
