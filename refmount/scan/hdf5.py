@@ -74,8 +74,8 @@ def _filters(dset) -> list[dict]:
 
 def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
     """The dimension names of each axis (netCDF's dimension scales, else phony names by size),
-    each axis's length (an unlimited axis at least its scale's: see ``_extend``) and the path of
-    the scale each axis is attached to. ``sizes`` is per file: phony names by size, each scale's length by its
+    each axis's length (at least its scale's: see ``_extend``) and the path of the scale each
+    axis is attached to. ``sizes`` is per file: phony names by size, each scale's length by its
     path, and (``("extent", path)``) the longest extent of any variable along each scale."""
     import h5py
 
@@ -94,8 +94,7 @@ def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
             if length is None:
                 scale = dset.file[path]
                 length = sizes[("scale", path)] = scale.shape[0] if scale.ndim == 1 else 0
-            if dset.maxshape[axis] is None:  # (a fixed axis is as long as it is, whatever its scale)
-                lengths[axis] = max(lengths[axis], length)
+            lengths[axis] = max(lengths[axis], length)
             _extent(sizes, path, dset.shape[axis])
             scales.append(path)
         else:
@@ -114,7 +113,8 @@ def _extend(scan: FileScan, sizes: dict) -> None:
     is as long as the longest such variable (HDF5 extends a dataset only as far as it was
     written, and a dimension without a coordinate variable not at all): a variable written
     less far, or not at all, is that long too, its unwritten end the fill value -- else xarray
-    sees one dimension with two lengths and refuses the file. A coordinate made longer has
+    sees one dimension with two lengths and refuses the file. (h5netcdf, xarray's reader of
+    HDF5 files, pads any axis so, fixed ones too: a dataset shorter than its scale.) A coordinate made longer has
     unwritten values: it is not combined. Written with no fill value (netCDF's no-fill mode),
     the unwritten end of its last chunk holds whatever was in memory, where netCDF reads the
     fill value: such a variable is left out, said."""
@@ -260,10 +260,9 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
     zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": _dtype(dtype), "compressor": None,
               "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}
     variable = Variable(path, zarray, zattrs, dims, refs)
-    if layout == h5py.h5d.CHUNKED:  # its unlimited axes: as long as their dimensions (``_extend``)
+    if layout == h5py.h5d.CHUNKED:  # as long as its dimensions (``_extend``)
         sizes.setdefault("chunked", []).append(
-            (variable, [scale if dset.maxshape[i] is None else None for i, scale in enumerate(scales)],
-             list(dset.shape), plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER))
+            (variable, scales, list(dset.shape), plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER))
     # values are read only where combining needs them: coordinates, and the digest of variables
     # without a record dimension (those must be identical in every file)
     if combining and nbytes <= DIGEST_BYTES and (dset.is_scale or None not in (dset.maxshape or ())):

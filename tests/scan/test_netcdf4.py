@@ -305,17 +305,23 @@ def test_a_compound_type_with_padding_reads_field_by_field_as_netcdf_does(tmp_pa
                 np.testing.assert_array_equal(got[field], values[field], err_msg=f"{name}.{field}")
 
 
-def test_a_fixed_axis_is_as_long_as_its_dataset_whatever_its_scale(tmp_path):
-    """HDF5 lets a dimension scale be longer than a dataset it is attached to (h5py files that
-    are not netCDF): only an unlimited axis takes its dimension's length; a fixed one shows the
-    values there are, not fill values after them."""
+def test_a_dataset_shorter_than_its_dimension_scale_is_padded_as_h5netcdf_reads_it(tmp_path, mount):
+    """An HDF5 dimension scale may be longer than a dataset attached to it (h5py files that are
+    not netCDF): h5netcdf, xarray's reader of such files, shows the dataset as long as the
+    dimension, the rest the dataset's fill value -- fixed or unlimited axis alike -- so xarray
+    reads the mount as it reads the file."""
+    import xarray
+
     path = tmp_path / "scales.h5"
     with h5py.File(path, "w") as f:
         x = f.create_dataset("x", data=np.arange(10.0))
         x.make_scale("x")
         for name, maxshape in (("fixed", (5,)), ("growing", (None,))):
-            d = f.create_dataset(name, data=np.arange(5.0), chunks=(2,), maxshape=maxshape)
+            d = f.create_dataset(name, data=np.arange(5.0) + 1, chunks=(2,), maxshape=maxshape, fillvalue=-1.0)
             d.dims[0].attach_scale(x)
-    refs = json.loads(json.dumps(scan([str(path)])[0]))["refs"]
-    assert json.loads(refs["fixed/.zarray"])["shape"] == [5]
-    assert json.loads(refs["growing/.zarray"])["shape"] == [10]  # netCDF's reading: the rest is fill
+    refs = tmp_path / "refs.json"
+    assert run_cli("scan", path, "-o", refs).returncode == 0
+    with mount(str(refs)) as root:
+        ds = xarray.open_zarr(root, mask_and_scale=False)
+        for name in ("fixed", "growing"):
+            np.testing.assert_array_equal(ds[name].values, [1, 2, 3, 4, 5, -1, -1, -1, -1, -1], err_msg=name)
