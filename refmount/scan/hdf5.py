@@ -73,9 +73,9 @@ def _filters(dset) -> list[dict]:
 
 
 def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
-    """The dimension names of each axis (netCDF's dimension scales, else phony names by size),
+    """The dimension names of each axis (netCDF's dimension scales, else phony ones, as netCDF-C names them),
     each axis's length (at least its scale's: see ``_extend``) and the path of the scale each
-    axis is attached to. ``sizes`` is per file: phony names by size, each scale's length by its
+    axis is attached to. ``sizes`` is per file: phony names by length, each scale's length by its
     path, and (``("extent", path)``) the longest extent of any variable along each scale."""
     import h5py
 
@@ -98,9 +98,22 @@ def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
             _extent(sizes, path, dset.shape[axis])
             scales.append(path)
         else:
-            names.append(sizes.setdefault(dset.shape[axis], f"phony_dim_{sum(type(k) is int for k in sizes)}"))
+            names.append(_phony(sizes, dset.shape[axis], names))
             scales.append(None)
     return names, lengths, scales
+
+
+def _phony(sizes: dict, length: int, taken: list[str]) -> str:
+    """A name for an axis of ``length`` without a dimension scale, as netCDF-C names it: the
+    first phony dimension of that length in the file not already an axis of this variable,
+    else a new one (a 4 x 4 array gets two: one name twice would make its axes one)."""
+    known = sizes.setdefault(("phony", length), [])
+    for name in known:
+        if name not in taken:
+            return name
+    count = sizes["phony count"] = sizes.get("phony count", 0) + 1
+    known.append(f"phony_dim_{count - 1}")
+    return known[-1]
 
 
 def _extent(sizes: dict, scale: str, length: int) -> None:
@@ -143,7 +156,7 @@ def scan_file(url: str, opened, combining: bool = True) -> FileScan:
     import h5py
 
     scan = FileScan(url)
-    sizes: dict = {}  # phony dimension names by size; scale lengths by path
+    sizes: dict = {}  # phony dimension names by length; scale lengths by path; extents along each scale
 
     def visit(name, obj):
         path = name

@@ -325,3 +325,20 @@ def test_a_dataset_shorter_than_its_dimension_scale_is_padded_as_h5netcdf_reads_
         ds = xarray.open_zarr(root, mask_and_scale=False)
         for name in ("fixed", "growing"):
             np.testing.assert_array_equal(ds[name].values, [1, 2, 3, 4, 5, -1, -1, -1, -1, -1], err_msg=name)
+
+
+def test_axes_without_dimension_scales_are_named_as_netcdf_names_them(tmp_path):
+    """HDF5 datasets without dimension scales (h5py's) get phony dimensions, as netCDF-C names
+    them: shared by length across the file, but never twice in one variable -- a square array
+    named ``(phony_dim_0, phony_dim_0)`` would be one axis to xarray."""
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a_square", data=np.zeros((4, 4)))
+        f.create_dataset("b_rect", data=np.zeros((4, 10)))
+        f.create_dataset("c_cube", data=np.zeros((10, 4, 4)))
+        f.create_dataset("d_line", data=np.zeros(10))
+    refs = json.loads(json.dumps(scan([str(path)])[0]))["refs"]
+    with netCDF4.Dataset(path) as d:
+        for name, variable in d.variables.items():
+            assert json.loads(refs[f"{name}/.zattrs"])["_ARRAY_DIMENSIONS"] == list(variable.dimensions), name
+    assert json.loads(refs["a_square/.zattrs"])["_ARRAY_DIMENSIONS"] == ["phony_dim_0", "phony_dim_1"]
