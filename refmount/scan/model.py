@@ -98,7 +98,9 @@ def drop_unrepresentable(scan: "FileScan") -> "FileScan":
 
 def json_value(value):
     """An HDF5 attribute as JSON; a one-element array (how netCDF-C stores every number) as
-    its element, as netCDF and xarray read it."""
+    its element, as netCDF and xarray read it. NaN and infinities stay numbers (written
+    ``NaN``, ``Infinity``, as zarr-python and kerchunk write attributes): a ``valid_max`` of
+    infinity read back as the text "Infinity" would be another attribute."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
@@ -107,8 +109,6 @@ def json_value(value):
         return [json_value(v) for v in value.tolist()] if value.ndim else json_value(value.item())
     if isinstance(value, (np.generic,)):
         return json_value(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, (list, tuple)):
         return [json_value(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -117,11 +117,18 @@ def json_value(value):
 
 
 def fill_value(dtype: np.dtype, value):
+    """A ``.zarray`` fill value: NaN and infinities as the texts Zarr v2 names them."""
     if value is None:
         return None
     if dtype.kind in "SV":
         return base64.b64encode(np.asarray(value, dtype=dtype).tobytes()).decode()
-    return json_value(np.asarray(value, dtype=dtype).item() if dtype.kind not in "O" else value)
+    value = np.asarray(value, dtype=dtype).item() if dtype.kind not in "O" else value
+    if isinstance(value, complex):  # Zarr v2: [real, imaginary]
+        return [fill_value(np.dtype("f8"), value.real), fill_value(np.dtype("f8"), value.imag)]
+    value = json_value(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def split_rows(shape: list[int], itemsize: int) -> int | None:

@@ -342,3 +342,27 @@ def test_axes_without_dimension_scales_are_named_as_netcdf_names_them(tmp_path):
         for name, variable in d.variables.items():
             assert json.loads(refs[f"{name}/.zattrs"])["_ARRAY_DIMENSIONS"] == list(variable.dimensions), name
     assert json.loads(refs["a_square/.zattrs"])["_ARRAY_DIMENSIONS"] == ["phony_dim_0", "phony_dim_1"]
+
+
+def test_nan_and_infinite_attributes_stay_numbers(tmp_path, mount):
+    """``valid_max = inf``, ``missing_value = NaN``: written as zarr-python and kerchunk write
+    them (``Infinity``, ``NaN``), so xarray and ncdump read numbers, not the texts; the
+    ``.zarray`` fill value is the text Zarr v2 names it."""
+    import xarray
+
+    path = tmp_path / "nan.nc"
+    with netCDF4.Dataset(path, "w") as d:
+        d.createDimension("x", 3)
+        v = d.createVariable("v", "f4", ("x",), fill_value=np.nan)
+        v.valid_max = np.float32(np.inf)
+        v.missing_value = np.float32(np.nan)
+        v[:] = [1, np.nan, 3]
+        d.createVariable("w", "f8", ("x",)).valid_range = np.array([-np.inf, np.inf])
+    refs = tmp_path / "refs.json"
+    assert run_cli("scan", path, "-o", refs).returncode == 0
+    assert json.loads(json.loads(refs.read_text())["refs"]["v/.zarray"])["fill_value"] == "NaN"
+    with mount(str(refs)) as root:
+        ds = xarray.open_zarr(root, mask_and_scale=False)
+        assert ds.v.attrs["valid_max"] == np.inf and np.isnan(ds.v.attrs["missing_value"])
+        assert list(ds.w.attrs["valid_range"]) == [-np.inf, np.inf]
+        np.testing.assert_array_equal(ds.v.values, [1, np.nan, 3])
