@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from array import array
 from dataclasses import dataclass, field
@@ -219,7 +220,8 @@ class Combiner:
                 kind = "concat"
                 self.lengths[path] = 0
             self.kinds[path] = kind
-            self.layout[path] = Variable(path, var.zarray, var.zattrs, var.dims, Chunks.empty(0), var.digest)
+            self.layout[path] = Variable(path, var.zarray, var.zattrs, var.dims, Chunks.empty(0), var.digest,
+                                         default_fill=var.default_fill)
             self.refs[path] = _Refs(len(var.zarray["shape"]))
 
     def _concatenate(self, path: str, n: int, scan: FileScan, part: Variable) -> None:
@@ -265,6 +267,8 @@ class Combiner:
             elif kind == "concat":
                 axis = var.dims.index(self.concat_dim)
                 zarray = dict(zarray, shape=[self.lengths[path] if i == axis else s for i, s in enumerate(zarray["shape"])])
+            if zarray.get("fill_value") is None and var.default_fill is not None and len(refs) < math.prod(grid_of(zarray)):
+                zarray = dict(zarray, fill_value=var.default_fill)  # chunks never written read as HDF5 reads them
             out.metadata[f"{path}/.zarray"] = zarray
             out.metadata[f"{path}/.zattrs"] = var.zattrs
             out.arrays[path] = (zarray, refs)
@@ -290,6 +294,9 @@ def _same_layout(path: str, first_url: str, ref: Variable, url: str, part: Varia
         if part.zarray.get(name) != ref.zarray.get(name):
             raise RefmountError(f"variable {path}: {name} differs between {first_url} "
                                 f"({ref.zarray.get(name)!r}) and {url} ({part.zarray.get(name)!r})")
+    if part.default_fill != ref.default_fill:
+        raise RefmountError(f"variable {path}: fill_value differs between {first_url} "
+                            f"({ref.default_fill!r}) and {url} ({part.default_fill!r})")
     if part.zarray["chunks"] != ref.zarray["chunks"]:
         raise RefmountError(f"variable {path}: chunk shape differs between {first_url} {ref.zarray['chunks']} "
                             f"and {url} {part.zarray['chunks']}")

@@ -220,14 +220,15 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
         # efile prefix, else its working directory): no reference can name them reliably
         raise Skip("its values are in external raw files (HDF5 external storage)")
     filters = _filters(dset)
-    # the netCDF _FillValue where there is one; else HDF5's own fill value only where it was set
-    # (the default 0 is not a fill value readers should mask: a time of 0 is a real time)
+    # the netCDF _FillValue where there is one; else HDF5's own fill value where it was set (the
+    # default 0 is not a fill value readers should mask: a time of 0 is a real time), and only
+    # for an array with chunks never written (``Combiner.result``): xarray masks a Zarr v2 fill
+    # value, so an integer variable would become floating point where netCDF keeps it whole
     fill = dset.attrs["_FillValue"] if "_FillValue" in names else None
-    if fill is None and dtype.kind in "iufc" and dset.fillvalue != 0:
-        fill = dset.fillvalue
+    default = dset.fillvalue if fill is None and dtype.kind in "iufc" and dset.fillvalue != 0 else None
     chunks = list(dset.chunks) if dset.chunks else list(shape)
     zattrs = _attributes(dset)
-    if fill is not None and "_FillValue" in names:
+    if fill is not None:
         zattrs["_FillValue"] = json_value(fill)
     dims, lengths, scales = _dims(dset, sizes)
     zattrs["_ARRAY_DIMENSIONS"] = dims
@@ -272,7 +273,7 @@ def _variable(url: str, path: str, dset, sizes: dict, combining: bool) -> Variab
         shape = lengths
     zarray = {"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": _dtype(dtype), "compressor": None,
               "filters": filters or None, "fill_value": fill_value(dtype, fill), "order": "C"}
-    variable = Variable(path, zarray, zattrs, dims, refs)
+    variable = Variable(path, zarray, zattrs, dims, refs, default_fill=fill_value(dtype, default))
     if layout == h5py.h5d.CHUNKED:  # as long as its dimensions (``_extend``)
         sizes.setdefault("chunked", []).append(
             (variable, scales, list(dset.shape), plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER))

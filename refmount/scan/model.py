@@ -62,6 +62,8 @@ class Variable:
     values: list | None = None  # 1-D coordinate values (for combining along a dimension)
     unlimited: bool = False  # a netCDF record (unlimited) dimension's coordinate
     short: bool = False  # a coordinate with unwritten values (shorter than its dimension)
+    # the .zarray fill value should a chunk be missing where the file declares none (HDF5's own)
+    default_fill: object = None
 
 
 @dataclass

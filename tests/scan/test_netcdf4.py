@@ -366,3 +366,27 @@ def test_nan_and_infinite_attributes_stay_numbers(tmp_path, mount):
         assert ds.v.attrs["valid_max"] == np.inf and np.isnan(ds.v.attrs["missing_value"])
         assert list(ds.w.attrs["valid_range"]) == [-np.inf, np.inf]
         np.testing.assert_array_equal(ds.v.values, [1, np.nan, 3])
+
+
+def test_a_variable_without_a_fill_value_keeps_its_type_in_xarray(tmp_path, mount):
+    """netCDF gives every variable a default fill value (HDF5's, -127 for a byte), but xarray
+    masks a Zarr v2 fill value: declared for a fully written integer variable, it would turn
+    its flags into floating point. It is declared only where a chunk was never written, so
+    that those read as netCDF reads them."""
+    import xarray
+
+    path = tmp_path / "flags.nc"
+    with netCDF4.Dataset(path, "w") as d:
+        d.createDimension("x", 6)
+        d.createVariable("flags", "i1", ("x",))[:] = [0, 1, 2, 4, 8, 16]
+        d.createVariable("count", "u2", ("x",), chunksizes=(3,))[:] = np.arange(6)
+        d.createVariable("sparse", "f4", ("x",), chunksizes=(3,))[:3] = [1, 2, 3]  # chunk 1 never written
+    refs = tmp_path / "refs.json"
+    assert run_cli("scan", path, "-o", refs).returncode == 0
+    with mount(str(refs)) as root:
+        ds, original = xarray.open_zarr(root), xarray.open_dataset(path)
+        for name in ("flags", "count"):
+            assert ds[name].dtype == original[name].dtype, name
+            np.testing.assert_array_equal(ds[name].values, original[name].values)
+        raw = xarray.open_zarr(root, mask_and_scale=False)["sparse"].values
+        np.testing.assert_array_equal(raw, original["sparse"].values)  # the default fill, as netCDF reads it
