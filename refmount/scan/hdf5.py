@@ -73,10 +73,11 @@ def _filters(dset) -> list[dict]:
 
 
 def _dims(dset, sizes: dict) -> tuple[list[str], list[int], list[str | None]]:
-    """The dimension names of each axis (netCDF's dimension scales, else phony ones, as netCDF-C names them),
-    each axis's length (at least its scale's: see ``_extend``) and the path of the scale each
-    axis is attached to. ``sizes`` is per file: phony names by length, each scale's length by its
-    path, and (``("extent", path)``) the longest extent of any variable along each scale."""
+    """The dimension names of each axis (netCDF's dimension scales, else phony ones, named as
+    netCDF-C names them), each axis's length (at least its scale's: see ``_extend``) and the
+    path of the scale each axis is attached to. ``sizes`` is per file: phony names by length,
+    each scale's length by its path, and (``("extent", path)``) the longest extent of any
+    variable along each scale."""
     import h5py
 
     if dset.is_scale and dset.ndim == 1:  # a netCDF coordinate: its own dimension
@@ -126,8 +127,8 @@ def _extend(scan: FileScan, sizes: dict) -> None:
     is as long as the longest such variable (HDF5 extends a dataset only as far as it was
     written, and a dimension without a coordinate variable not at all): a variable written
     less far, or not at all, is that long too, its unwritten end the fill value -- else xarray
-    sees one dimension with two lengths and refuses the file. (h5netcdf, xarray's reader of
-    HDF5 files, pads any axis so, fixed ones too: a dataset shorter than its scale.) A coordinate made longer has
+    sees one dimension with two lengths and refuses the file. h5netcdf, xarray's reader of HDF5
+    files, pads a fixed axis shorter than its scale alike. A coordinate made longer has
     unwritten values: it is not combined. Written with no fill value (netCDF's no-fill mode),
     the unwritten end of its last chunk holds whatever was in memory, where netCDF reads the
     fill value: such a variable is left out, said."""
